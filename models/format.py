@@ -165,7 +165,9 @@ def role_of(slot: Slot) -> Role:
 
 
 def _check_tokens(name: str, tokens: Sequence[int], ids: ControlIds) -> None:
-    bad = [t for t in tokens if t in (ids.speak, ids.think, ids.pad, ids.eos)]
+    # A chat prompt legitimately holds eos (it ends the user turn); the streams may not.
+    reserved = (ids.speak, ids.think, ids.pad) if name == "prompt" else (ids.speak, ids.think, ids.pad, ids.eos)
+    bad = [t for t in tokens if t in reserved]
     if bad:
         raise FormatError(
             f"{name} contains control/pad/eos ids {sorted(set(bad))}; pass plain text token ids "

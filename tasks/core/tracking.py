@@ -1,0 +1,97 @@
+"""MLflow: one child run per stage under the pipeline's parent run, logged from rank 0 only.
+
+The flow starts the parent run and passes its id to the stages (run by DVC as subprocesses) in
+``OMNI_TIS_PARENT_RUN_ID``. A stage run by hand (``python -m tasks.text_tis``) gets a top-level run.
+The tracking URI is ``MLFLOW_TRACKING_URI`` (the flow points it at the local server) or, by
+default, the SQLite store ``sqlite:///mlflow.db`` in the repository root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from tasks.core.params import ROOT, flat
+
+PARENT_ENV = "OMNI_TIS_PARENT_RUN_ID"
+log = logging.getLogger(__name__)
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlflow.db'}"
+
+
+def is_rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _quiet() -> None:
+    for name in ("alembic", "mlflow.store", "mlflow.tracking", "mlflow.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Tracker:
+    """Thin wrapper so stage code logs the same way with or without an active run."""
+
+    def __init__(self, run: Any | None):
+        self.run = run
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.info.run_id if self.run else None
+
+    def metrics(self, values: dict[str, float], step: int | None = None) -> None:
+        if self.run:
+            import mlflow
+
+            mlflow.log_metrics({k: float(v) for k, v in values.items()}, step=step)
+
+    def params(self, values: dict[str, Any]) -> None:
+        if self.run:
+            import mlflow
+
+            items = flat(values)
+            keys = list(items)
+            for i in range(0, len(keys), 90):  # MLflow caps a batch at 100 params
+                mlflow.log_params({k: str(items[k])[:500] for k in keys[i : i + 90]})
+
+    def artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if self.run and Path(path).exists():
+            import mlflow
+
+            if Path(path).is_dir():
+                mlflow.log_artifacts(str(path), artifact_path)
+            else:
+                mlflow.log_artifact(str(path), artifact_path)
+
+    def tags(self, values: dict[str, str]) -> None:
+        if self.run:
+            import mlflow
+
+            mlflow.set_tags(values)
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, experiment: str, params: dict[str, Any] | None = None) -> Iterator[Tracker]:
+    """A child MLflow run named after the stage (no run on ranks other than 0)."""
+    if not is_rank0() or os.environ.get("OMNI_TIS_MLFLOW", "1") == "0":
+        yield Tracker(None)
+        return
+    import mlflow
+
+    _quiet()
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(experiment)
+    parent = os.environ.get(PARENT_ENV) or None
+    with mlflow.start_run(run_name=stage, tags={"stage": stage}, parent_run_id=parent) as run:
+        tracker = Tracker(run)
+        if params:
+            tracker.params(params)
+        try:
+            yield tracker
+        except BaseException:
+            mlflow.set_tag("status", "failed")
+            raise
