@@ -206,17 +206,18 @@ def build_tiny(dims: TinyDims, tokenizer, seed: int = 0):
     _quiet_transformers()
     torch.manual_seed(seed)
     model = Qwen2_5OmniForConditionalGeneration(tiny_config(dims, tokenizer))
-    model.speaker_map = {"default": default_speaker(model)}
+    model.speaker_map = {"default": default_speaker(model, tokenizer)}
     return model
 
 
-def default_speaker(model) -> dict:
+def default_speaker(model, tokenizer) -> dict:
     """Speaker conditioning for token2wav (a real checkpoint ships these in spk_dict.pt)."""
     import torch
 
     dit = model.config.token2wav_config.dit_config
     return {
-        "bos_token": model.config.talker_config.tts_codec_start_token_id,
+        # Qwen's generate() reads bos_token as a thinker-vocabulary id (the talker's text start).
+        "bos_token": tokenizer.convert_tokens_to_ids("<|speak|>"),
         "cond": torch.zeros(1, dit.enc_emb_dim),  # (1, enc_emb_dim) speaker x-vector
         "ref_mel": torch.zeros(1, 30, dit.mel_dim),  # (1, T, mel_dim) reference mel
     }
