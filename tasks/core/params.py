@@ -72,25 +72,46 @@ class TrainerParams:
                 raise ParamsError(f"trainer.{k} must be >= 1, got {getattr(self, k)}")
 
 
+FORMATS = ("tis", "think_first")
+
+
 @dataclass(frozen=True)
 class StageParams:
     """One training stage's own knobs (params.yaml key = stage name)."""
 
-    format: Literal["tis", "think_first"] = "tis"
     steps: int = 300
     batch_size: int = 16
     lr: float = 1e-3
     warmup_steps: int = 20
     weight_decay: float = 0.0
     max_len: int = 320
+    text_fraction: float = 0.5  # pretrain only: share of problems given as text instead of audio
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.text_fraction <= 1.0:
+            raise ParamsError(f"text_fraction must be within [0, 1], got {self.text_fraction}")
         if self.steps < 1 or self.batch_size < 1:
             raise ParamsError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
         if self.lr <= 0:
             raise ParamsError(f"lr must be positive, got {self.lr}")
         if self.warmup_steps < 0:
             raise ParamsError("warmup_steps must be >= 0")
+
+
+@dataclass(frozen=True)
+class CodecParams:
+    """The speech codec whose tokens the talker predicts (models/codec.py)."""
+
+    kind: Literal["world", "mimi"] = "world"  # world: fitted here, offline; mimi: pretrained, local path
+    path: str = ""  # mimi only: local checkpoint directory
+    codebook_size: int = 256
+    n_codebooks: int = 3
+    fit_clips: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind == "mimi" and not self.path:
+            raise ParamsError("codec.kind=mimi needs codec.path (a local Mimi checkpoint directory)")
 
 
 @dataclass(frozen=True)
@@ -111,10 +132,21 @@ class Params:
     schedule: Schedule = field(default_factory=Schedule)
     model: ModelParams = field(default_factory=ModelParams)
     generate: GenerateParams = field(default_factory=GenerateParams)
+    # Sequence formats trained side by side (DVC matrix): the TiS model and the think-first baseline.
+    formats: tuple[Literal["tis", "think_first"], ...] = FORMATS
     trainer: TrainerParams = field(default_factory=TrainerParams)
+    codec: CodecParams = field(default_factory=CodecParams)
+    align: StageParams = field(default_factory=StageParams)
+    pretrain: StageParams = field(default_factory=StageParams)
     text_tis: StageParams = field(default_factory=StageParams)
+    acoustic_tis: StageParams = field(default_factory=StageParams)
+    talker: StageParams = field(default_factory=StageParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
     dvc: DvcParams = field(default_factory=DvcParams)
+
+    def __post_init__(self) -> None:
+        if not self.formats or len(set(self.formats)) != len(self.formats):
+            raise ParamsError(f"formats must list 'tis' and/or 'think_first' once each, got {list(self.formats)}")
 
 
 def _convert(tp: Any, value: Any, key: str) -> Any:

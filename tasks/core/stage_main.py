@@ -23,19 +23,26 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_stage(stage: str, data_dir: Path, init_dir: Path, p: Params | None = None,
+def run_name(stage: str, fmt: str | None) -> str:
+    """DVC's name for a matrix stage (``text_tis@tis``); also the MLflow run and metrics file name."""
+    return f"{stage}@{fmt}" if fmt else stage
+
+
+def run_stage(stage: str, data_dir: Path, init_dir: Path, fmt: str | None = None, p: Params | None = None,
               out_dir: Path | None = None, metrics_dir: Path | None = None):
+    """Train ``stage`` (in sequence format ``fmt`` for format-dependent stages)."""
     from tasks.core.plots import loss_curve
     from tasks.core.tracking import is_rank0, stage_run
     from tasks.core.trainer import train
 
     p = p or load_params()
     sp = getattr(p, stage)
-    out_dir = out_dir or ROOT / "checkpoints" / stage
+    name = run_name(stage, fmt)
+    out_dir = out_dir or ROOT / "checkpoints" / stage / (fmt or "")
     metrics_dir = metrics_dir or ROOT / "metrics"
-    with stage_run(stage, p.mlflow.experiment, {stage: to_dict(sp), "trainer": to_dict(p.trainer),
-                                                 "schedule": to_dict(p.schedule), "seed": p.seed}) as tr:
-        res = train(stage, p, sp, Path(data_dir), Path(init_dir), out_dir, tracker=tr)
+    with stage_run(name, p.mlflow.experiment, {stage: to_dict(sp), "trainer": to_dict(p.trainer), "format": fmt,
+                                                "schedule": to_dict(p.schedule), "seed": p.seed}) as tr:
+        res = train(stage, p, sp, Path(data_dir), Path(init_dir), out_dir, fmt=fmt or "tis", tracker=tr)
         if not is_rank0():
             return res
         metrics = {"train/loss": res.final_loss, "train/tokens_per_s": round(res.tokens_per_s, 1),
@@ -44,18 +51,31 @@ def run_stage(stage: str, data_dir: Path, init_dir: Path, p: Params | None = Non
             metrics["val/loss"] = res.val_loss
         if res.history:
             metrics["train/first_loss"] = res.history[0][1]
-        write_json_atomic(metrics_dir / f"{stage}.json", metrics)
-        png = loss_curve(res.history, metrics_dir / f"{stage}_loss.png", f"{stage} ({sp.format})", res.val_loss)
+        write_json_atomic(metrics_dir / f"{name}.json", metrics)
+        png = loss_curve(res.history, metrics_dir / f"{name}_loss.png", name, res.val_loss)
         tr.metrics({k: v for k, v in metrics.items() if k.startswith(("val/",))}, step=res.steps)
         tr.artifact(png, "plots")
-        tr.artifact(metrics_dir / f"{stage}.json")
+        tr.artifact(metrics_dir / f"{name}.json")
         tr.tags({"checkpoint": str(res.checkpoint), "resumed": str(res.resumed)})
-        log.info("%s: %d steps (from %d), loss %.4f -> %.4f, val %s, %.0f tok/s; checkpoint %s", stage,
+        log.info("%s: %d steps (from %d), loss %.4f -> %.4f, val %s, %.0f tok/s; checkpoint %s", name,
                  res.steps, res.start_step, res.history[0][1] if res.history else float("nan"), res.final_loss,
                  f"{res.val_loss:.4f}" if res.val_loss is not None else "-", res.tokens_per_s, res.checkpoint)
     return res
 
 
-def main(stage: str, data_dir: str, init_dir: str) -> None:
+def main(stage: str, data_dir: str, init_dir: str, per_format: bool = True) -> None:
+    """CLI of a training stage module: ``python -m tasks.<stage> [--format tis|think_first]``.
+
+    ``init_dir`` may contain ``{format}`` (the upstream checkpoint of the same format).
+    """
+    import argparse
+
+    from tasks.core.params import FORMATS
+
+    ap = argparse.ArgumentParser(prog=f"python -m tasks.{stage}", description=f"Train the {stage} stage.")
+    if per_format:
+        ap.add_argument("--format", choices=FORMATS, default="tis", help="sequence format (default: tis)")
+    args = ap.parse_args()
+    fmt = getattr(args, "format", None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run_stage(stage, ROOT / data_dir, ROOT / init_dir)
+    run_stage(stage, ROOT / data_dir, ROOT / init_dir.format(format=fmt), fmt)

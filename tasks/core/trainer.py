@@ -83,7 +83,7 @@ class Example:
 
 
 def make_examples(rows: list[dict], tokenizer, p: Params, spec: StageSpec, sp: StageParams,
-                  phase_input: str | None = None) -> tuple[list[Example], dict[str, int]]:
+                  fmt: str = "tis") -> tuple[list[Example], dict[str, int]]:
     """Dataset rows -> laid-out examples for this stage's target; returns (examples, dropped)."""
     from models.format import FormatError, Role, build
     from models.tokenizer import control_ids, text_prompt
@@ -95,8 +95,8 @@ def make_examples(rows: list[dict], tokenizer, p: Params, spec: StageSpec, sp: S
         prompt = text_prompt(tokenizer, row["question"])
         try:
             if spec.target == "interleaved":
-                kw = {"min_block": row["min_block"], "delay_eos": True} if sp.format == "tis" else {}
-                lay = build(sp.format, prompt, row["response_ids"], row["reasoning_ids"], ids, p.schedule, **kw)
+                kw = {"min_block": row["min_block"], "delay_eos": True} if fmt == "tis" else {}
+                lay = build(fmt, prompt, row["response_ids"], row["reasoning_ids"], ids, p.schedule, **kw)
                 seq, mask, roles = lay.input_ids, lay.loss_mask, [int(r) for r in lay.roles]
             elif spec.target == "solution":
                 body = list(row["reasoning_ids"]) + list(row["response_ids"]) + [eos]
@@ -187,7 +187,7 @@ class TrainResult:
     resumed: bool = False
 
 
-def fingerprint(p: Params, spec: StageSpec, sp: StageParams, data_dir: Path, init_ckpt: Path) -> str:
+def fingerprint(p: Params, spec: StageSpec, sp: StageParams, data_dir: Path, init_ckpt: Path, fmt: str) -> str:
     """What must match for a checkpoint to be resumed (not steps: more steps continue a run)."""
     h = hashlib.sha256()
     for split in ("train.parquet", "validation.parquet"):
@@ -196,7 +196,7 @@ def fingerprint(p: Params, spec: StageSpec, sp: StageParams, data_dir: Path, ini
     trainer = {k: v for k, v in asdict(p.trainer).items() if k not in ("log_every", "checkpoint_every", "keep_checkpoints")}
     stage = {k: v for k, v in asdict(sp).items() if k != "steps"}
     upstream = ck.read_state(init_ckpt)
-    h.update(json.dumps({"spec": spec.name, "stage": stage, "trainer": trainer, "schedule": asdict(p.schedule),
+    h.update(json.dumps({"spec": spec.name, "format": fmt, "stage": stage, "trainer": trainer, "schedule": asdict(p.schedule),
                          "seed": p.seed, "upstream": [str(init_ckpt.name), upstream.get("fingerprint"),
                                                       upstream.get("step"), upstream.get("source")]},
                         sort_keys=True, default=str).encode())
@@ -230,7 +230,7 @@ def _lr_lambda(sp: StageParams):
 
 
 def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path, out_dir: Path,
-          tracker=None, stop_after: int | None = None) -> TrainResult:
+          fmt: str = "tis", tracker=None, stop_after: int | None = None) -> TrainResult:
     """Train ``stage``; resumes from the newest matching checkpoint in ``out_dir``.
 
     ``stop_after``: leave after that many optimizer steps in this call (tests simulate a kill).
@@ -257,7 +257,7 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
         )
     micro = sp.batch_size // (world * t.grad_accum)
     init_ckpt = ck.latest(init_dir)
-    fp = fingerprint(p, spec, sp, data_dir, init_ckpt)
+    fp = fingerprint(p, spec, sp, data_dir, init_ckpt, fmt)
 
     # Resume only a checkpoint made from the same data, upstream and settings.
     if rank == 0:
@@ -288,8 +288,8 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
     pad_id = tok.pad_token_id
 
     rows = load_samples(data_dir, "train")
-    examples, dropped = make_examples(rows, tok, p, spec, sp)
-    val_examples, _ = make_examples(load_samples(data_dir, "validation"), tok, p, spec, sp)
+    examples, dropped = make_examples(rows, tok, p, spec, sp, fmt)
+    val_examples, _ = make_examples(load_samples(data_dir, "validation"), tok, p, spec, sp, fmt)
     if not examples:
         raise ValueError(f"{stage}: no training examples left in {data_dir} (dropped: {dropped}); "
                          f"raise {stage}.max_len or check the data stage")
@@ -355,7 +355,7 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
         if rank == 0:
             tok.save_pretrained(str(tmp / "tokenizer"))
             (tmp / "trainer_state.json").write_text(json.dumps(
-                {"stage": stage, "step": at, "fingerprint": fp, "history": history, "world": world}, indent=1))
+                {"stage": stage, "format": fmt, "step": at, "fingerprint": fp, "history": history, "world": world}, indent=1))
         dist.barrier()
         if rank == 0:
             os.replace(tmp, out_dir / name)
