@@ -68,6 +68,9 @@ def run(p: Params, out_dir: Path = OUT, tokenizer_dir: Path = TOKENIZER) -> dict
     return stats
 
 
+METRICS = ROOT / "metrics" / "generate.json"
+
+
 def main() -> None:
     from tasks.core.tracking import stage_run
 
@@ -75,6 +78,9 @@ def main() -> None:
     p = load_params()
     with stage_run(STAGE, p.mlflow.experiment, {"generate": to_dict(p.generate), "schedule": to_dict(p.schedule)}) as tr:
         stats = run(p)
+        from tasks.core.stage_main import write_json_atomic
+
+        write_json_atomic(METRICS, stats)
         tr.metrics({"data/kept": stats["kept"], "data/train": stats["train"], "data/validation": stats["validation"],
                     **{f"data/rejected_{k}": v for k, v in stats["rejected"].items()}})
         tr.artifact(OUT / "stats.json")

@@ -77,6 +77,7 @@ def write_dataset(out_dir: str | Path, splits: dict[str, Iterable[dict]], stats:
 
 def replace_dir(src: Path, dst: Path) -> None:
     """Put directory ``src`` at ``dst``; an existing ``dst`` is swapped out, then deleted."""
+    os.chmod(src, 0o755)  # mkdtemp makes 0700 dirs
     old = None
     if dst.exists():
         old = dst.with_name(f".{dst.name}.old-{os.getpid()}")

@@ -1,0 +1,159 @@
+"""The `full-pipeline` Prefect flow: every DVC stage in order, skipped when DVC says it is unchanged.
+
+Prefect owns sequencing, logs and the deployment; DVC owns what is stale; MLflow gets one parent run
+per pipeline run, which the stages (DVC subprocesses) join as child runs through
+``OMNI_TIS_PARENT_RUN_ID``. No ML logic lives here.
+
+    python -m flows.full_pipeline          # run once, in-process (the local Prefect API or a server)
+    python -m flows.serve                  # serve the `full-pipeline/local` deployment
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+ROOT = Path(__file__).resolve().parents[1]
+PARENT_ENV = "OMNI_TIS_PARENT_RUN_ID"  # same name as tasks.core.tracking.PARENT_ENV
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    # DVC runs stage commands through a shell: make `python` and `dvc` this environment's.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra or {})
+    return env
+
+
+def dvc(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=ROOT, env=_env(env),
+                          capture_output=True, text=True, check=check)
+
+
+def stage_names() -> list[str]:
+    """Stages in dvc.yaml order (matrix stages expanded, e.g. ``text_tis@tis``)."""
+    out = dvc("stage", "list", "--name-only").stdout.split()
+    if not out:
+        raise RuntimeError(f"dvc.yaml in {ROOT} lists no stages")
+    return out
+
+
+def is_stale(stage: str) -> bool:
+    res = dvc("status", stage, "--json")
+    return bool(json.loads(res.stdout or "{}"))
+
+
+@task(name="stage", cache_policy=NO_CACHE, log_prints=True)
+def run_stage(stage: str, parent_run_id: str | None) -> dict:
+    """`dvc repro --single-item STAGE` if DVC says it is stale; streams the stage's log lines."""
+    logger = get_run_logger()
+    if not is_stale(stage):
+        logger.info("%s: unchanged, skipped (DVC)", stage)
+        return {"stage": stage, "status": "skipped", "seconds": 0.0}
+    t0 = time.time()
+    logger.info("%s: running", stage)
+    env = _env({PARENT_ENV: parent_run_id} if parent_run_id else None)
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro", "--single-item", stage],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        if line:
+            logger.info("%s | %s", stage, line)
+            tail = (tail + [line])[-30:]
+    rc = proc.wait()
+    if rc != 0:
+        raise RuntimeError(f"stage {stage} failed (exit {rc}); last lines:\n" + "\n".join(tail))
+    return {"stage": stage, "status": "ran", "seconds": round(time.time() - t0, 1)}
+
+
+@task(name="push", cache_policy=NO_CACHE)
+def push(remote_url: str, remote: str) -> str:
+    """Push datasets and checkpoints to the DVC remote (params.yaml `dvc.remote_url`)."""
+    logger = get_run_logger()
+    current = dvc("remote", "list", check=False).stdout
+    if f"{remote}\t{remote_url}" not in current.replace("  ", "\t"):
+        # A per-clone override (.dvc/config.local, git-ignored) so params.yaml decides the remote.
+        dvc("remote", "add", "--local", "-f", "-d", remote, remote_url)
+    res = dvc("push", "-r", remote, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"dvc push to {remote_url} failed:\n{res.stdout}\n{res.stderr}")
+    logger.info("pushed to %s: %s", remote_url, (res.stdout.strip().splitlines() or ["nothing"])[-1])
+    return remote_url
+
+
+def _start_parent_run(experiment: str, name: str):
+    import mlflow
+
+    from tasks.core.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(experiment)
+    return mlflow.start_run(run_name=name, tags={"pipeline": "full-pipeline"})
+
+
+@flow(name="full-pipeline", log_prints=True)
+def full_pipeline(stages: list[str] | None = None, push_remote: bool = True) -> list[dict]:
+    """Run the DVC stages in order (all of dvc.yaml by default), then push to the DVC remote."""
+    import mlflow
+    from prefect.runtime import flow_run
+
+    from tasks.core.params import flat, load_params, to_dict
+
+    logger = get_run_logger()
+    p = load_params()
+    names = stage_names()
+    if stages:
+        unknown = [s for s in stages if s not in names]
+        if unknown:
+            raise ValueError(f"unknown stages {unknown}; dvc.yaml has {names}")
+        names = [s for s in names if s in stages]
+    t0 = time.time()
+    run = _start_parent_run(p.mlflow.experiment, f"pipeline-{flow_run.get_name() or 'local'}")
+    results: list[dict] = []
+    try:
+        params = flat(to_dict(p))
+        keys = list(params)
+        for i in range(0, len(keys), 90):
+            mlflow.log_params({k: str(params[k])[:500] for k in keys[i:i + 90]})
+        for name in names:
+            results.append(run_stage.with_options(name=name)(name, run.info.run_id))
+        if push_remote:
+            push(os.path.expanduser(p.dvc.remote_url), p.dvc.remote)
+        status = "FINISHED"
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        ran = [r["stage"] for r in results if r["status"] == "ran"]
+        mlflow.set_tags({"stages_ran": ",".join(ran) or "-", "prefect_flow_run": str(flow_run.get_id())})
+        mlflow.log_metrics({"pipeline/seconds": time.time() - t0, "pipeline/stages_ran": len(ran)})
+        mlflow.log_dict({"stages": results}, "pipeline_results.json")
+        for m in sorted((ROOT / "metrics").glob("*.json")):
+            mlflow.log_artifact(str(m), "metrics")
+        mlflow.end_run(status)
+    for r in results:
+        logger.info("%-24s %-8s %6.1fs", r["stage"], r["status"], r["seconds"])
+    _write_results(results, time.time() - t0)
+    return results
+
+
+def _write_results(results: list[dict], seconds: float) -> None:
+    """.run/last_pipeline.json, read by `make pipeline` to print the stage table."""
+    out = ROOT / ".run" / "last_pipeline.json"
+    out.parent.mkdir(exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"stages": results, "seconds": round(seconds, 1)}, indent=1))
+    os.replace(tmp, out)
+
+
+if __name__ == "__main__":
+    full_pipeline()

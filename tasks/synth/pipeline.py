@@ -1,0 +1,216 @@
+"""Steps 2-4 of synthesis for one batch of records: rewrite, speak and interleave, verify.
+
+``process_batch`` is a plain function (Ray Data ``map_batches`` runs it over shards; tests call it
+directly). Per record it returns one row: the sample's columns, encoded audio bytes, and
+``reject`` (empty when kept, else the reason). It never raises for a bad record.
+
+Heavy state (TTS voices, the ASR decoder, the LLM client) is built once per worker process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from tasks.synth.config import SynthesizeParams
+
+log = logging.getLogger("synthesize")
+
+SILENCE_RMS = 1e-3
+SECONDS_PER_WORD = (0.12, 2.0)  # plausible speech duration per spoken word
+
+
+@dataclass
+class Rules:
+    """What ``process_batch`` needs besides the records (picklable: Ray ships it to workers)."""
+
+    cfg: SynthesizeParams
+    tokenizer: object
+    speak: int = 2
+    think: int = 8
+    with_audio: bool = True  # False: text, tokens and drift only (fast tests of real datasets)
+
+
+_WORKER: dict = {}
+
+
+def _tts(rules: Rules, voice: str, rate: int, pitch: int):
+    from models.tts import make_tts
+
+    t = rules.cfg.tts
+    key = (t.backend, voice, rate, pitch)
+    if key not in _WORKER:
+        if t.backend == "piper":
+            _WORKER[key] = make_tts("piper", model_path=t.piper_model, length_scale=175 / rate)
+        else:
+            _WORKER[key] = make_tts("espeak", voice=voice, rate=rate, pitch=pitch)
+    return _WORKER[key]
+
+
+def _asr():
+    if "asr" not in _WORKER:
+        from models.asr import SphinxChecker
+
+        _WORKER["asr"] = SphinxChecker()
+    return _WORKER["asr"]
+
+
+def _llm(rules: Rules):
+    if "llm" not in _WORKER:
+        from tasks.synth.llm import LLMClient
+
+        _WORKER["llm"] = LLMClient.from_params(rules.cfg.llm)
+    return _WORKER["llm"]
+
+
+def unit(seed: int, key: str, salt: str) -> float:
+    """A reproducible number in [0, 1) per (seed, sample, purpose), the same on any worker."""
+    h = hashlib.blake2b(f"{seed}/{key}/{salt}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2**64
+
+
+def voice_for(cfg: SynthesizeParams, key: str) -> tuple[str, int, int]:
+    rng = random.Random(int(unit(cfg.seed, key, "voice") * 2**32))
+    t = cfg.tts
+    return rng.choice(t.voices), rng.randint(t.rate_min, t.rate_max), rng.randint(t.pitch_min, t.pitch_max)
+
+
+def encode_audio(wav: np.ndarray, sr: int, fmt: str) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, wav, sr, format=fmt.upper(), subtype="PCM_16")
+    return buf.getvalue()
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _speak(rules: Rules, text: str, voice: tuple[str, int, int], what: str) -> tuple[np.ndarray, float]:
+    try:
+        wav, sr = _tts(rules, *voice).synthesize(text)
+    except Exception as e:  # noqa: BLE001 - any backend failure is a counted rejection
+        log.debug("tts failed on %r: %s", text[:60], e)
+        raise _Rejected("tts_failed") from e
+    if wav.size == 0 or float(np.sqrt(np.mean(np.square(wav)))) < SILENCE_RMS:
+        raise _Rejected(f"silent_{what}_audio")
+    seconds = len(wav) / sr
+    n_words = max(1, len(text.split()))
+    lo, hi = SECONDS_PER_WORD
+    if not lo * n_words <= seconds <= hi * n_words + 1.0:
+        raise _Rejected(f"bad_{what}_duration")
+    return wav, seconds
+
+
+def process_one(rules: Rules, row: dict, stats: dict) -> dict:
+    from models.drift import DriftError, answer_of, check_drift, normalize_number, tokenize_sample
+    from models.format import FormatError, Schedule, interleave
+    from models.tokenizer import control_ids, text_prompt
+    from tasks.synth.solutions import Reject, decompose
+    from tasks.synth.verbalize import speakable, unspeakable_chars
+
+    cfg, tok = rules.cfg, rules.tokenizer
+    schedule = Schedule(rules.speak, rules.think)
+    out = {"idx": int(row["idx"]), "id": str(row["id"]), "reject": ""}
+    try:
+        s = decompose(str(row["source"]), str(row["id"]), json.loads(row["record"]))
+        if cfg.llm.rewrite:
+            s.response = _llm(rules).rewrite_response(s, stats)
+        spoken = speakable(s.question)
+        if not spoken or not s.response or not s.reasoning:
+            raise _Rejected("empty")
+        if unspeakable_chars(spoken):
+            raise _Rejected("unspeakable_question")
+        if answer_of(s.response) != normalize_number(s.answer) or not s.response.rstrip().endswith(f"The answer is {s.answer}."):
+            raise _Rejected("wrong_answer")
+        if len(s.response.split()) > cfg.max_response_words or len(spoken.split()) > cfg.max_question_words:
+            raise _Rejected("too_long")
+        try:
+            t = tokenize_sample(tok, s.question, s.response, s.reasoning, schedule)
+            ids = control_ids(tok)
+            lay = interleave(text_prompt(tok, s.question), t.response_ids, t.reasoning_ids, ids, schedule,
+                             min_block=t.min_block, delay_eos=True)
+        except DriftError as e:
+            raise _Rejected("drift") from e
+        except FormatError as e:
+            raise _Rejected("format") from e
+        if len(lay) > cfg.max_len:
+            raise _Rejected("too_long")
+        if check_drift(lay, tok, s.question, ids, schedule):
+            raise _Rejected("drift")
+        if cfg.llm.judge and not _llm(rules).judge(s.question, spoken, stats):
+            raise _Rejected("judge_rejected")
+        out.update(s.to_dict(), spoken_question=spoken, **vars(t), n_tokens=len(lay))
+        out.update(question_wav=b"", response_wav=b"", question_seconds=0.0, response_seconds=0.0)
+        if rules.with_audio:
+            voice = voice_for(cfg, s.id)
+            t0 = time.perf_counter()
+            qwav, qsec = _speak(rules, spoken, voice, "question")
+            rwav, rsec = (None, 0.0)
+            if cfg.tts.speak_response:
+                rwav, rsec = _speak(rules, speakable(s.response), voice, "response")
+            stats["tts_seconds"] += time.perf_counter() - t0
+            stats["tts_audio_seconds"] += qsec + rsec
+            if cfg.asr_fraction and unit(cfg.seed, s.id, "asr") < cfg.asr_fraction:
+                asr = _asr()
+                asr.set_vocabulary(_WORKER.get("batch_vocab", ()))
+                recall, _ = asr.recall(qwav, spoken)
+                stats["asr_checked"] += 1
+                stats["asr_recall_sum"] += recall
+                if recall < cfg.asr_min_recall:
+                    raise _Rejected("asr_mismatch")
+            out.update(question_wav=encode_audio(qwav, 16000, cfg.tts.audio_format), question_seconds=qsec,
+                       voice=f"{voice[0]}@{voice[1]}wpm/p{voice[2]}")
+            if rwav is not None:
+                out.update(response_wav=encode_audio(rwav, 16000, cfg.tts.audio_format), response_seconds=rsec)
+    except Reject as e:
+        out["reject"] = e.reason
+    except _Rejected as e:
+        out["reject"] = e.reason
+    except Exception as e:  # noqa: BLE001 - a bad record never stops the stage
+        log.warning("record %s: unexpected %s: %s", row.get("id"), type(e).__name__, e)
+        out["reject"] = f"error_{type(e).__name__}"
+    return out
+
+
+EMPTY = {
+    "source": "", "kind": "", "question": "", "spoken_question": "", "reasoning": "", "response": "", "answer": "",
+    "question_ids": [], "response_ids": [], "reasoning_ids": [], "min_block": [], "n_tokens": 0,
+    "question_wav": b"", "response_wav": b"", "question_seconds": 0.0, "response_seconds": 0.0, "voice": "",
+}
+
+
+def process_batch(batch, rules: Rules):
+    """Ray Data batch (pandas DataFrame of records) -> DataFrame of samples, one row per record."""
+    import pandas as pd
+
+    rows = batch.to_dict("records") if hasattr(batch, "to_dict") else batch
+    stats = {"tts_seconds": 0.0, "tts_audio_seconds": 0.0, "asr_checked": 0, "asr_recall_sum": 0.0,
+             "llm_calls": 0, "llm_fallback": 0, "llm_errors": 0}
+    if rules.with_audio and rules.cfg.asr_fraction:
+        from models.asr import words
+        from tasks.synth.verbalize import speakable
+
+        vocab: set[str] = set()
+        for r in rows:
+            try:
+                q = json.loads(r["record"])
+                vocab.update(words(speakable(" ".join(str(v) for v in q.values() if isinstance(v, str))[:4000])))
+            except Exception:  # noqa: BLE001 - vocabulary is best effort
+                pass
+        _WORKER["batch_vocab"] = vocab
+    out = [{**EMPTY, **process_one(rules, r, stats)} for r in rows]
+    # Per-batch counters ride on every row's "batch_stats" of the batch's first row only.
+    for i, o in enumerate(out):
+        o["batch_stats"] = json.dumps(stats) if i == 0 else ""
+    return pd.DataFrame(out)

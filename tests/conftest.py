@@ -1,0 +1,95 @@
+"""Shared fixtures: a tiny tokenizer + model, and a throwaway copy of the repository.
+
+Tests never touch the working tree's data/, checkpoints/ or mlflow.db: the pipeline tests copy the
+repository (tracked and untracked, not ignored files) into a temporary folder with tiny params.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+os.environ.setdefault("OMNI_TIS_MLFLOW", "0")  # unit tests log nowhere unless they ask
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Small enough that a whole pipeline run takes a minute or two on 2 cores.
+TINY_OVERRIDES = {
+    "model": {"tokenizer_corpus": 300, "tokenizer_vocab_size": 600},
+    "generate": {"num_problems": 120},
+    "trainer": {"log_every": 1, "checkpoint_every": 4},
+    "text_tis": {"steps": 6, "batch_size": 4, "warmup_steps": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from models.tokenizer import train_bpe
+    from tasks.synth.builtin import generate_problems
+
+    probs = generate_problems(400, seed=123)
+    return train_bpe((t for p in probs for t in (p.question, p.reasoning, p.response)), 800)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer):
+    from models.omni import TinyDims, build_tiny
+
+    return build_tiny(TinyDims(), tokenizer)
+
+
+def deep_update(d: dict, u: dict) -> dict:
+    for k, v in u.items():
+        d[k] = deep_update(dict(d.get(k, {})), v) if isinstance(v, dict) else v
+    return d
+
+
+def copy_repo(dst: Path) -> Path:
+    """The repository's files (as git sees them, ignoring outputs) copied to ``dst`` as a new git repo."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for f in filter(None, files):
+        src = ROOT / f
+        if not src.is_file():
+            continue
+        if f.startswith(("data/", "checkpoints/", "metrics/")) and not f.endswith(".gitignore"):
+            continue
+        (dst / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst / f)
+    git = lambda *a: subprocess.run(["git", *a], cwd=dst, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("config", "user.email", "test@example.com")
+    git("config", "user.name", "test")
+    git("add", "-A")
+    git("commit", "-qm", "copy")
+    return dst
+
+
+def write_params(repo: Path, overrides: dict) -> None:
+    p = repo / "params.yaml"
+    data = yaml.safe_load(p.read_text())
+    p.write_text(yaml.safe_dump(deep_update(data, overrides), sort_keys=False))
+
+
+def repo_env(repo: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = str(repo)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def tiny_repo(tmp_path) -> Path:
+    repo = copy_repo(tmp_path / "repo")
+    write_params(repo, TINY_OVERRIDES)
+    subprocess.run(["git", "commit", "-qam", "tiny params"], cwd=repo, check=True)
+    return repo

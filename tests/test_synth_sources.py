@@ -1,0 +1,138 @@
+"""Collect: the built-in generator and the real loaders (on ../shared/data by path), bad records counted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks.synth.config import SourceSpec, SynthConfigError, SynthesizeParams
+from tasks.synth.solutions import Reject, decompose
+from tasks.synth.sources import SourceError, collect
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_data = pytest.mark.skipif(not (DATA / "gsm8k" / "train.jsonl").exists(), reason="../shared/data not present")
+
+
+@needs_data
+def test_real_loaders_read_every_record():
+    cfg = SynthesizeParams(sources=(
+        SourceSpec("gsm8k", str(DATA / "gsm8k" / "train.jsonl")),
+        SourceSpec("gsm8k", str(DATA / "gsm8k" / "test.jsonl")),
+        SourceSpec("svamp", str(DATA / "svamp" / "SVAMP.json"), limit=25),
+        SourceSpec("builtin", limit=7),
+    ))
+    records, per_source, skipped = collect(cfg)
+    assert per_source == {"gsm8k": 7473, "gsm8k1": 1319, "svamp": 25, "builtin": 7}
+    assert not any(skipped.values())
+    assert [r["idx"] for r in records] == list(range(len(records)))
+    first = json.loads(records[0]["record"])
+    assert first["answer"].rstrip().split("####")[-1].strip() == "72"
+    svamp = [r for r in records if r["source"] == "svamp"]
+    assert svamp[0]["id"] == "svamp-chal-1"
+    s = decompose("svamp", svamp[0]["id"], json.loads(svamp[0]["record"]))
+    assert s.answer == "51" and s.response.endswith("The answer is 51.")
+
+
+def test_malformed_records_are_skipped_and_counted(tmp_path):
+    good = {"question": "Tom has 3 apples and buys 4 more. How many apples?", "answer": "3+4=<<3+4=7>>7\n#### 7"}
+    lines = [json.dumps(good), "{not json", json.dumps({"question": "no answer field"}), "",
+             json.dumps({"question": "Q?", "answer": "no final marker"}), json.dumps({"question": 5, "answer": "#### 5"})]
+    f = tmp_path / "bad.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    records, per_source, skipped = collect(SynthesizeParams(sources=(SourceSpec("gsm8k", str(f)),)))
+    assert per_source["gsm8k"] == 3
+    assert skipped["gsm8k"] == {"bad_json": 1, "missing_field": 1}
+    reasons = []
+    for r in records:
+        try:
+            decompose(r["source"], r["id"], json.loads(r["record"]))
+        except Reject as e:
+            reasons.append(e.reason)
+    assert sorted(reasons) == ["missing_field", "no_final_answer"]
+
+
+def test_parquet_and_directory_sources(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"query": "What is $2+3$?", "response": "We have $2+3=5$. The answer is: 5", "type": "x"},
+            {"query": "Half of 10?", "response": "10/2 = 5. The answer is: \\frac{1}{2}", "type": "x"}]
+    (tmp_path / "d").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d" / "part.parquet")
+    records, per_source, _ = collect(SynthesizeParams(sources=(SourceSpec("metamathqa", str(tmp_path / "d")),)))
+    assert per_source == {"metamathqa": 2}
+    s = decompose("metamathqa", "m0", json.loads(records[0]["record"]))
+    assert s.answer == "5" and s.response.endswith("The answer is 5.") and "$" not in s.response
+    with pytest.raises(Reject, match="non_numeric_answer"):
+        decompose("metamathqa", "m1", json.loads(records[1]["record"]))
+
+
+def test_orca_math_answer_is_the_last_number():
+    s = decompose("orca_math", "o0", {"question": "A box has 4 rows of 6 eggs. How many eggs?",
+                                      "answer": "There are 4 rows with 6 eggs each, so 4 * 6 = 24 eggs in total."})
+    assert s.answer == "24" and s.response.endswith("The answer is 24.")
+
+
+def test_missing_files_and_bad_settings_name_the_fix(tmp_path):
+    with pytest.raises(SourceError, match="not found; fix synthesize.sources"):
+        collect(SynthesizeParams(sources=(SourceSpec("gsm8k", str(tmp_path / "nope.jsonl")),)))
+    with pytest.raises(SynthConfigError, match="limit"):
+        SourceSpec("gsm8k", limit=-1)
+    with pytest.raises(SynthConfigError, match="validation_fraction"):
+        SynthesizeParams(validation_fraction=1.5)
+    with pytest.raises(SynthConfigError, match="piper_model"):
+        SynthesizeParams(tts=__import__("tasks.synth.config", fromlist=["TTSParams"]).TTSParams(backend="piper"))
+
+
+def test_params_yaml_block_parses_with_the_project_loader():
+    """The block handed to the lead for params.yaml loads through tasks.core.params.from_dict."""
+    import yaml
+
+    from tasks.core.params import ParamsError, from_dict
+
+    block = yaml.safe_load(PARAMS_BLOCK)["synthesize"]
+    cfg = from_dict(SynthesizeParams, block, "synthesize")
+    assert cfg.sources[0].kind == "builtin" and cfg.num_problems == 2000 and cfg.tts.voices[0] == "en-us"
+    with pytest.raises(ParamsError, match="synthesize.tts.speed"):
+        from_dict(SynthesizeParams, {**block, "tts": {"speed": 2}}, "synthesize")
+
+
+PARAMS_BLOCK = """
+synthesize:
+  sources:
+    - {kind: builtin}
+  num_problems: 2000
+  validation_fraction: 0.05
+  seed: 2
+  max_len: 1024
+  max_response_words: 60
+  max_question_words: 250
+  asr_fraction: 0.05
+  asr_min_recall: 0.15
+  tts:
+    backend: espeak
+    voices: [en-us, en-us+m3, en-us+f3, en-gb-x-rp, en-us+f2, en-us+m7]
+    rate_min: 150
+    rate_max: 190
+    pitch_min: 35
+    pitch_max: 65
+    piper_model: ""
+    speak_response: true
+    audio_format: flac
+  llm:
+    endpoint: ""
+    model: ""
+    api_key_env: OPENAI_API_KEY
+    rewrite: false
+    judge: false
+    timeout_s: 60.0
+    temperature: 0.0
+  ray:
+    address: ""
+    num_cpus: 0
+    shards: 8
+    batch_size: 32
+    concurrency: 0
+"""

@@ -1,0 +1,78 @@
+"""Tokenizer round trip, special tokens, tiny model build/save/load, and one real training step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.format import Role, interleave
+from models.tokenizer import ALL_SPECIAL, control_ids, encode, load_tokenizer, text_prompt
+
+
+def test_tokenizer_round_trip_and_specials(tokenizer, tmp_path):
+    text = "Ana buys 4 pens at $3.50 each: 4 * 3.5 = 14. The answer is 14."
+    assert tokenizer.decode(encode(tokenizer, text)) == text
+    tokenizer.save_pretrained(tmp_path / "tok")
+    again = load_tokenizer(tmp_path / "tok")
+    assert encode(again, text) == encode(tokenizer, text)
+    for t in ALL_SPECIAL:  # each special token is one id, and survives save/load
+        assert len(encode(again, t)) == 1
+        assert again.convert_tokens_to_ids(t) == tokenizer.convert_tokens_to_ids(t)
+    ids = control_ids(again)
+    assert len({ids.speak, ids.think, ids.pad, ids.eos}) == 4
+
+
+def test_tokenizer_too_small_vocab_is_a_clear_error():
+    from models.tokenizer import train_bpe
+
+    with pytest.raises(ValueError, match="vocab_size=100 is too small"):
+        train_bpe(["hello"], 100)
+
+
+def test_missing_tokenizer_dir_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="init_model"):
+        load_tokenizer(tmp_path / "nope")
+
+
+def test_tiny_model_one_train_step_lowers_loss_on_that_batch(tokenizer, tiny_model):
+    ids = control_ids(tokenizer)
+    prompt = text_prompt(tokenizer, "What is 3 plus 4?")
+    lay = interleave(prompt, encode(tokenizer, "3 plus 4 is 7. The answer is 7."),
+                     encode(tokenizer, "3 + 4 = 7"), ids)
+    x = torch.tensor([lay.input_ids])
+    labels = torch.tensor([[t if m else -100 for t, m in zip(lay.input_ids, lay.loss_mask)]])
+    model = tiny_model.thinker
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(3):
+        loss = model(input_ids=x, labels=labels).loss
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < losses[0]
+    assert Role.CONTROL in lay.roles
+
+
+def test_saved_tiny_checkpoint_loads_through_the_real_checkpoint_path(tokenizer, tiny_model, tmp_path):
+    """load_pretrained is what a real Qwen2.5-Omni goes through: test it offline on our own save."""
+    from transformers import AutoTokenizer
+
+    from models.omni import load_pretrained, save
+    from models.tokenizer import add_tis_tokens
+
+    save(tiny_model, tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "model.safetensors").exists() and (tmp_path / "ckpt" / "spk_dict.pt").exists()
+    # A "foreign" tokenizer without our TiS tokens: the loader path adds them and resizes embeddings.
+    tokenizer.save_pretrained(tmp_path / "tok")
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
+    n_before = len(tok)
+    tok.add_tokens(["<|brand_new|>"], special_tokens=True)
+    assert add_tis_tokens(tok) == 0  # already there
+    m = load_pretrained(str(tmp_path / "ckpt"), tok)
+    assert m.thinker.get_input_embeddings().weight.shape[0] == n_before + 1
+    out = m.thinker.generate(input_ids=torch.tensor([text_prompt(tok, "What is 1 plus 1?")]),
+                             max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > 0
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_pretrained("./no/such/dir", tok)
