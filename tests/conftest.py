@@ -23,7 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Small enough that a whole pipeline run takes a minute or two on 2 cores.
 TINY_OVERRIDES = {
     "model": {"tokenizer_corpus": 300, "tokenizer_vocab_size": 600},
-    "generate": {"num_problems": 120},
+    "synthesize": {"num_problems": 120, "asr_fraction": 0.1, "ray": {"shards": 2}},
     "trainer": {"log_every": 1, "checkpoint_every": 4},
     "text_tis": {"steps": 6, "batch_size": 4, "warmup_steps": 1},
 }

@@ -32,17 +32,17 @@ run_stage("text_tis", Path(sys.argv[2]), Path(sys.argv[3]), "tis", p=p, out_dir=
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from tasks import generate, init_model
+    from tasks import init_model, synthesize
 
     tmp = tmp_path_factory.mktemp("kill")
     p = load_params()
     p = dataclasses.replace(
         p,
         model=dataclasses.replace(p.model, tokenizer_corpus=300, tokenizer_vocab_size=600),
-        generate=dataclasses.replace(p.generate, num_problems=80),
+        synthesize=dataclasses.replace(p.synthesize, num_problems=80, asr_fraction=0.0),
     )
     init_model.run(p, tmp / "init")
-    generate.run(p, tmp / "data", tmp / "init" / "tokenizer")
+    synthesize.run(p, out_dir=tmp / "data", tokenizer_dir=tmp / "init" / "tokenizer", use_ray=False)
     return tmp
 
 

@@ -17,6 +17,7 @@ import yaml
 
 from models.format import Schedule
 from models.omni import TinyDims
+from tasks.synth.config import SynthesizeParams
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,20 +39,6 @@ class ModelParams:
             raise ParamsError("model.source is empty; use 'tiny' or a checkpoint path / hub id")
         if self.tokenizer_corpus < 10:
             raise ParamsError("model.tokenizer_corpus must be at least 10 problems")
-
-
-@dataclass(frozen=True)
-class GenerateParams:
-    num_problems: int = 2000
-    validation_fraction: float = 0.05
-    seed: int = 1
-    max_len: int = 320  # samples whose TiS sequence is longer are dropped (and counted)
-
-    def __post_init__(self) -> None:
-        if self.num_problems < 2:
-            raise ParamsError(f"generate.num_problems must be >= 2, got {self.num_problems}")
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise ParamsError("generate.validation_fraction must be strictly between 0 and 1")
 
 
 @dataclass(frozen=True)
@@ -131,7 +118,7 @@ class Params:
     seed: int = 0
     schedule: Schedule = field(default_factory=Schedule)
     model: ModelParams = field(default_factory=ModelParams)
-    generate: GenerateParams = field(default_factory=GenerateParams)
+    synthesize: SynthesizeParams = field(default_factory=SynthesizeParams)
     # Sequence formats trained side by side (DVC matrix): the TiS model and the think-first baseline.
     formats: tuple[Literal["tis", "think_first"], ...] = FORMATS
     trainer: TrainerParams = field(default_factory=TrainerParams)
