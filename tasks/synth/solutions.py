@@ -11,9 +11,9 @@ from __future__ import annotations
 import ast
 import math
 import re
-from dataclasses import asdict, dataclass
 
 from models.drift import normalize_number, numbers
+from tasks.synth.builtin import Problem
 from tasks.synth.verbalize import NUM, clean_response
 
 RESPONSE_WORDS = 40  # budget for the restated steps; "The answer is N." comes on top
@@ -27,18 +27,8 @@ class Reject(Exception):
         self.reason = reason
 
 
-@dataclass
-class TextSample:
-    id: str
-    source: str
-    kind: str
-    question: str
-    reasoning: str
-    response: str
-    answer: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+# A decomposed record has the same fields as a built-in problem.
+TextSample = Problem
 
 
 _NUMBER_ONLY = re.compile(r"-?(?:" + NUM + r")")
