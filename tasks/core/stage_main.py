@@ -29,7 +29,7 @@ def run_name(stage: str, fmt: str | None) -> str:
 
 
 def run_stage(stage: str, data_dir: Path, init_dir: Path, fmt: str | None = None, p: Params | None = None,
-              out_dir: Path | None = None, metrics_dir: Path | None = None):
+              out_dir: Path | None = None, metrics_dir: Path | None = None, codec_dir: Path | None = None):
     """Train ``stage`` (in sequence format ``fmt`` for format-dependent stages)."""
     from tasks.core.plots import loss_curve
     from tasks.core.tracking import is_rank0, stage_run
@@ -42,7 +42,8 @@ def run_stage(stage: str, data_dir: Path, init_dir: Path, fmt: str | None = None
     metrics_dir = metrics_dir or ROOT / "metrics"
     with stage_run(name, p.mlflow.experiment, {stage: to_dict(sp), "trainer": to_dict(p.trainer), "format": fmt,
                                                 "schedule": to_dict(p.schedule), "seed": p.seed}) as tr:
-        res = train(stage, p, sp, Path(data_dir), Path(init_dir), out_dir, fmt=fmt or "tis", tracker=tr)
+        res = train(stage, p, sp, Path(data_dir), Path(init_dir), out_dir, fmt=fmt or "tis", tracker=tr,
+                    codec_dir=codec_dir)
         if not is_rank0():
             return res
         metrics = {"train/loss": res.final_loss, "train/tokens_per_s": round(res.tokens_per_s, 1),
@@ -63,14 +64,19 @@ def run_stage(stage: str, data_dir: Path, init_dir: Path, fmt: str | None = None
     return res
 
 
-def main(stage: str, data_dir: str, init_dir: str, per_format: bool = True) -> None:
+def main(stage: str, data_dir: str, init_dir: str, per_format: bool | None = None) -> None:
     """CLI of a training stage module: ``python -m tasks.<stage> [--format tis|think_first]``.
 
     ``init_dir`` may contain ``{format}`` (the upstream checkpoint of the same format).
+    ``per_format`` defaults to the stage table's (format-dependent targets: interleaved, speech).
     """
     import argparse
 
     from tasks.core.params import FORMATS
+    from tasks.core.stages import spec
+
+    if per_format is None:
+        per_format = spec(stage).per_format
 
     ap = argparse.ArgumentParser(prog=f"python -m tasks.{stage}", description=f"Train the {stage} stage.")
     if per_format:

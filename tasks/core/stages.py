@@ -13,6 +13,14 @@ Freeze table from the report (🔥 trained, everything else frozen):
 
 A stage with two phases (align: 1a then 1b) runs them in order inside one DVC stage, splitting its
 steps by ``split`` (the fraction of steps spent in the first phase).
+
+Inputs: ``text`` (chat prompt of the written question), ``audio`` (log-mel of the spoken question,
+``<|AUDIO|>`` placeholders in the prompt), ``mixed`` (a seeded ``text_fraction`` of the samples as
+text, the rest as audio). Targets: ``transcript`` (the spoken question's text + eos), ``solution``
+(reasoning + response + eos), ``interleaved`` (the TiS / think-first layout of ``--format``),
+``speech`` (the interleaved layout through the frozen thinker; the talker predicts the response
+audio's codec ids). Each target names its layout and its loss in ``TARGETS``; the trainer reads
+those rows and has no per-stage branches.
 """
 
 from __future__ import annotations
@@ -22,6 +30,22 @@ from typing import Literal
 
 Input = Literal["text", "audio", "mixed"]
 Target = Literal["transcript", "solution", "interleaved", "speech"]
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    layout: Literal["transcript", "solution", "interleaved"]  # the thinker sequence (models.format for interleaved)
+    loss: Literal["thinker", "talker"]  # which head is scored: thinker LM or talker codec CE
+    per_format: bool  # depends on the sequence format (tis / think_first): a DVC matrix stage
+    codec: bool = False  # needs the speech codec (checkpoints/codec) for its targets
+
+
+TARGETS: dict[str, TargetSpec] = {
+    "transcript": TargetSpec("transcript", "thinker", per_format=False),
+    "solution": TargetSpec("solution", "thinker", per_format=False),
+    "interleaved": TargetSpec("interleaved", "thinker", per_format=True),
+    "speech": TargetSpec("interleaved", "talker", per_format=True, codec=True),
+}
 
 
 @dataclass(frozen=True)
@@ -36,8 +60,21 @@ class StageSpec:
     input: Input
     target: Target
     phases: tuple[Phase, ...]
-    upstream: str  # the stage whose checkpoint this one starts from
+    upstream: str  # the stage whose checkpoint this one starts from (same format where per_format)
     split: float = 1.0  # fraction of steps in phase 0 when there are two phases
+
+    @property
+    def t(self) -> TargetSpec:
+        return TARGETS[self.target]
+
+    @property
+    def per_format(self) -> bool:
+        return self.t.per_format
+
+    @property
+    def trainable(self) -> frozenset[str]:
+        """Every group trained in some phase (the optimizer's parameters)."""
+        return frozenset().union(*(ph.trainable for ph in self.phases))
 
     def phase_at(self, step: int, steps: int) -> Phase:
         if len(self.phases) == 1:

@@ -77,34 +77,84 @@ def ds_config(p: Params, sp: StageParams, micro_batch: int, world: int) -> dict[
 class Example:
     input_ids: list[int]
     labels: list[int]  # IGNORE where the loss mask is off
-    roles: list[int]
-    audio: str = ""  # path of the question audio (audio stages)
-    codes: list[int] = field(default_factory=list)  # response speech codec ids (talker)
+    roles: list[int]  # models.format.Role per position
+    features: Any = None  # (128, L) log-mel of the spoken question when the prompt is audio
+    codes: list[int] | None = None  # flat codec ids of the response speech (talker targets)
+
+
+_FEATURES: dict[tuple[str, float], Any] = {}  # (path, mtime) -> (128, L) log-mel; computed once per process
+
+
+def question_features(path: Path):
+    """Log-mel ``(128, L)`` of one audio file, cached for the life of the process."""
+    import soundfile as sf
+
+    from models.audio import log_mel
+
+    key = (str(path), path.stat().st_mtime)
+    if key not in _FEATURES:
+        wave, sr = sf.read(str(path), dtype="float32", always_2d=False)
+        _FEATURES[key] = log_mel(wave, sr)[0]
+    return _FEATURES[key]
+
+
+def _audio_path(data_dir: Path, row: dict, col: str) -> Path:
+    rel = row.get(col) or ""
+    if not rel:
+        raise ValueError(f"sample {row.get('id', '?')} has no {col}; this stage needs a dataset with audio "
+                         f"(data/synthesize), not {data_dir}")
+    return data_dir / rel
+
+
+def audio_mask(rows: list[dict], input: str, text_fraction: float, seed: int) -> list[bool]:
+    """Which samples get an audio prompt: all (``audio``), none (``text``) or a seeded
+    ``1 - text_fraction`` share (``mixed``; the same samples in every epoch and on every rank)."""
+    if input == "mixed":
+        rng = random.Random(seed * 7_919 + 17)
+        return [rng.random() >= text_fraction for _ in rows]
+    return [input == "audio"] * len(rows)
+
+
+def _body(layout: str, row: dict, prompt: list[int], tok, ids, p: Params, fmt: str):
+    """The thinker sequence after ``prompt`` for a target layout -> (seq, loss mask, roles)."""
+    from models.format import Role, build
+    from models.tokenizer import encode
+
+    if layout == "interleaved":
+        kw = {"min_block": row["min_block"], "delay_eos": True} if fmt == "tis" else {}
+        lay = build(fmt, prompt, row["response_ids"], row["reasoning_ids"], ids, p.schedule, **kw)
+        return lay.input_ids, lay.loss_mask, [int(r) for r in lay.roles]
+    if layout == "solution":
+        body = list(row["reasoning_ids"]) + list(row["response_ids"]) + [ids.eos]
+    else:  # transcript: what was said, as text
+        body = encode(tok, row["spoken_question"] or row["question"]) + [ids.eos]
+    seq = prompt + body
+    return seq, [False] * len(prompt) + [True] * len(body), [int(Role.PROMPT)] * len(prompt) + [int(Role.RESPONSE)] * len(body)
 
 
 def make_examples(rows: list[dict], tokenizer, p: Params, spec: StageSpec, sp: StageParams,
-                  fmt: str = "tis") -> tuple[list[Example], dict[str, int]]:
-    """Dataset rows -> laid-out examples for this stage's target; returns (examples, dropped)."""
-    from models.format import FormatError, Role, build
+                  fmt: str = "tis", data_dir: Path | None = None,
+                  codes: list[list[int]] | None = None) -> tuple[list[Example], dict[str, int]]:
+    """Dataset rows -> laid-out examples for this stage's input and target; returns (examples, dropped).
+
+    ``codes``: per row, the flat codec ids of its response speech (targets whose loss is the talker's).
+    """
+    from models.audio import audio_prompt, n_audio_tokens
+    from models.format import FormatError
     from models.tokenizer import control_ids, text_prompt
 
     ids = control_ids(tokenizer)
-    eos = ids.eos
+    use_audio = audio_mask(rows, spec.input, sp.text_fraction, p.seed)
     out, dropped = [], {"too_long": 0, "format": 0}
-    for row in rows:
-        prompt = text_prompt(tokenizer, row["question"])
+    for row, audio, c in zip(rows, use_audio, codes or [None] * len(rows)):
+        feats = None
+        if audio:
+            feats = question_features(_audio_path(Path(data_dir or "."), row, "question_audio"))
+            prompt = audio_prompt(tokenizer, n_audio_tokens(feats.shape[1]))
+        else:
+            prompt = text_prompt(tokenizer, row["question"])
         try:
-            if spec.target == "interleaved":
-                kw = {"min_block": row["min_block"], "delay_eos": True} if fmt == "tis" else {}
-                lay = build(fmt, prompt, row["response_ids"], row["reasoning_ids"], ids, p.schedule, **kw)
-                seq, mask, roles = lay.input_ids, lay.loss_mask, [int(r) for r in lay.roles]
-            elif spec.target == "solution":
-                body = list(row["reasoning_ids"]) + list(row["response_ids"]) + [eos]
-                seq = prompt + body
-                mask = [False] * len(prompt) + [True] * len(body)
-                roles = [int(Role.PROMPT)] * len(prompt) + [int(Role.RESPONSE)] * len(body)
-            else:
-                raise NotImplementedError(f"target {spec.target!r} needs the audio pipeline (stage {spec.name})")
+            seq, mask, roles = _body(spec.t.layout, row, prompt, tokenizer, ids, p, fmt)
         except FormatError:
             dropped["format"] += 1
             continue
@@ -112,28 +162,70 @@ def make_examples(rows: list[dict], tokenizer, p: Params, spec: StageSpec, sp: S
             dropped["too_long"] += 1
             continue
         labels = [t if m else IGNORE for t, m in zip(seq, mask)]
-        out.append(Example(seq, labels, roles, row.get("question_audio", "")))
+        out.append(Example(seq, labels, roles, feats, c))
     return out, dropped
 
 
-def collate(batch: list[Example], pad_id: int):
+def speech_codes(rows: list[dict], data_dir: Path, codec_dir: Path) -> list[list[int]]:
+    """Flat codec ids of each row's response audio: from the codec stage's ``codes.parquet`` when it
+    encoded this audio, otherwise encoded here."""
+    import pyarrow.parquet as pq
+    import soundfile as sf
+
+    from tasks.codec import load_stage_codec
+
+    table = codec_dir / "codes.parquet"
+    known = {}
+    if table.exists():
+        t = pq.read_table(table).to_pydict()
+        known = dict(zip(t["response_audio"], t["codes"]))
+    codec = None
+    out = []
+    for row in rows:
+        path = _audio_path(data_dir, row, "response_audio")
+        if row["response_audio"] not in known:
+            codec = codec or load_stage_codec(codec_dir)
+            wave, sr = sf.read(str(path), dtype="float32", always_2d=False)
+            known[row["response_audio"]] = codec.flatten(codec.encode(wave, sr))
+        out.append([int(x) for x in known[row["response_audio"]]])
+    return out
+
+
+def collate(batch: list[Example], pad_id: int) -> dict:
+    """Right-padded batch; audio features only for the samples with an audio prompt (in batch order,
+    as the thinker fills its ``<|AUDIO|>`` placeholders), codec ids padded with IGNORE."""
     import torch
+
+    from models.audio import collate_features
+    from models.talker import ROLE_PAD
 
     T = max(len(e.input_ids) for e in batch)
     ids = torch.full((len(batch), T), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), T), IGNORE, dtype=torch.long)
     attn = torch.zeros((len(batch), T), dtype=torch.long)
-    roles = torch.zeros((len(batch), T), dtype=torch.long)
+    roles = torch.full((len(batch), T), ROLE_PAD, dtype=torch.long)
     for i, e in enumerate(batch):
         n = len(e.input_ids)
         ids[i, :n] = torch.tensor(e.input_ids)
         labels[i, :n] = torch.tensor(e.labels)
         attn[i, :n] = 1
         roles[i, :n] = torch.tensor(e.roles)
-    return {"input_ids": ids, "labels": labels, "attention_mask": attn, "roles": roles}
+    out = {"input_ids": ids, "labels": labels, "attention_mask": attn, "roles": roles}
+    feats = [e.features for e in batch if e.features is not None]
+    if feats:
+        out.update(collate_features(feats))
+    if any(e.codes is not None for e in batch):
+        n = max(len(e.codes) for e in batch)
+        codes = torch.full((len(batch), n), IGNORE, dtype=torch.long)
+        for i, e in enumerate(batch):
+            codes[i, : len(e.codes)] = torch.tensor(e.codes)
+        out["codes"] = codes
+    return out
 
 
 def n_targets(e: Example) -> int:
+    if e.codes is not None:
+        return len(e.codes) + 1  # codec ids, then the codec eos
     # Labels are shifted by one: position 0 is never a target.
     return sum(1 for x in e.labels[1:] if x != IGNORE)
 
@@ -149,6 +241,41 @@ def global_batch(step: int, batch_size: int, n: int, seed: int) -> list[int]:
     return out
 
 
+# ----------------------------------------------------------------------------- losses (summed over targets)
+def _audio_kwargs(batch: dict) -> dict:
+    return {k: batch[k] for k in ("input_features", "feature_attention_mask") if batch.get(k) is not None}
+
+
+def thinker_loss_sum(model, batch: dict):
+    """Summed next-token cross-entropy of the thinker over the labelled positions."""
+    import torch
+
+    out = model.thinker(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        use_cache=False, **_audio_kwargs(batch))
+    logits = out.logits[:, :-1].float()  # (B, T-1, V)
+    tgt = batch["labels"][:, 1:]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                             ignore_index=IGNORE, reduction="sum")
+
+
+def talker_loss_sum(model, batch: dict):
+    """Summed talker cross-entropy on the response speech codes, given the (frozen) thinker's states."""
+    import torch
+
+    from models.talker import build_talker_inputs, talker_forward, thinker_states
+
+    hidden, embeds = thinker_states(model, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                    **_audio_kwargs(batch))
+    codes = [[int(x) for x in row if x != IGNORE] for row in batch["codes"].tolist()]
+    inputs = build_talker_inputs(model, hidden, embeds, batch["roles"], codes)
+    logits = talker_forward(model, inputs)
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                             inputs.labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
+
+
+LOSSES = {"thinker": thinker_loss_sum, "talker": talker_loss_sum}
+
+
 # ----------------------------------------------------------------------------- model wrapper
 class StageModule:
     """Factory for the nn.Module the engine wraps: the full model, forward = this stage's loss sum."""
@@ -157,18 +284,15 @@ class StageModule:
     def build(model, spec: StageSpec):
         import torch
 
+        loss = LOSSES[spec.t.loss]
+
         class _M(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
                 self.model = model
 
-            def forward(self, input_ids, labels, attention_mask, roles):
-                out = self.model.thinker(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-                logits = out.logits[:, :-1].float()  # (B, T-1, V)
-                tgt = labels[:, 1:]
-                return torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=IGNORE, reduction="sum"
-                )
+            def forward(self, **batch):
+                return loss(self.model, batch)
 
         return _M()
 
@@ -185,13 +309,17 @@ class TrainResult:
     checkpoint: Path
     history: list[tuple[int, float]] = field(default_factory=list)
     resumed: bool = False
+    seconds: float = 0.0  # wall time of the training loop in this call
 
 
-def fingerprint(p: Params, spec: StageSpec, sp: StageParams, data_dir: Path, init_ckpt: Path, fmt: str) -> str:
+def fingerprint(p: Params, spec: StageSpec, sp: StageParams, data_dir: Path, init_ckpt: Path, fmt: str,
+                codec_dir: Path | None = None) -> str:
     """What must match for a checkpoint to be resumed (not steps: more steps continue a run)."""
     h = hashlib.sha256()
-    for split in ("train.parquet", "validation.parquet"):
-        f = data_dir / split
+    files = [data_dir / "train.parquet", data_dir / "validation.parquet"]
+    if spec.t.codec and codec_dir is not None:
+        files += [codec_dir / "codec.json", codec_dir / "codes.parquet"]
+    for f in files:
         h.update(f.read_bytes() if f.exists() else b"-")
     trainer = {k: v for k, v in asdict(p.trainer).items() if k not in ("log_every", "checkpoint_every", "keep_checkpoints")}
     stage = {k: v for k, v in asdict(sp).items() if k != "steps"}
@@ -230,17 +358,20 @@ def _lr_lambda(sp: StageParams):
 
 
 def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path, out_dir: Path,
-          fmt: str = "tis", tracker=None, stop_after: int | None = None) -> TrainResult:
+          fmt: str = "tis", tracker=None, stop_after: int | None = None,
+          codec_dir: Path | None = None) -> TrainResult:
     """Train ``stage``; resumes from the newest matching checkpoint in ``out_dir``.
 
     ``stop_after``: leave after that many optimizer steps in this call (tests simulate a kill).
+    ``codec_dir``: the codec stage's output, for targets scored by the talker (default
+    ``checkpoints/codec``).
     """
     import deepspeed
     import torch
     import torch.distributed as dist
     from transformers import Qwen2_5OmniForConditionalGeneration
 
-    from models.modules import set_trainable
+    from models.modules import group_of, set_trainable
     from models.omni import save
     from models.tokenizer import load_tokenizer
     from tasks.core.dataset import load_samples
@@ -257,7 +388,11 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
         )
     micro = sp.batch_size // (world * t.grad_accum)
     init_ckpt = ck.latest(init_dir)
-    fp = fingerprint(p, spec, sp, data_dir, init_ckpt, fmt)
+    if spec.t.codec:
+        from tasks.core.params import ROOT
+
+        codec_dir = Path(codec_dir or ROOT / "checkpoints" / "codec")
+    fp = fingerprint(p, spec, sp, data_dir, init_ckpt, fmt, codec_dir)
 
     # Resume only a checkpoint made from the same data, upstream and settings.
     if rank == 0:
@@ -287,9 +422,16 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
     tok = load_tokenizer(src / "tokenizer")
     pad_id = tok.pad_token_id
 
+    t_data = time.time()
     rows = load_samples(data_dir, "train")
-    examples, dropped = make_examples(rows, tok, p, spec, sp, fmt)
-    val_examples, _ = make_examples(load_samples(data_dir, "validation"), tok, p, spec, sp, fmt)
+    val_rows = load_samples(data_dir, "validation")
+    codes = (speech_codes(rows, data_dir, codec_dir), speech_codes(val_rows, data_dir, codec_dir)) \
+        if spec.t.codec else (None, None)
+    examples, dropped = make_examples(rows, tok, p, spec, sp, fmt, data_dir, codes[0])
+    val_examples, _ = make_examples(val_rows, tok, p, spec, sp, fmt, data_dir, codes[1])
+    if rank == 0:
+        log.info("%s: %d train / %d validation examples (%s input, %s target) ready in %.1fs", stage,
+                 len(examples), len(val_examples), spec.input, spec.target, time.time() - t_data)
     if not examples:
         raise ValueError(f"{stage}: no training examples left in {data_dir} (dropped: {dropped}); "
                          f"raise {stage}.max_len or check the data stage")
@@ -297,7 +439,7 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
         log.warning("%s: dropped %s of %d samples", stage, dropped, len(rows))
 
     phase = spec.phase_at(0, sp.steps)
-    set_trainable(model, set().union(*(ph.trainable for ph in spec.phases)))
+    set_trainable(model, spec.trainable)
     module = StageModule.build(model, spec)
     trainable = [q for q in module.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=sp.lr, weight_decay=sp.weight_decay)
@@ -322,8 +464,6 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
         nonlocal phase
         ph = spec.phase_at(step, sp.steps)
         for name, q in module.model.named_parameters():
-            from models.modules import group_of
-
             if q in trainable_set:
                 q.requires_grad_(group_of(name) in ph.trainable)
         if ph != phase and rank == 0:
@@ -399,13 +539,14 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
             save_ckpt(step)
         if stop_after is not None and done_this_call >= stop_after:
             break
+    loop_s = time.time() - t_start
     if not ck.step_dirs(out_dir) or ck.step_dirs(out_dir)[-1][0] < step:
         save_ckpt(step)
 
     val_loss = evaluate(engine, val_examples, pad_id, micro, rank, world) if step == sp.steps else None
-    el = time.time() - t_start
-    res = TrainResult(stage, step, start, last_loss, val_loss, tokens_seen * world / max(el, 1e-9),
-                      ck.latest(out_dir), history, resumed=resume is not None)
+    # Throughput of the training loop itself (checkpoints inside it included; final save and eval not).
+    res = TrainResult(stage, step, start, last_loss, val_loss, tokens_seen * world / max(loop_s, 1e-9),
+                      ck.latest(out_dir), history, resumed=resume is not None, seconds=loop_s)
     return res
 
 

@@ -1,0 +1,147 @@
+"""Stage `codec`: the speech codec whose tokens the talker learns, and those tokens for the dataset.
+
+``codec.kind: world`` fits a ``WorldCodec`` (models/codec.py) on ``codec.fit_clips`` training
+response clips; ``codec.kind: mimi`` wraps a local Mimi checkpoint (``codec.path``). Either way the
+stage then encodes every response clip of the dataset once, so both talker runs (tis, think_first)
+read their targets instead of re-encoding them.
+
+Writes ``checkpoints/codec/`` (codec.json + weights, ``codes.parquet``: response_audio -> flat ids)
+and ``metrics/codec.json``.
+
+    python -m tasks.codec
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from tasks.core.params import ROOT, Params, load_params, to_dict
+
+STAGE = "codec"
+DATA = ROOT / "data" / "synthesize"
+OUT = ROOT / "checkpoints" / STAGE
+METRICS = ROOT / "metrics" / f"{STAGE}.json"
+log = logging.getLogger(STAGE)
+
+
+def load_stage_codec(codec_dir: str | Path):
+    """The codec this stage wrote to ``codec_dir`` (its kind is read from codec.json)."""
+    import json
+
+    from models.codec import load_codec
+
+    d = Path(codec_dir)
+    cfg = d / "codec.json"
+    if not cfg.exists():
+        raise FileNotFoundError(f"no codec in {d}; run the codec stage first (`python -m tasks.codec`)")
+    return load_codec(f"{json.loads(cfg.read_text())['kind']}:{d}")
+
+
+def _read(path: Path):
+    import soundfile as sf
+
+    return sf.read(str(path), dtype="float32", always_2d=False)
+
+
+_WORKER_CODEC = None
+
+
+def _init_worker(codec_dir: str) -> None:
+    global _WORKER_CODEC
+    _WORKER_CODEC = load_stage_codec(codec_dir)
+
+
+def _encode(path: str) -> list[int]:
+    wave, sr = _read(Path(path))
+    return _WORKER_CODEC.flatten(_WORKER_CODEC.encode(wave, sr))
+
+
+def run(p: Params, data_dir: Path = DATA, out_dir: Path = OUT, workers: int | None = None) -> dict:
+    """Fit (or wrap) the codec, encode every response clip, write ``out_dir``; returns the metrics."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from models.codec import MimiCodec, WorldCodec
+    from tasks.core.dataset import load_samples, replace_dir
+
+    t0 = time.time()
+    c = p.codec
+    rows = [r for split in ("train", "validation") for r in load_samples(data_dir, split) if r["response_audio"]]
+    if not rows:
+        raise ValueError(f"{data_dir} holds no response audio; the talker needs `synthesize.tts.speak_response: true`")
+    train_rows = [r for r in load_samples(data_dir, "train") if r["response_audio"]]
+    if c.kind == "world":
+        pick = random.Random(c.seed).sample(train_rows, min(c.fit_clips, len(train_rows)))
+        waves = [_read(Path(data_dir) / r["response_audio"]) for r in pick]
+        srs = {sr for _, sr in waves}
+        if len(srs) != 1:
+            raise ValueError(f"response clips have mixed sample rates {sorted(srs)}; resample them in synthesize")
+        codec = WorldCodec.fit([w for w, _ in waves], sr=srs.pop(), codebook_size=c.codebook_size,
+                               n_codebooks=c.n_codebooks, seed=c.seed)
+        fitted = len(pick)
+    else:
+        codec = MimiCodec.load(c.path, c.n_codebooks)
+        fitted = 0
+    t_fit = time.time() - t0
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage_tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        target = stage_tmp / STAGE
+        codec.save(target)
+        paths = [str(Path(data_dir) / r["response_audio"]) for r in rows]
+        workers = workers or (os.cpu_count() or 1) if c.kind == "world" else 1
+        if workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(str(target),)) as ex:
+                codes = list(ex.map(_encode, paths, chunksize=16))
+        else:
+            _init_worker(str(target))
+            codes = [_encode(x) for x in paths]
+        pq.write_table(pa.table({"response_audio": [r["response_audio"] for r in rows],
+                                 "codes": pa.array(codes, type=pa.list_(pa.int16()))}), target / "codes.parquet")
+        replace_dir(target, out_dir)
+    finally:
+        shutil.rmtree(stage_tmp, ignore_errors=True)
+    seconds = sum(r["response_seconds"] for r in rows)
+    n_tok = sum(len(x) for x in codes)
+    return {
+        "codec/kind": c.kind,
+        "codec/fit_clips": fitted,
+        "codec/vocab_size": codec.vocab_size,
+        "codec/tokens_per_s": codec.tokens_per_second,
+        "codec/encoded_clips": len(rows),
+        "codec/encoded_tokens": n_tok,
+        "codec/audio_seconds": round(seconds, 1),
+        "codec/fit_seconds": round(t_fit, 2),
+        "codec/seconds": round(time.time() - t0, 2),
+    }
+
+
+def main() -> None:
+    from tasks.core.stage_main import write_json_atomic
+    from tasks.core.tracking import stage_run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    p = load_params()
+    with stage_run(STAGE, p.mlflow.experiment, {"codec": to_dict(p.codec), "seed": p.seed}) as tr:
+        m = run(p)
+        write_json_atomic(METRICS, m)
+        tr.metrics({k: v for k, v in m.items() if isinstance(v, (int, float))})
+        tr.artifact(METRICS)
+        tr.artifact(OUT / "codec.json")
+    log.info("codec %s: %d tokens/s, vocab %d; encoded %d clips (%.0f s of speech) in %.1fs", m["codec/kind"],
+             m["codec/tokens_per_s"], m["codec/vocab_size"], m["codec/encoded_clips"], m["codec/audio_seconds"],
+             m["codec/seconds"])
+
+
+if __name__ == "__main__":
+    main()
