@@ -21,7 +21,23 @@ log = logging.getLogger(__name__)
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlflow.db'}"
+    """``MLFLOW_TRACKING_URI``; else the local server `make pipeline` started, if it is up; else SQLite.
+
+    Preferring the running server matters: runs it created keep their artifacts behind it
+    (``mlflow-artifacts:/``), which a plain SQLite client cannot write to.
+    """
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    local = f"http://127.0.0.1:{os.environ.get('MLFLOW_PORT', '5000')}"
+    try:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{local}/health", timeout=1) as r:
+            if r.status == 200:
+                return local
+    except Exception:
+        pass
+    return f"sqlite:///{ROOT / 'mlflow.db'}"
 
 
 def is_rank0() -> bool:
@@ -59,13 +75,18 @@ class Tracker:
                 mlflow.log_params({k: str(items[k])[:500] for k in keys[i : i + 90]})
 
     def artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Log a file or directory; a store that cannot take artifacts costs a warning, not the stage."""
         if self.run and Path(path).exists():
             import mlflow
 
-            if Path(path).is_dir():
-                mlflow.log_artifacts(str(path), artifact_path)
-            else:
-                mlflow.log_artifact(str(path), artifact_path)
+            try:
+                if Path(path).is_dir():
+                    mlflow.log_artifacts(str(path), artifact_path)
+                else:
+                    mlflow.log_artifact(str(path), artifact_path)
+            except Exception as e:  # noqa: BLE001 - the numbers are logged; the file is still on disk
+                log.warning("could not log artifact %s to MLflow (%s); start the MLflow server "
+                            "(`make pipeline` does) or set MLFLOW_TRACKING_URI", path, e)
 
     def tags(self, values: dict[str, str]) -> None:
         if self.run:
