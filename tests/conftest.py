@@ -17,6 +17,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+# Real GSM8K/SVAMP sit beside the clone (never inside it). Missing locally: skip; missing in CI: fail,
+# so a green CI cannot hide that the real-data tests never ran.
+needs_shared_data = pytest.mark.skipif(
+    not (SHARED_DATA / "gsm8k" / "test.jsonl").exists() and not os.environ.get("CI"),
+    reason=f"{SHARED_DATA} not present (real GSM8K/SVAMP test data)",
+)
 os.environ.setdefault("OMNI_TIS_MLFLOW", "0")  # unit tests log nowhere unless they ask
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

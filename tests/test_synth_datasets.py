@@ -8,7 +8,6 @@ from __future__ import annotations
 import collections
 import json
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -22,10 +21,12 @@ from tasks.synth.pipeline import Rules, process_batch
 from tasks.synth.sources import collect
 from tasks.synth.verbalize import speakable
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA as DATA
+from conftest import needs_shared_data
+
 GSM8K_TEST = DATA / "gsm8k" / "test.jsonl"
 SVAMP = DATA / "svamp" / "SVAMP.json"
-pytestmark = pytest.mark.skipif(not GSM8K_TEST.exists() or not SVAMP.exists(), reason="../shared/data not present")
+pytestmark = needs_shared_data
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,8 +10,8 @@ from tasks.synth.config import SourceSpec, SynthConfigError, SynthesizeParams
 from tasks.synth.solutions import Reject, decompose
 from tasks.synth.sources import SourceError, collect
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not (DATA / "gsm8k" / "train.jsonl").exists(), reason="../shared/data not present")
+from conftest import SHARED_DATA as DATA
+from conftest import needs_shared_data as needs_data
 
 
 @needs_data

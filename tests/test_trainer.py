@@ -91,6 +91,19 @@ def test_changed_params_restart_instead_of_resuming(tiny, tmp_path):
     assert not res.resumed and res.start_step == 0
 
 
+def test_more_steps_continue_fewer_steps_start_over(tiny, tmp_path):
+    """`dvc exp run -S <stage>.steps=N`: N above the checkpoint extends it, N below retrains to N."""
+    from tasks.core.trainer import train
+
+    sp = StageParams(steps=2, batch_size=2, warmup_steps=0, max_len=1024)
+    train("text_tis", tiny.p, sp, tiny.data, tiny.init, tmp_path / "o")
+    more = train("text_tis", tiny.p, replace(sp, steps=3), tiny.data, tiny.init, tmp_path / "o")
+    assert more.resumed and more.start_step == 2 and more.steps == 3
+    fewer = train("text_tis", tiny.p, replace(sp, steps=1), tiny.data, tiny.init, tmp_path / "o")
+    assert not fewer.resumed and fewer.start_step == 0 and fewer.steps == 1
+    assert [s for s, _ in ck.step_dirs(tmp_path / "o")] == [1]
+
+
 def test_trained_checkpoint_reloads_and_speaks(tiny, tmp_path):
     """A talker checkpoint loads with from_pretrained; the thinker generates text from audio, and the
     talker's codes decode to a waveform through the codec."""

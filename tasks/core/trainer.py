@@ -402,11 +402,13 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
     dirs = ck.step_dirs(out_dir)
     if dirs:
         state = ck.read_state(dirs[-1][1])
-        if state.get("fingerprint") == fp:
+        # More steps continue a run; fewer than already trained cannot be resumed (a model can't be
+        # un-trained), so that run starts over like one with other params.
+        if state.get("fingerprint") == fp and state.get("step", 0) <= sp.steps:
             resume = dirs[-1][1]
         else:
-            log.warning("%s: checkpoints in %s come from other params/data; starting from %s",
-                        stage, out_dir, init_ckpt)
+            why = "other params/data" if state.get("fingerprint") != fp else f"more than {sp.steps} steps"
+            log.warning("%s: checkpoints in %s come from %s; starting from %s", stage, out_dir, why, init_ckpt)
             if rank == 0:
                 for _, d in dirs:
                     shutil.rmtree(d, ignore_errors=True)
@@ -495,7 +497,10 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
         if rank == 0:
             tok.save_pretrained(str(tmp / "tokenizer"))
             (tmp / "trainer_state.json").write_text(json.dumps(
-                {"stage": stage, "format": fmt, "step": at, "fingerprint": fp, "history": history, "world": world}, indent=1))
+                {"stage": stage, "format": fmt, "step": at, "fingerprint": fp, "world": world,
+                 "config": {"stage": asdict(sp), "trainer": asdict(t), "schedule": asdict(p.schedule),
+                            "seed": p.seed, "data": str(data_dir), "init": str(init_ckpt)},
+                 "history": history}, indent=1, default=str))
         dist.barrier()
         if rank == 0:
             os.replace(tmp, out_dir / name)
