@@ -92,6 +92,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     rc, r = 1, None
     try:
         _wait_for_deployment(env, serve)
