@@ -64,7 +64,8 @@ def run_stage(stage: str, data_dir: Path, init_dir: Path, fmt: str | None = None
     return res
 
 
-def main(stage: str, data_dir: str, init_dir: str, per_format: bool | None = None) -> None:
+def main(stage: str, data_dir: str, init_dir: str, per_format: bool | None = None,
+         argv: list[str] | None = None) -> None:
     """CLI of a training stage module: ``python -m tasks.<stage> [--format tis|think_first]``.
 
     ``init_dir`` may contain ``{format}`` (the upstream checkpoint of the same format).
@@ -81,7 +82,9 @@ def main(stage: str, data_dir: str, init_dir: str, per_format: bool | None = Non
     ap = argparse.ArgumentParser(prog=f"python -m tasks.{stage}", description=f"Train the {stage} stage.")
     if per_format:
         ap.add_argument("--format", choices=FORMATS, default="tis", help="sequence format (default: tis)")
-    args = ap.parse_args()
+    # The `deepspeed` launcher passes --local_rank to every rank (it also sets LOCAL_RANK, which we use).
+    ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
     fmt = getattr(args, "format", None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     run_stage(stage, ROOT / data_dir, ROOT / init_dir.format(format=fmt), fmt)
