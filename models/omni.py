@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from models.tokenizer import special_ids
@@ -267,6 +267,3 @@ def save(model, out_dir: str | Path) -> None:
     model.save_pretrained(str(out), safe_serialization=True)
     torch.save(dict(model.speaker_map), out / "spk_dict.pt")
 
-
-def dims_dict(d: TinyDims) -> dict:
-    return asdict(d)
