@@ -462,9 +462,14 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
     else:
         torch.manual_seed(p.seed + rank)
 
+    applied = None  # the phase whose trainable set is in force; switch only when it changes
+
     def apply_phase(step: int) -> None:
-        nonlocal phase
+        nonlocal phase, applied
         ph = spec.phase_at(step, sp.steps)
+        if ph is applied:
+            return
+        applied = ph
         for name, q in module.model.named_parameters():
             if q in trainable_set:
                 q.requires_grad_(group_of(name) in ph.trainable)
