@@ -38,9 +38,16 @@ PAD = "<|endoftext|>"  # batch padding (never trained on)
 ALL_SPECIAL = QWEN_SPECIAL + TIS_SPECIAL
 
 
+# Qwen2's pre-tokenizer pattern: every digit is its own pre-token (so ``49288`` is always the five
+# tokens 4 9 2 8 8, as in Qwen2.5 — arithmetic is learnable digit by digit), words keep a leading space.
+QWEN2_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+                 r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
+
+
 def train_bpe(texts: Iterable[str], vocab_size: int = 2000):
-    """Train a byte-level BPE on ``texts`` and wrap it as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """Train a byte-level BPE on ``texts`` (Qwen2's pre-tokenization: single digits) and wrap it as a
+    transformers fast tokenizer."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < len(ALL_SPECIAL) + 256 + 16:
@@ -49,7 +56,10 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 2000):
             "tokens; use at least 300 (params.yaml: model.tokenizer_vocab_size)"
         )
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

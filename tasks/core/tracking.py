@@ -88,6 +88,20 @@ class Tracker:
                 log.warning("could not log artifact %s to MLflow (%s); start the MLflow server "
                             "(`make pipeline` does) or set MLFLOW_TRACKING_URI", path, e)
 
+    def table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
+        """Log ``rows`` (one dict per row, same keys) as an MLflow table (``artifact_file`` ends in .json);
+        it shows in the run's Artifacts and in the evaluation view."""
+        if self.run and rows:
+            import mlflow
+
+            cols = list(dict.fromkeys(k for r in rows for k in r))
+            data = {c: [r.get(c) if isinstance(r.get(c), (int, float, str, bool)) or r.get(c) is None
+                        else str(r.get(c)) for r in rows] for c in cols}
+            try:
+                mlflow.log_table(data=data, artifact_file=artifact_file)
+            except Exception as e:  # noqa: BLE001 - the table is a view; the data is on disk
+                log.warning("could not log table %s to MLflow (%s)", artifact_file, e)
+
     def tags(self, values: dict[str, str]) -> None:
         if self.run:
             import mlflow
