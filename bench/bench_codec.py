@@ -28,8 +28,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     import numpy as np
 
-    from models.codec import WorldCodec, load_codec, resample
+    from models.atomic import write_json
+    from models.codec import WorldCodec, load_codec
     from models.tts import EspeakTTS
+    from models.wave import resample
     from tasks.synth.builtin import generate_problems
 
     tts = EspeakTTS()
@@ -60,8 +62,18 @@ def main(argv: list[str] | None = None) -> dict:
     p = codec.stream
     dec_state = codec.stream_decoder()
     t0 = time.perf_counter()
-    first = dec_state.push(codes[0][: p.block_frames + p.lookahead_frames])
+    first = dec_state.push(codes[0][: p.first_frames])
     first_s = time.perf_counter() - t0
+    # The block decoder vs one-shot synthesis of all frames (WORLD only): log-spectrogram correlation.
+    block_vs_whole = None
+    if hasattr(codec, "synthesize_whole"):
+        from scipy.signal import stft
+
+        def spec(x):
+            return np.log(np.abs(stft(x, codec.sample_rate, nperseg=512, noverlap=352)[2]) ** 2 + 1e-6).ravel()
+
+        block_vs_whole = round(float(np.mean([np.corrcoef(spec(o), spec(codec.synthesize_whole(c)))[0, 1]
+                                              for o, c in zip(outs, codes)])), 4)
     n_tokens = sum(c.size for c in codes)
     result.update(
         eval_audio_s=round(audio_s, 2),
@@ -75,15 +87,14 @@ def main(argv: list[str] | None = None) -> dict:
         decode_tokens_per_s=round(n_tokens / dec, 1),
         stream_first_chunk_compute_s=round(first_s, 4),
         stream_first_chunk_audio_s=round(len(first) / codec.sample_rate, 3),
-        stream_algorithmic_latency_s=round((p.block_frames + p.lookahead_frames) / codec.frame_rate, 3),
+        stream_first_block_frames=p.first_block_frames,
+        stream_block_frames=p.block_frames,
+        stream_algorithmic_latency_s=round(p.first_frames / codec.frame_rate, 3),
+        block_vs_whole_logspec_corr=block_vs_whole,
         decoded_rms=round(float(np.sqrt(np.mean(np.concatenate(outs) ** 2))), 4),
     )
     print(json.dumps(result, indent=2))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_json(Path(args.out), result)
     return result
 
 

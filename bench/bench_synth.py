@@ -1,4 +1,5 @@
-"""Benchmark synthesis: TTS real-time factor, and samples/s of the synthesize stage on 1 vs 2 Ray workers.
+"""Benchmark synthesis: TTS real-time factor, the text rules (speak a question and read its numbers
+back) per second, and samples/s of the synthesize stage on 1 vs 2 Ray workers.
 
     python bench/bench_synth.py [--problems 200] [--sentences 50]   # JSON to bench/results/synth.json
 """
@@ -32,16 +33,31 @@ def tts_rtf(n: int) -> dict:
     return {"sentences": n, "audio_seconds": round(audio, 2), "wall_seconds": round(dt, 3), "rtf": round(dt / audio, 5)}
 
 
+def text_rules_rate(n: int) -> dict:
+    """speakable() + the words-to-number read-back on generated questions and responses (no TTS)."""
+    from tasks.synth.builtin import generate_problems
+    from tasks.synth.readback import mismatch
+    from tasks.synth.verbalize import speakable
+
+    texts = [t for p in generate_problems(n, seed=321) for t in (p.question, p.response)]
+    t0 = time.perf_counter()
+    bad = sum(bool(mismatch(t, speakable(t))) for t in texts)
+    dt = time.perf_counter() - t0
+    return {"texts": len(texts), "wall_seconds": round(dt, 3), "texts_per_second": round(len(texts) / dt, 1),
+            "mismatches": bad}
+
+
 def stage_rate(problems: int, workers: int, tok) -> dict:
     from models.format import Schedule
     from tasks import synthesize
-    from tasks.synth.config import RayParams, SourceSpec, SynthesizeParams
+    from tasks.core.params import load_params
 
     class P:
         schedule = Schedule(2, 8)
 
-    cfg = SynthesizeParams(sources=(SourceSpec("builtin", limit=problems),),
-                           ray=RayParams(num_cpus=workers, shards=max(2, workers * 4), batch_size=32))
+    cfg = load_params(overrides={"synthesize": {
+        "sources": [{"kind": "builtin", "limit": problems}],
+        "ray": {"num_cpus": workers, "shards": max(2, workers * 4), "batch_size": 32}}}).synthesize
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         stats = synthesize.run(P(), cfg, out_dir=Path(d) / "synth", tokenizer=tok, use_ray=True)
@@ -65,6 +81,7 @@ def main() -> None:
     result = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "tts": tts_rtf(a.sentences),
+        "text_rules": text_rules_rate(a.problems),
         "ray": [stage_rate(a.problems, w, tok) for w in (1, 2)],
     }
     r1, r2 = result["ray"]

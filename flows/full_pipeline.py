@@ -20,8 +20,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-ROOT = Path(__file__).resolve().parents[1]
-PARENT_ENV = "OMNI_TIS_PARENT_RUN_ID"  # same name as tasks.core.tracking.PARENT_ENV
+from models.atomic import write_json
+from tasks.core.params import ROOT
+from tasks.core.tracking import PARENT_ENV
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -148,11 +149,7 @@ def full_pipeline(stages: list[str] | None = None, push_remote: bool = True) -> 
 
 def _write_results(results: list[dict], seconds: float) -> None:
     """.run/last_pipeline.json, read by `make pipeline` to print the stage table."""
-    out = ROOT / ".run" / "last_pipeline.json"
-    out.parent.mkdir(exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"stages": results, "seconds": round(seconds, 1)}, indent=1))
-    os.replace(tmp, out)
+    write_json(ROOT / ".run" / "last_pipeline.json", {"stages": results, "seconds": round(seconds, 1)})
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ import threading
 import time
 from pathlib import Path
 
+from tasks.core.params import ROOT
+
 from flows.serve import DEPLOYMENT
 from flows.servers import MLFLOW, PREFECT, RUN, SERVERS, server_env, start
 
-ROOT = Path(__file__).resolve().parents[1]
 NAME = f"full-pipeline/{DEPLOYMENT}"
 RESULTS = RUN / "last_pipeline.json"
 

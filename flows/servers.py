@@ -17,7 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tasks.core.params import ROOT
+
 RUN = ROOT / ".run"
 HOST = os.environ.get("OMNI_TIS_HOST", "127.0.0.1")
 PREFECT_PORT = int(os.environ.get("PREFECT_PORT", "4200"))

@@ -6,7 +6,7 @@ speech of generator questions that recovers ~0.55 of a question's words (~0.17 o
 question's, 0 for silence or noise) at real-time factor ~0.06. Good enough to catch broken, silent
 or truncated audio; not a grade of quality.
 
-    python -m models.asr "text that was spoken" file.wav
+    python -m models.asr "text that was spoken, numbers in words" file.wav
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ _WORD = re.compile(r"[a-z']+")
 
 
 def words(text: str) -> list[str]:
-    """Lower-case words of ``text`` (digits read aloud first, hyphens split)."""
-    if any(c.isdigit() for c in text):
-        from tasks.synth.verbalize import speakable
+    """Lower-case words of already-spoken ``text`` (hyphens split).
 
-        text = speakable(text)
+    Digits have no single spoken form ("1/2", "$1.50"), so the caller speaks them first (the
+    synthesize stage passes ``tasks.synth.verbalize.speakable`` output)."""
+    if any(c.isdigit() for c in text):
+        raise ValueError(f"ASR words need spoken text, got digits in {text[:60]!r}; "
+                         "pass the text as the TTS spoke it (numbers in words)")
     return _WORD.findall(text.lower().replace("-", " "))
 
 

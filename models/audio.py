@@ -43,7 +43,7 @@ def log_mel(wave: np.ndarray, sr: int = SAMPLE_RATE):
     """
     import torch
 
-    from models.codec import resample
+    from models.wave import resample
 
     w = resample(np.asarray(wave), sr, SAMPLE_RATE)
     if len(w) < 2 * HOP:
@@ -54,6 +54,22 @@ def log_mel(wave: np.ndarray, sr: int = SAMPLE_RATE):
     feats = torch.from_numpy(out["input_features"][0]).float()  # (128, L)
     mask = torch.from_numpy(out["attention_mask"][0]).long()  # (L,)
     return feats, mask
+
+
+def resampled_length(n_samples: int, sr: int, target_sr: int = SAMPLE_RATE) -> int:
+    """Samples ``models.wave.resample`` returns for ``n_samples`` at ``sr`` (polyphase: ceil(n * up / down))."""
+    from math import gcd
+
+    if sr == target_sr:
+        return n_samples
+    g = gcd(int(sr), int(target_sr))
+    up, down = target_sr // g, sr // g
+    return -(-n_samples * up // down)
+
+
+def mel_frames(n_samples: int, sr: int = SAMPLE_RATE) -> int:
+    """Mel frames ``log_mel`` makes from a clip of ``n_samples`` at ``sr``, without computing them."""
+    return resampled_length(n_samples, sr) // HOP
 
 
 def n_audio_tokens(n_frames: int) -> int:

@@ -12,8 +12,9 @@ both encode (to make targets) and decode (to speak). Two implementations share o
 Multi-codebook frames ``(T, n_codebooks)`` map to the talker's single token stream by interleaving
 the codebooks of each frame, each shifted by its own id offset (``flatten`` / ``unflatten``).
 
-Streaming: ``decode_stream`` (or ``StreamDecoder.push``) synthesises fixed blocks of frames, each
-with a little left context and a lookahead, and joins blocks with a short crossfade after shifting
+Streaming: ``decode_stream`` (or ``StreamDecoder.push``) synthesises blocks of frames (a short first
+block of 6 frames, then 5; ``StreamParams``), each with a little left context and a lookahead
+(4 frames, 80 ms), and joins blocks with a short crossfade after shifting
 the new block by up to ``max_shift`` samples to line its pitch pulses up with the previous block
 (WSOLA-style; WORLD restarts pulse phase in every segment). ``WorldCodec.decode`` runs that same
 block decoder over all frames, so what a client hears streamed equals what offline evaluation hears.
@@ -22,7 +23,7 @@ block decoder over all frames, so what a client hears streamed equals what offli
     codes = codec.encode(wave, sr)                 # (T, 4) int
     ids = codec.flatten(codes)                     # talker token ids, all < codec.vocab_size
     wave = codec.decode(codec.unflatten(ids))      # float32 at codec.sample_rate
-    for chunk in codec.decode_stream(codes): ...   # 0.5 s chunks, 80 ms lookahead
+    for chunk in codec.decode_stream(codes): ...   # 120 ms, then 100 ms chunks; 80 ms lookahead
     codec.save("out/codec"); codec = load_codec("world:out/codec")
 
 Run ``python -m bench.bench_codec`` for real-time factors.
@@ -32,58 +33,23 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
-import tempfile
 import types
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from math import gcd
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+
+from models.atomic import atomic_dir
+from models.wave import resample
 
 FORMAT_VERSION = 1
 
 
 class CodecError(ValueError):
     """Bad codec input or a codec directory that cannot be used (the message says what to do)."""
-
-
-def resample(wave: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
-    """Polyphase resampling to ``target_sr`` (float32 mono)."""
-    wave = as_mono(wave)
-    if sr == target_sr:
-        return wave
-    from scipy.signal import resample_poly
-
-    g = gcd(int(sr), int(target_sr))
-    return resample_poly(wave, target_sr // g, sr // g).astype(np.float32)
-
-
-def as_mono(wave: np.ndarray) -> np.ndarray:
-    w = np.asarray(wave)
-    if w.ndim == 2:  # (samples, channels) as soundfile returns it
-        w = w.mean(axis=1)
-    if w.ndim != 1:
-        raise CodecError(f"expected a mono wave of shape (samples,), got shape {w.shape}")
-    if np.issubdtype(w.dtype, np.integer):
-        w = w / float(np.iinfo(w.dtype).max)
-    return w.astype(np.float32, copy=False)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temp file in the same folder, then rename: a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _pyworld():
@@ -112,17 +78,27 @@ def _pyworld():
 
 @dataclass(frozen=True)
 class StreamParams:
-    """How the block decoder cuts frames: sizes in frames, crossfade and shift in samples."""
+    """How the block decoder cuts frames: sizes in frames, crossfade and shift in samples.
 
-    block_frames: int = 25  # 0.5 s at 50 frames/s: one emitted chunk
+    The first block is short so the first audio comes early: it needs ``first_block_frames +
+    lookahead_frames`` frames (10 at 50 frames/s: 200 ms of codes). Later blocks are no longer than
+    the first: a talker that makes frames exactly as fast as they play (one thinker position per
+    frame at 50 tokens/s) then delivers every block before the previous ones have played, with
+    ``(first_block_frames - block_frames)`` frames to spare.
+    """
+
+    block_frames: int = 5  # 100 ms at 50 frames/s: one emitted chunk after the first
+    first_block_frames: int = 6  # 120 ms: the first chunk
     context_frames: int = 2  # left context synthesised (and dropped) before each block
     lookahead_frames: int = 4  # 80 ms at 50 frames/s: frames after a block needed to emit it
     crossfade: int = 240  # samples (15 ms at 16 kHz)
     max_shift: int = 80  # samples a block may move to line its pulses up with the previous one
 
     def check(self, hop: int) -> None:
-        if self.block_frames < 1 or self.lookahead_frames < 1 or self.context_frames < 0:
-            raise CodecError(f"bad stream params {self}: need block_frames >= 1, lookahead_frames >= 1")
+        if min(self.block_frames, self.first_block_frames, self.lookahead_frames) < 1 or self.context_frames < 0:
+            raise CodecError(
+                f"bad stream params {self}: need block_frames, first_block_frames, lookahead_frames >= 1"
+            )
         if self.max_shift > self.context_frames * hop:
             raise CodecError(f"max_shift={self.max_shift} needs context_frames*hop >= max_shift (hop={hop})")
         if self.crossfade + self.max_shift > (self.lookahead_frames - 1) * hop + hop // 2 or self.crossfade < 1:
@@ -130,6 +106,21 @@ class StreamParams:
                 f"crossfade={self.crossfade} + max_shift={self.max_shift} does not fit in the lookahead of "
                 f"{self.lookahead_frames} frames (hop={hop}); raise lookahead_frames or lower them"
             )
+        if min(self.block_frames, self.first_block_frames) * hop < self.crossfade:
+            raise CodecError(f"blocks of {min(self.block_frames, self.first_block_frames)} frames are shorter "
+                             f"than the crossfade ({self.crossfade} samples); use longer blocks")
+
+    def bounds(self, k: int) -> tuple[int, int]:
+        """Frames ``[start, end)`` of block ``k``."""
+        if k == 0:
+            return 0, self.first_block_frames
+        start = self.first_block_frames + (k - 1) * self.block_frames
+        return start, start + self.block_frames
+
+    @property
+    def first_frames(self) -> int:
+        """Frames needed before the first block decodes (its frames plus the lookahead)."""
+        return self.first_block_frames + self.lookahead_frames
 
 
 class Codec(ABC):
@@ -173,7 +164,8 @@ class Codec(ABC):
 
     @abstractmethod
     def save(self, out_dir: str | Path) -> None:
-        """Write the codec to ``out_dir`` (atomically) so that ``load_codec`` can read it back."""
+        """Write the codec to ``out_dir``, replacing the directory atomically, so that ``load_codec``
+        can read it back."""
 
     def check_codes(self, codes: np.ndarray) -> np.ndarray:
         c = np.asarray(codes)
@@ -232,7 +224,7 @@ class Codec(ABC):
         ``(t, n)`` pieces (e.g. from the talker). Concatenated chunks equal ``decode(all codes)``."""
         if isinstance(codes, np.ndarray):
             whole, step = codes, self.stream.block_frames
-            codes = (whole[i : i + step] for i in range(0, len(whole), step))
+            codes = (whole[i : i + step] for i in range(0, len(whole), step))  # any cut gives the same audio
         dec = self.stream_decoder()
         for piece in codes:
             out = dec.push(piece)
@@ -280,13 +272,13 @@ class StreamDecoder:
         self.frames = [all_codes] if len(all_codes) else []
         n = self.n_frames
         while True:
-            start = self.next_block * p.block_frames
-            if start >= n or (not final and n < start + p.block_frames + p.lookahead_frames):
+            start, full_end = p.bounds(self.next_block)
+            if start >= n or (not final and n < full_end + p.lookahead_frames):
                 break
-            end = min(start + p.block_frames, n)
+            end = min(full_end, n)
             last = end == n  # only reachable when final: otherwise lookahead frames follow the block
             a = max(0, start - p.context_frames)
-            b = min(n, start + p.block_frames + p.lookahead_frames)
+            b = min(n, full_end + p.lookahead_frames)
             seg = self.codec._synthesize(all_codes[a:b]).astype(np.float64)
             length = (end - start) * hop
             o = (start - a) * hop
@@ -521,22 +513,15 @@ class WorldCodec(Codec):
             "f0_bins": self.f0_bins,
             "f0_range": list(self.f0_range),
             "codebook_sizes": list(self.codebook_sizes),
-            "stream": self.stream.__dict__,
+            "stream": asdict(self.stream),
         }
 
     def save(self, out_dir: str | Path) -> None:
-        out = Path(out_dir)
         arrays = {"mean": self.mean, "std": self.std, **{f"rvq{i}": cb for i, cb in enumerate(self.rvq)}}
-
-        def write_npz(tmp: str) -> None:
-            with open(tmp, "wb") as f:
+        with atomic_dir(out_dir) as tmp:  # replaces out_dir whole: a kill leaves the old codec or the new
+            with open(tmp / "codec.npz", "wb") as f:
                 np.savez(f, **arrays)
-
-        def write_json(tmp: str) -> None:
-            Path(tmp).write_text(json.dumps(self.config(), indent=2))
-
-        _atomic_write(out / "codec.npz", write_npz)
-        _atomic_write(out / "codec.json", write_json)  # last: its presence marks a complete codec
+            (tmp / "codec.json").write_text(json.dumps(self.config(), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> "WorldCodec":
@@ -567,7 +552,10 @@ class WorldCodec(Codec):
             n_mcep=c["n_mcep"],
             f0_floor=c["f0_floor"],
             f0_ceil=c["f0_ceil"],
-            stream=StreamParams(**c["stream"]),
+            # Stream params are a decoding setting, not fitted. A codec saved before the short first
+            # block holds 25-frame blocks, which would starve playback at 50 tokens/s: decode it
+            # with today's blocks.
+            stream=StreamParams(**c["stream"]) if "first_block_frames" in c["stream"] else StreamParams(),
         )
 
 
@@ -596,8 +584,10 @@ class MimiCodec(Codec):
         if not 1 <= n <= cfg.num_quantizers:
             raise CodecError(f"n_codebooks={n} must be in [1, {cfg.num_quantizers}] for this Mimi checkpoint")
         self.codebook_sizes = (int(cfg.codebook_size),) * n
+        block = max(1, int(round(self.frame_rate / 2)))
         self.stream = StreamParams(
-            block_frames=max(1, int(round(self.frame_rate / 2))),
+            block_frames=block,
+            first_block_frames=block,
             context_frames=max(2, int(round(self.frame_rate))),
             lookahead_frames=2,
             crossfade=min(self.hop // 2, int(0.01 * self.sample_rate)),
@@ -643,16 +633,9 @@ class MimiCodec(Codec):
         return np.pad(y, (0, max(0, n - len(y))))[:n].astype(np.float32)
 
     def save(self, out_dir: str | Path) -> None:
-        out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-        self.model.save_pretrained(str(tmp))
-        (tmp / "codec.json").write_text(json.dumps({"kind": self.kind, "n_codebooks": self.codebooks}))
-        if out.exists():
-            import shutil
-
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        with atomic_dir(out_dir) as tmp:  # the old directory goes only once the new one is complete
+            self.model.save_pretrained(str(tmp))
+            (tmp / "codec.json").write_text(json.dumps({"kind": self.kind, "n_codebooks": self.codebooks}))
 
 
 def load_codec(spec: str) -> Codec:

@@ -1,122 +1,131 @@
-"""Streaming decoding that enforces the schedule: one event per generated token, KV-cached.
+"""Thinker decoding one position at a time, under a format cursor, over a per-request state.
 
-Control tokens are forced (never sampled); a think slot may hold a reasoning token or a pad (pads stay
-once reasoning is over); a speak slot may hold a response token, a pad or eos. Generation ends at eos
-(or ``max_new_tokens``). The state of one request is a small dataclass (`DecodeState`), so a server
-keeps one per connection.
+``prefill`` runs the prompt and returns a :class:`ThinkerState` (this request's KV cache, format
+cursor, sampler and next-token logits); each ``step`` places one position and returns its token,
+role and the thinker's last hidden state there (what the talker reads). The cursor forces what the
+format forces (TiS controls, think-first's leading ``<|think|>``, pads after the reasoning) and bans
+what it bans; nothing here knows which format it runs.
 
-    for ev in stream_decode(model.thinker, prompt_ids, control_ids(tok), Schedule()):
-        print(ev.stream, tok.decode([ev.token]))
+Positions are explicit (``arange`` over prompt and generated tokens, the same 1-D positions a
+training forward of the whole sequence uses): Qwen2.5-Omni's thinker would otherwise keep
+``rope_deltas`` on the module between calls, which two interleaved requests must not share. So a
+step touches nothing but its own state.
+
+    state = prefill(model.thinker, prompt_ids, cursor_for("tis", Schedule(), ids), max_new_tokens=256)
+    while not state.done:
+        out = step(model.thinker, state)   # ThinkerStep(index, token, placed, forced, logits, hidden)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Sequence
+from typing import Any, Sequence
 
-from models.format import ControlIds, Format, Schedule, ScheduleCursor, Slot
+import torch
 
-Stream = Literal["response", "reasoning", "control"]
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    index: int  # position in the generated part (0 = first token after the prompt)
-    token: int
-    stream: Stream
-    block: int
-    forced: bool  # inserted by the schedule, not predicted
-    pad: bool
-    eos: bool
+from models.format import FormatCursor, Placed
 
 
 @dataclass
-class DecodeState:
-    """Per-request state: the schedule cursor and the model's KV cache."""
+class ThinkerState:
+    """One request's thinker state; advance it only with ``step``."""
 
-    cursor: ScheduleCursor | None
-    fmt: Format = "tis"
-    cache: object | None = None
+    cursor: FormatCursor
+    cache: Any  # transformers DynamicCache: this request's keys/values
+    prompt_len: int
+    max_new_tokens: int
+    temperature: float = 0.0
+    generator: torch.Generator | None = None
+    logits: torch.Tensor | None = None  # (V,) logits for the next position
     generated: list[int] = field(default_factory=list)
-    think_first_stream: Stream = "control"  # think-first: which stream the last control opened
+    done: bool = False
+    _ban_index: dict = field(default_factory=dict, repr=False)  # banned id set -> index tensor
 
 
-def _banned(slot: Slot | None, ids: ControlIds, fmt: Format, tf_stream: Stream) -> set[int]:
-    if fmt == "think_first":
-        # <|think|> reasoning <|speak|> response eos: the only control left to predict is <|speak|>.
-        return {ids.think, ids.pad} | ({ids.speak} if tf_stream == "response" else {ids.eos})
-    if slot is Slot.THINK:
-        return {ids.speak, ids.think, ids.eos}
-    return {ids.speak, ids.think}  # speak slot: text, pad or eos
+@dataclass(frozen=True)
+class ThinkerStep:
+    index: int  # position after the prompt (0 = first generated)
+    token: int
+    placed: Placed  # role, loss-target flag and block, as the cursor placed the token
+    forced: bool  # dictated by the format, not chosen from the logits
+    logits: torch.Tensor  # (V,) the logits this position was decided from (before the format's masking)
+    hidden: torch.Tensor | None  # (H,) last hidden state at this position; None when not computed
 
 
-def stream_decode(
+def _positions(start: int, n: int, device) -> torch.Tensor:
+    # (3, 1, n): Qwen2.5-Omni's multimodal rope takes one row per axis; text and audio use 1-D positions.
+    return torch.arange(start, start + n, device=device).view(1, 1, n).expand(3, 1, n)
+
+
+def choose(logits: torch.Tensor, banned_index: torch.Tensor, temperature: float,
+           generator: torch.Generator | None) -> int:
+    """Greedy (``temperature == 0``) or sampled token from ``logits`` (V,) with ``banned_index`` ids excluded."""
+    scores = logits.float().index_fill(0, banned_index, float("-inf"))
+    if temperature <= 0:
+        return int(scores.argmax())
+    probs = torch.softmax(scores / temperature, -1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@torch.inference_mode()
+def prefill(
     thinker,
     prompt_ids: Sequence[int],
-    ids: ControlIds,
-    schedule: Schedule = Schedule(),
-    fmt: Format = "tis",
-    max_new_tokens: int = 512,
+    cursor: FormatCursor,
+    *,
+    max_new_tokens: int,
     temperature: float = 0.0,
-    generator=None,
+    generator: torch.Generator | None = None,
     **prompt_inputs,
-) -> Iterator[TokenEvent]:
-    """Greedy (``temperature=0``) or sampled decoding under the schedule; yields one event per token.
+) -> ThinkerState:
+    """Run the prompt; returns the state whose first ``step`` places the first generated position.
 
-    ``prompt_inputs``: extra thinker inputs for the prompt pass (``input_features``,
-    ``feature_attention_mask`` for a spoken question).
+    ``prompt_inputs``: extra thinker inputs for a spoken prompt (``input_features`` (1, 128, L),
+    ``feature_attention_mask`` (1, L)), as the trainer passes them.
     """
-    import torch
+    from transformers import DynamicCache
 
-    device = next(thinker.parameters()).device
-    state = DecodeState(ScheduleCursor(schedule, ids) if fmt == "tis" else None, fmt)
-    x = torch.tensor([list(prompt_ids)], device=device)
-    thinker.eval()
-    with torch.no_grad():
-        out = thinker(input_ids=x, attention_mask=torch.ones_like(x), use_cache=True, **prompt_inputs)
-        state.cache = out.past_key_values
-        logits = out.logits[0, -1]
-        for i in range(max_new_tokens):
-            if fmt == "tis":
-                cur = state.cursor
-                slot = cur.next_slot()
-                block = cur.block
-                forced = cur.forced_token()
-                if forced is None and slot is Slot.THINK and cur.reasoning_done:
-                    forced_pad = ids.pad  # reasoning is contiguous: once padded, pads to the end
-                else:
-                    forced_pad = None
-            else:
-                slot, block, forced_pad = None, 0, None
-                forced = ids.think if i == 0 else None
-            if forced is not None or forced_pad is not None:
-                tok, was_forced = (forced if forced is not None else forced_pad), forced is not None
-            else:
-                lg = logits.float().clone()
-                lg[list(_banned(slot, ids, fmt, state.think_first_stream))] = float("-inf")
-                if temperature > 0:
-                    probs = torch.softmax(lg / temperature, -1)
-                    tok = int(torch.multinomial(probs, 1, generator=generator))
-                else:
-                    tok = int(lg.argmax())
-                was_forced = False
-            if fmt == "tis":
-                filled = state.cursor.advance(tok)
-                stream: Stream = ("control" if filled in (Slot.SPEAK_CONTROL, Slot.THINK_CONTROL)
-                                  else "response" if filled is Slot.SPEAK else "reasoning")
-                done = state.cursor.done
-            else:
-                if tok in (ids.think, ids.speak):
-                    state.think_first_stream = "reasoning" if tok == ids.think else "response"
-                    stream = "control"
-                else:
-                    stream = state.think_first_stream
-                done = tok == ids.eos
-            state.generated.append(tok)
-            yield TokenEvent(i, tok, stream, block, was_forced, tok == ids.pad, tok == ids.eos)
-            if done:
-                return
-            step = thinker(input_ids=torch.tensor([[tok]], device=device), cache=state.cache,
-                           use_cache=True)
-            state.cache = step.past_key_values
-            logits = step.logits[0, -1]
+    if not prompt_ids:
+        raise ValueError("empty prompt: pass the chat prompt ids (models.tokenizer.text_prompt / models.audio.audio_prompt)")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    dev = thinker.lm_head.weight.device
+    x = torch.tensor([list(prompt_ids)], device=dev)
+    cache = DynamicCache(config=thinker.config.text_config)
+    out = thinker.model(input_ids=x, position_ids=_positions(0, x.shape[1], dev), cache=cache, use_cache=True,
+                        **prompt_inputs)
+    logits = thinker.lm_head(out.last_hidden_state[0, -1])
+    return ThinkerState(cursor, cache, x.shape[1], max_new_tokens, temperature, generator, logits)
+
+
+@torch.inference_mode()
+def step(thinker, state: ThinkerState, need_hidden: bool = True) -> ThinkerStep:
+    """Place one position: the format's forced token or one chosen from the logits, then run it
+    through the thinker (its hidden state for the talker, the logits for the next position).
+
+    ``need_hidden=False`` skips that forward for the last position of a text-only request.
+    """
+    if state.done:
+        raise RuntimeError("this thinker state is done; start a new request with prefill")
+    cur, logits = state.cursor, state.logits
+    forced = cur.forced_token()
+    if forced is None:
+        banned = cur.banned()
+        idx = state._ban_index.get(banned)
+        if idx is None:
+            idx = state._ban_index[banned] = torch.tensor(sorted(banned), device=logits.device, dtype=torch.long)
+        tok = choose(logits, idx, state.temperature, state.generator)
+    else:
+        tok = forced
+    placed = cur.advance(tok)
+    state.generated.append(tok)
+    state.done = cur.done or len(state.generated) >= state.max_new_tokens
+    hidden = None
+    if need_hidden or not state.done:
+        dev = logits.device
+        pos = state.prompt_len + len(state.generated) - 1
+        out = thinker.model(input_ids=torch.tensor([[tok]], device=dev), position_ids=_positions(pos, 1, dev),
+                            cache=state.cache, use_cache=True)
+        hidden = out.last_hidden_state[0, -1]  # (H,)
+    state.logits = None if state.done else thinker.lm_head(hidden)
+    return ThinkerStep(len(state.generated) - 1, tok, placed, forced is not None, logits, hidden)

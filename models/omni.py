@@ -12,50 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from models.dims import TinyDims
 from models.tokenizer import special_ids
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TinyDims:
-    """Sizes of the tiny model (params.yaml: ``model.tiny``)."""
-
-    hidden_size: int = 128
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    intermediate_size: int = 256
-    max_position_embeddings: int = 4096
-    audio_d_model: int = 64
-    audio_layers: int = 2
-    audio_heads: int = 2
-    audio_ffn_dim: int = 128
-    talker_hidden_size: int = 64
-    talker_layers: int = 2
-    talker_heads: int = 2
-    talker_vocab_size: int = 1040  # codec tokens + the talker's 4 codec control ids at the top
-    dit_hidden_size: int = 32
-    dit_layers: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"model.tiny.{name} must be positive, got {getattr(self, name)}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"model.tiny.hidden_size={self.hidden_size} is not divisible by "
-                f"num_attention_heads={self.num_attention_heads}"
-            )
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError("model.tiny.num_attention_heads must be a multiple of num_key_value_heads")
-        if (self.hidden_size // self.num_attention_heads) % 2:
-            raise ValueError("model.tiny head_dim (hidden_size / num_attention_heads) must be even")
-        if self.talker_vocab_size < 16:
-            raise ValueError("model.tiny.talker_vocab_size must be at least 16")
 
 
 def mrope_section(head_dim: int) -> list[int]:
@@ -191,7 +153,7 @@ def tiny_config(dims: TinyDims, tokenizer):
     )
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     # Talker config validation warns that thinker-vocab ids exceed the codec vocab: by design.
     from transformers.utils import logging as hf_logging
 
@@ -203,7 +165,7 @@ def build_tiny(dims: TinyDims, tokenizer, seed: int = 0):
     import torch
     from transformers import Qwen2_5OmniForConditionalGeneration
 
-    _quiet_transformers()
+    quiet_transformers()
     torch.manual_seed(seed)
     model = Qwen2_5OmniForConditionalGeneration(tiny_config(dims, tokenizer))
     model.speaker_map = {"default": default_speaker(model, tokenizer)}
@@ -240,7 +202,7 @@ def load_pretrained(source: str, tokenizer, dtype: str = "auto", local_files_onl
     import torch
     from transformers import Qwen2_5OmniForConditionalGeneration
 
-    _quiet_transformers()
+    quiet_transformers()
     p = Path(source).expanduser()
     is_local = p.exists()
     if not is_local and (os.sep in source and source.startswith((".", "/", "~"))):

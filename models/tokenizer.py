@@ -1,14 +1,12 @@
 """Tokenizer: a byte-level BPE trained locally, or a real checkpoint's tokenizer, plus our tokens.
 
 Both paths end with the same special tokens: Qwen2.5-Omni's (audio, vision, chat markers, pad) and
-the TiS control tokens. ``control_ids(tok)`` gives the ids the sequence format needs.
-
-    python -m models.tokenizer OUT_DIR   # train a tiny tokenizer on generated problems and save it
+the TiS control tokens. ``control_ids(tok)`` gives the ids the sequence format needs. The
+``init_model`` stage trains the tiny tokenizer on generated problems (``python -m tasks.init_model``).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -118,12 +116,3 @@ def text_prompt(tokenizer, question: str) -> list[int]:
     """Chat prompt for a text question, ending where the assistant turn starts."""
     return encode(tokenizer, f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
 
-
-if __name__ == "__main__":
-    from tasks.synth.builtin import generate_problems
-
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "tokenizer")
-    probs = generate_problems(2000, seed=0)
-    tk = train_bpe((t for p in probs for t in (p.question, p.reasoning, p.response)), 2000)
-    tk.save_pretrained(str(out))
-    print(f"saved tokenizer ({len(tk)} tokens) to {out}")

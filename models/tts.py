@@ -3,8 +3,8 @@
 The default backend, :class:`EspeakTTS`, needs no system package: ``espeakng-loader`` ships
 libespeak-ng and its data, which we drive through ctypes (``espeak_Initialize`` with
 AUDIO_OUTPUT_SYNCHRONOUS and a callback that collects int16 samples), then resample 22.05 kHz to
-16 kHz. :class:`PiperTTS` is an optional neural backend (``pip install piper-tts`` and a voice
-``.onnx`` file). ``make_tts(kind, **kw)`` builds either by name.
+16 kHz (``models.wave.resample``). :class:`PiperTTS` is an optional neural backend
+(``pip install piper-tts`` and a voice ``.onnx`` file). ``make_tts(kind, **kw)`` builds either by name.
 
     python -m models.tts "What is twelve plus seven?" out.wav   # speak a sentence to a file
 """
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
+
+from models.wave import resample
 
 SAMPLE_RATE = 16000
 TTSKind = Literal["espeak", "piper"]
@@ -33,18 +35,6 @@ class TTSBackend(Protocol):
     sample_rate: int
 
     def synthesize(self, text: str) -> tuple[np.ndarray, int]: ...
-
-
-def resample(wav: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:
-    """Polyphase resampling (exact rational ratio), float32 out."""
-    if sr_in == sr_out:
-        return wav.astype(np.float32, copy=False)
-    from math import gcd
-
-    from scipy.signal import resample_poly
-
-    g = gcd(sr_in, sr_out)
-    return resample_poly(wav, sr_out // g, sr_in // g).astype(np.float32)
 
 
 # --- espeak-ng through ctypes ------------------------------------------------------------------
@@ -148,7 +138,7 @@ class EspeakTTS:
         if not chunks:
             raise TTSError(f"espeak produced no audio for {text[:60]!r}")
         pcm = np.concatenate(chunks).astype(np.float32) / 32768.0
-        return np.clip(resample(pcm, native), -1.0, 1.0), SAMPLE_RATE
+        return np.clip(resample(pcm, native, SAMPLE_RATE), -1.0, 1.0), SAMPLE_RATE
 
 
 class PiperTTS:
@@ -179,7 +169,7 @@ class PiperTTS:
             sr = chunk.sample_rate
         if not chunks or sr is None:
             raise TTSError(f"piper produced no audio for {text[:60]!r}")
-        return np.clip(resample(np.concatenate(chunks), sr), -1.0, 1.0), SAMPLE_RATE
+        return np.clip(resample(np.concatenate(chunks), sr, SAMPLE_RATE), -1.0, 1.0), SAMPLE_RATE
 
 
 def make_tts(kind: TTSKind = "espeak", **kw) -> TTSBackend:

@@ -4,11 +4,15 @@ trains the audio adapter and the thinker LLM (embeddings frozen).
     python -m tasks.acoustic_tis --format tis        # or --format think_first (the baseline)
 """
 
-from tasks.core.stage_main import main
+from tasks.core.training import training_main
 
 STAGE = "acoustic_tis"
-DATA = "data/synthesize"
-INIT = "checkpoints/text_tis/{format}"
+PARAMS = ['acoustic_tis', 'trainer', 'schedule', 'seed']  # exactly the params of this stage in dvc.yaml
+
+
+def main(argv: list[str] | None = None) -> None:
+    training_main(STAGE, PARAMS, argv)
+
 
 if __name__ == "__main__":
-    main(STAGE, DATA, INIT)
+    main()

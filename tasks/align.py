@@ -5,11 +5,15 @@ tokens are learned (freeze table in tasks/core/stages.py). Format-independent.
     python -m tasks.align                    # or: deepspeed --num_gpus N -m tasks.align
 """
 
-from tasks.core.stage_main import main
+from tasks.core.training import training_main
 
 STAGE = "align"
-DATA = "data/synthesize"
-INIT = "checkpoints/init_model"
+PARAMS = ['align', 'trainer', 'seed']  # exactly the params of this stage in dvc.yaml
+
+
+def main(argv: list[str] | None = None) -> None:
+    training_main(STAGE, PARAMS, argv)
+
 
 if __name__ == "__main__":
-    main(STAGE, DATA, INIT)
+    main()

@@ -13,21 +13,18 @@ and ``metrics/codec.json``.
 
 from __future__ import annotations
 
-import logging
 import os
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from tasks.core.params import ROOT, Params, load_params, to_dict
+from tasks.core.params import ROOT, Params
+from tasks.core.stage import StageResult, stage_main
 
 STAGE = "codec"
+PARAMS = ["codec"]
 DATA = ROOT / "data" / "synthesize"
 OUT = ROOT / "checkpoints" / STAGE
-METRICS = ROOT / "metrics" / f"{STAGE}.json"
-log = logging.getLogger(STAGE)
 
 
 def load_stage_codec(codec_dir: str | Path):
@@ -67,8 +64,9 @@ def run(p: Params, data_dir: Path = DATA, out_dir: Path = OUT, workers: int | No
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from models.atomic import atomic_dir
     from models.codec import MimiCodec, WorldCodec
-    from tasks.core.dataset import load_samples, replace_dir
+    from tasks.core.dataset import load_samples
 
     t0 = time.time()
     c = p.codec
@@ -90,11 +88,7 @@ def run(p: Params, data_dir: Path = DATA, out_dir: Path = OUT, workers: int | No
         fitted = 0
     t_fit = time.time() - t0
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage_tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        target = stage_tmp / STAGE
+    with atomic_dir(out_dir) as target:
         codec.save(target)
         paths = [str(Path(data_dir) / r["response_audio"]) for r in rows]
         workers = workers or (os.cpu_count() or 1) if c.kind == "world" else 1
@@ -106,11 +100,11 @@ def run(p: Params, data_dir: Path = DATA, out_dir: Path = OUT, workers: int | No
         else:
             _init_worker(str(target))
             codes = [_encode(x) for x in paths]
-        pq.write_table(pa.table({"response_audio": [r["response_audio"] for r in rows],
-                                 "codes": pa.array(codes, type=pa.list_(pa.int16()))}), target / "codes.parquet")
-        replace_dir(target, out_dir)
-    finally:
-        shutil.rmtree(stage_tmp, ignore_errors=True)
+        table = pa.table({"response_audio": [r["response_audio"] for r in rows],
+                          "codes": pa.array(codes, type=pa.list_(pa.int16()))})
+        # The talker reads one thinker position per codec frame: its readers need the frame size.
+        table = table.replace_schema_metadata({"codebooks": str(codec.codebooks)})
+        pq.write_table(table, target / "codes.parquet")
     seconds = sum(r["response_seconds"] for r in rows)
     n_tok = sum(len(x) for x in codes)
     return {
@@ -126,21 +120,15 @@ def run(p: Params, data_dir: Path = DATA, out_dir: Path = OUT, workers: int | No
     }
 
 
-def main() -> None:
-    from tasks.core.stage_main import write_json_atomic
-    from tasks.core.tracking import stage_run
+def work(p: Params, fmt: str | None = None, tracker=None) -> StageResult:
+    m = run(p)
+    return StageResult(m, f"{m['codec/kind']}: {m['codec/tokens_per_s']:.0f} tokens/s, vocab {m['codec/vocab_size']}; "
+                          f"encoded {m['codec/encoded_clips']} clips ({m['codec/audio_seconds']:.0f} s of speech) in "
+                          f"{m['codec/seconds']:.1f}s", artifacts=[(OUT / "codec.json", None)])
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    p = load_params()
-    with stage_run(STAGE, p.mlflow.experiment, {"codec": to_dict(p.codec), "seed": p.seed}) as tr:
-        m = run(p)
-        write_json_atomic(METRICS, m)
-        tr.metrics({k: v for k, v in m.items() if isinstance(v, (int, float))})
-        tr.artifact(METRICS)
-        tr.artifact(OUT / "codec.json")
-    log.info("codec %s: %d tokens/s, vocab %d; encoded %d clips (%.0f s of speech) in %.1fs", m["codec/kind"],
-             m["codec/tokens_per_s"], m["codec/vocab_size"], m["codec/encoded_clips"], m["codec/audio_seconds"],
-             m["codec/seconds"])
+
+def main(argv: list[str] | None = None) -> None:
+    stage_main(STAGE, PARAMS, work, argv)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,16 @@ adds our special tokens and resizes the embeddings.
 
 from __future__ import annotations
 
-import json
-import logging
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.core.params import ROOT, Params, load_params, to_dict
+from tasks.core.params import ROOT, Params
+from tasks.core.stage import StageResult, stage_main
 
 STAGE = "init_model"
+PARAMS = ["seed", "model"]
 OUT = ROOT / "checkpoints" / STAGE
-log = logging.getLogger(STAGE)
 
 
 @dataclass
@@ -49,6 +46,7 @@ def build_tokenizer(p: Params):
 
 
 def run(p: Params, out_dir: Path = OUT) -> InitResult:
+    from models.atomic import atomic_dir, write_json
     from models.omni import build_tiny, load_pretrained, save
 
     t0 = time.time()
@@ -57,31 +55,25 @@ def run(p: Params, out_dir: Path = OUT) -> InitResult:
         model = build_tiny(p.model.tiny, tok, seed=p.seed)
     else:
         model = load_pretrained(p.model.source, tok, dtype=p.model.dtype)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    n_params = sum(x.numel() for x in model.parameters())
+    with atomic_dir(out_dir) as tmp:
         save(model, tmp / "model")
         tok.save_pretrained(str(tmp / "tokenizer"))
-        n_params = sum(x.numel() for x in model.parameters())
-        meta = {"stage": STAGE, "source": p.model.source, "vocab_size": len(tok), "n_params": n_params, "step": 0}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        from tasks.core.dataset import replace_dir
-
-        replace_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        write_json(tmp / "meta.json", {"stage": STAGE, "source": p.model.source, "vocab_size": len(tok),
+                                       "n_params": n_params, "step": 0})
     return InitResult(out_dir, len(tok), n_params, time.time() - t0)
 
 
-def main() -> None:
-    from tasks.core.tracking import stage_run
+def work(p: Params, fmt: str | None = None, tracker=None) -> StageResult:
+    res = run(p)
+    return StageResult({"init/vocab_size": res.vocab_size, "init/n_params": res.n_params,
+                        "init/seconds": round(res.seconds, 2)},
+                       f"wrote {res.out_dir}: vocab {res.vocab_size}, {res.n_params / 1e6:.2f}M parameters, "
+                       f"{res.seconds:.1f}s")
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    p = load_params()
-    with stage_run(STAGE, p.mlflow.experiment, {"model": to_dict(p.model), "seed": p.seed}) as tr:
-        res = run(p)
-        tr.metrics({"init/vocab_size": res.vocab_size, "init/n_params": res.n_params, "init/seconds": res.seconds})
-    log.info("wrote %s: vocab %d, %.2fM parameters, %.1fs", res.out_dir, res.vocab_size, res.n_params / 1e6, res.seconds)
+
+def main(argv: list[str] | None = None) -> None:
+    stage_main(STAGE, PARAMS, work, argv)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,15 @@ Format-independent.
     python -m tasks.pretrain                 # or: deepspeed --num_gpus N -m tasks.pretrain
 """
 
-from tasks.core.stage_main import main
+from tasks.core.training import training_main
 
 STAGE = "pretrain"
-DATA = "data/synthesize"
-INIT = "checkpoints/align"
+PARAMS = ['pretrain', 'trainer', 'seed']  # exactly the params of this stage in dvc.yaml
+
+
+def main(argv: list[str] | None = None) -> None:
+    training_main(STAGE, PARAMS, argv)
+
 
 if __name__ == "__main__":
-    main(STAGE, DATA, INIT)
+    main()

@@ -26,12 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks.core.params import ROOT, Params, load_params, to_dict
-from tasks.synth.config import SynthesizeParams
+from tasks.core.params import ROOT, Params, SynthesizeParams
+from tasks.core.stage import StageResult, stage_main
 
 STAGE = "synthesize"
+PARAMS = ["synthesize", "schedule"]
 OUT = ROOT / "data" / STAGE
-METRICS = ROOT / "metrics" / f"{STAGE}.json"
 TOKENIZER = ROOT / "checkpoints" / "init_model" / "tokenizer"
 PROGRESS_EVERY_S = 10.0
 log = logging.getLogger(STAGE)
@@ -123,7 +123,7 @@ def run(
     audio_dir = stage_root / "audio"
     audio_dir.mkdir()
     started_ray = _init_ray(cfg) if use_ray else False
-    rejected: collections.Counter[str] = collections.Counter()
+    rejected = Rejections()
     kept: list[dict] = []
     batch_stats: collections.Counter = collections.Counter()
     try:
@@ -132,12 +132,12 @@ def run(
                 if row.get("batch_stats"):
                     batch_stats.update(json.loads(row["batch_stats"]))
                 if row["reject"]:
-                    rejected[row["reject"]] += 1
+                    rejected.add(row)
                     continue
                 kept.append(_save_audio(row, audio_dir, cfg.tts.audio_format))
         kept.sort(key=lambda r: r["idx"])
         if len(kept) < 2:
-            raise RuntimeError(f"only {len(kept)} samples survived verification (rejected: {dict(rejected)}); "
+            raise RuntimeError(f"only {len(kept)} samples survived verification (rejected: {dict(rejected.total)}); "
                                "look at the rejection reasons and the sources")
         random.Random(cfg.seed).shuffle(kept)
         n_val = max(1, round(len(kept) * cfg.validation_fraction))
@@ -153,10 +153,37 @@ def run(
     return stats
 
 
+EXAMPLES_PER_REASON = 3
+EXAMPLE_FIELDS = ("id", "source", "question", "spoken_question", "response", "spoken_response", "detail")
+
+
+class Rejections:
+    """Rejected rows counted by reason (overall and per source kind), with the first few examples
+    of each reason (lowest record index first, so the same on any number of Ray workers)."""
+
+    def __init__(self) -> None:
+        self.total: collections.Counter[str] = collections.Counter()
+        self.by_source: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        self.examples: dict[str, list[tuple[int, dict]]] = collections.defaultdict(list)
+
+    def add(self, row: dict) -> None:
+        reason = row["reject"]
+        self.total[reason] += 1
+        self.by_source[str(row.get("source") or "?")][reason] += 1
+        ex = self.examples[reason]
+        ex.append((int(row["idx"]), {k: str(row.get(k) or "") for k in EXAMPLE_FIELDS}))
+        ex.sort(key=lambda t: t[0])
+        del ex[EXAMPLES_PER_REASON:]
+
+    def example_rows(self) -> dict[str, list[dict]]:
+        return {r: [e for _, e in self.examples[r]] for r in sorted(self.examples)}
+
+
 def _save_audio(row: dict, audio_dir: Path, fmt: str) -> dict:
     """Write the row's audio bytes to files; the row keeps paths relative to the dataset dir."""
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in row["id"])
-    out = {k: v for k, v in row.items() if k not in ("question_wav", "response_wav", "batch_stats", "reject")}
+    out = {k: v for k, v in row.items()
+           if k not in ("question_wav", "response_wav", "batch_stats", "reject", "detail", "spoken_response")}
     for col, wav_col, tag in (("question_audio", "question_wav", "q"), ("response_audio", "response_wav", "r")):
         data = row.get(wav_col) or b""
         if data:
@@ -170,7 +197,7 @@ def _save_audio(row: dict, audio_dir: Path, fmt: str) -> dict:
     return out
 
 
-def _stats(cfg, records, per_source, skipped, kept, splits, rejected, bs, seconds) -> dict:
+def _stats(cfg, records, per_source, skipped, kept, splits, rejected: Rejections, bs, seconds) -> dict:
     words = [len(r["response"].split()) for r in kept]
     q_sec = sum(r["question_seconds"] for r in kept)
     r_sec = sum(r["response_seconds"] for r in kept)
@@ -179,10 +206,13 @@ def _stats(cfg, records, per_source, skipped, kept, splits, rejected, bs, second
         "sources": per_source,
         "skipped_source_records": {k: dict(v) for k, v in skipped.items() if v},
         "kept": len(kept),
+        "kept_by_source": dict(sorted(collections.Counter(r["source"] for r in kept).items())),
         "train": len(splits["train"]),
         "validation": len(splits["validation"]),
-        "rejected": dict(rejected),
-        "rejected_total": sum(rejected.values()),
+        "rejected": dict(sorted(rejected.total.items())),
+        "rejected_total": sum(rejected.total.values()),
+        "rejected_by_source": {k: dict(sorted(v.items())) for k, v in sorted(rejected.by_source.items())},
+        "rejected_examples": rejected.example_rows(),
         "kinds": dict(collections.Counter(r["kind"] for r in kept)),
         "audio_hours": round((q_sec + r_sec) / 3600, 4),
         "question_audio_hours": round(q_sec / 3600, 4),
@@ -199,29 +229,23 @@ def _stats(cfg, records, per_source, skipped, kept, splits, rejected, bs, second
     }
 
 
-def main() -> None:
-    from tasks.core.tracking import stage_run
+def work(p: Params, fmt: str | None = None, tracker=None) -> StageResult:
+    stats = run(p, p.synthesize)
+    flat = {"data/kept": stats["kept"], "data/train": stats["train"], "data/validation": stats["validation"],
+            "data/audio_hours": stats["audio_hours"], "data/words_per_response": stats["words_per_response"]["mean"],
+            "data/samples_per_second": stats["samples_per_second"],
+            **{f"data/rejected_{k}": v for k, v in stats["rejected"].items()}}
+    if stats["tts_rtf"] is not None:
+        flat["data/tts_rtf"] = stats["tts_rtf"]
+    audio = [(f, "audio_samples") for f in sorted((OUT / "audio").glob("*"))[:6]]  # a few pairs to listen to
+    examples = [{"reason": r, **e} for r, ex in stats["rejected_examples"].items() for e in ex]
+    return StageResult(stats, f"kept {stats['kept']} of {stats['records']} records (rejected {stats['rejected']}) "
+                              f"in {stats['seconds']:.0f} s", artifacts=[(OUT / "stats.json", None), *audio],
+                       tables={"rejected_examples.json": examples}, logged=flat)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    p = load_params()
-    cfg: SynthesizeParams = getattr(p, "synthesize")
-    with stage_run(STAGE, p.mlflow.experiment, {"synthesize": to_dict(cfg), "schedule": to_dict(p.schedule)}) as tr:
-        stats = run(p, cfg)
-        from tasks.core.stage_main import write_json_atomic
 
-        write_json_atomic(METRICS, stats)
-        flat = {"data/kept": stats["kept"], "data/train": stats["train"], "data/validation": stats["validation"],
-                "data/audio_hours": stats["audio_hours"], "data/words_per_response": stats["words_per_response"]["mean"],
-                "data/samples_per_second": stats["samples_per_second"],
-                **{f"data/rejected_{k}": v for k, v in stats["rejected"].items()}}
-        if stats["tts_rtf"] is not None:
-            flat["data/tts_rtf"] = stats["tts_rtf"]
-        tr.metrics(flat)
-        tr.artifact(OUT / "stats.json")
-        for f in sorted((OUT / "audio").glob("*"))[:6]:  # a few question/response pairs to listen to
-            tr.artifact(f, "audio_samples")
-    log.info("kept %d of %d records (rejected %s) in %.0f s", stats["kept"], stats["records"],
-             stats["rejected"], stats["seconds"])
+def main(argv: list[str] | None = None) -> None:
+    stage_main(STAGE, PARAMS, work, argv)
 
 
 if __name__ == "__main__":

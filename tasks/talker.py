@@ -5,11 +5,15 @@ trains; it sees response positions only (models/talker.py).
     python -m tasks.talker --format tis              # or --format think_first
 """
 
-from tasks.core.stage_main import main
+from tasks.core.training import training_main
 
 STAGE = "talker"
-DATA = "data/synthesize"
-INIT = "checkpoints/acoustic_tis/{format}"
+PARAMS = ['talker', 'trainer', 'schedule', 'seed']  # exactly the params of this stage in dvc.yaml
+
+
+def main(argv: list[str] | None = None) -> None:
+    training_main(STAGE, PARAMS, argv)
+
 
 if __name__ == "__main__":
-    main(STAGE, DATA, INIT)
+    main()

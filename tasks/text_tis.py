@@ -5,11 +5,15 @@ baseline instead.
     python -m tasks.text_tis --format tis    # or: deepspeed --num_gpus N -m tasks.text_tis --format tis
 """
 
-from tasks.core.stage_main import main
+from tasks.core.training import training_main
 
 STAGE = "text_tis"
-DATA = "data/synthesize"
-INIT = "checkpoints/pretrain"
+PARAMS = ['text_tis', 'trainer', 'schedule', 'seed']  # exactly the params of this stage in dvc.yaml
+
+
+def main(argv: list[str] | None = None) -> None:
+    training_main(STAGE, PARAMS, argv)
+
 
 if __name__ == "__main__":
-    main(STAGE, DATA, INIT)
+    main()

@@ -18,9 +18,9 @@ def make_init(out_dir: Path, p=None, tokenizer_corpus: int = 600):
     """A tiny init_model checkpoint (tokenizer + random Qwen2.5-Omni) in ``out_dir``; returns the tokenizer."""
     from models.tokenizer import load_tokenizer
     from tasks import init_model
-    from tasks.core.params import Params
+    from tasks.core.params import load_params
 
-    p = p or Params()
+    p = p or load_params()
     p = replace(p, model=replace(p.model, tokenizer_corpus=tokenizer_corpus))
     init_model.run(p, Path(out_dir))
     return load_tokenizer(Path(out_dir) / "tokenizer")
@@ -89,16 +89,15 @@ def tiny_setup(n: int = 16) -> Tiny:
     import shutil
 
     import tasks.codec as codec_stage
-    from tasks.core.params import Params
+    from tasks.core.params import load_params
 
     if n not in _TINY:
         root = Path(tempfile.mkdtemp(prefix="tiny-trainer-"))
         atexit.register(shutil.rmtree, root, True)
         tok = make_init(root / "init")
         make_audio_dataset(root / "data", tok, n=n, validation_fraction=0.15)
-        p = Params()
-        p = replace(p, codec=replace(p.codec, fit_clips=8),
-                    trainer=replace(p.trainer, log_every=1, checkpoint_every=2, keep_checkpoints=3))
+        p = load_params(overrides={"codec": {"fit_clips": 8},
+                                   "trainer": {"log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 3}})
         codec_stage.run(p, root / "data", root / "codec", workers=1)
         _TINY[n] = Tiny(root, root / "init", root / "data", root / "codec", p, tok)
     return _TINY[n]

@@ -104,3 +104,20 @@ def tiny_repo(tmp_path) -> Path:
     write_params(repo, TINY_OVERRIDES)
     subprocess.run(["git", "commit", "-qam", "tiny params"], cwd=repo, check=True)
     return repo
+
+
+def synth_params(**kw):
+    """The repository's ``synthesize`` params with ``kw`` merged over them (values: plain values,
+    dicts for sections, SourceSpec objects or dicts for sources), validated like params.yaml."""
+    import dataclasses
+
+    from tasks.core.params import load_params
+
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {k: plain(x) for k, x in dataclasses.asdict(v).items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return load_params(overrides={"synthesize": {k: plain(v) for k, v in kw.items()}}).synthesize

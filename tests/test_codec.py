@@ -11,8 +11,9 @@ import os
 import numpy as np
 import pytest
 
-from models.codec import CodecError, MimiCodec, WorldCodec, load_codec, resample
+from models.codec import CodecError, MimiCodec, StreamParams, WorldCodec, load_codec
 from models.omni import TinyDims, codec_ids
+from models.wave import resample
 
 SENTENCES = [
     "Tom has three apples and buys twelve more.",
@@ -146,14 +147,22 @@ def test_stream_equals_decode(codec, waves):
     assert len(chunks) > 2
 
 
-def test_stream_latency_is_one_block_plus_lookahead(codec, waves):
+def test_stream_latency_is_first_block_plus_lookahead(codec, waves):
     codes = codec.encode(waves[3], 16000)
     p = codec.stream
+    assert p.first_frames == p.first_block_frames + p.lookahead_frames <= 10  # <= 40 talker steps at 4 ids/frame
     dec = codec.stream_decoder()
-    assert len(dec.push(codes[: p.block_frames + p.lookahead_frames - 1])) == 0
-    first = dec.push(codes[p.block_frames + p.lookahead_frames - 1 : p.block_frames + p.lookahead_frames])
-    assert len(first) == p.block_frames * codec.hop
-    np.testing.assert_allclose(first, codec.decode(codes)[: len(first)], atol=1e-6)
+    assert len(dec.push(codes[: p.first_frames - 1])) == 0
+    first = dec.push(codes[p.first_frames - 1 : p.first_frames])
+    assert len(first) == p.first_block_frames * codec.hop
+    whole = codec.decode(codes)
+    np.testing.assert_allclose(first, whole[: len(first)], atol=1e-6)
+    # Every later block needs block_frames more frames, and the blocks are no longer than the first.
+    assert p.block_frames <= p.first_block_frames
+    assert len(dec.push(codes[p.first_frames : p.first_frames + p.block_frames - 1])) == 0
+    second = dec.push(codes[p.first_frames + p.block_frames - 1 : p.first_frames + p.block_frames])
+    assert len(second) == p.block_frames * codec.hop
+    np.testing.assert_allclose(second, whole[len(first) : len(first) + len(second)], atol=1e-6)
 
 
 def test_block_decode_close_to_one_shot_synthesis(codec, waves):
@@ -165,12 +174,42 @@ def test_block_decode_close_to_one_shot_synthesis(codec, waves):
 
 
 def test_save_load_identical(codec, waves, tmp_path):
+    (tmp_path / "codec").mkdir()
+    (tmp_path / "codec" / "stale.bin").write_bytes(b"old")  # save replaces the directory whole
     codec.save(tmp_path / "codec")
-    assert sorted(os.listdir(tmp_path / "codec")) == ["codec.json", "codec.npz"]  # no temp files left
+    assert sorted(os.listdir(tmp_path / "codec")) == ["codec.json", "codec.npz"]
+    assert os.listdir(tmp_path) == ["codec"]  # no temp files or directories left
     back = load_codec(f"world:{tmp_path / 'codec'}")
     a, b = codec.encode(waves[4], 16000), back.encode(waves[4], 16000)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(codec.decode(a), back.decode(b))
+
+
+def test_save_keeps_old_codec_when_interrupted(codec, tmp_path, monkeypatch):
+    """A save that dies half-way leaves the previous codec loadable (MimiCodec.save used to delete it first)."""
+    codec.save(tmp_path / "codec")
+    before = (tmp_path / "codec" / "codec.npz").read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(OSError, match="disk full"):
+        codec.save(tmp_path / "codec")
+    assert (tmp_path / "codec" / "codec.npz").read_bytes() == before
+    assert os.listdir(tmp_path) == ["codec"]
+    load_codec(f"world:{tmp_path / 'codec'}")
+
+
+def test_old_stream_params_load_with_todays_blocks(codec, tmp_path):
+    import json
+
+    codec.save(tmp_path / "c")
+    cfg = json.loads((tmp_path / "c" / "codec.json").read_text())
+    cfg["stream"] = {"block_frames": 25, "context_frames": 2, "lookahead_frames": 4, "crossfade": 240,
+                     "max_shift": 80}  # as saved before the short first block
+    (tmp_path / "c" / "codec.json").write_text(json.dumps(cfg))
+    assert load_codec(f"world:{tmp_path / 'c'}").stream == StreamParams()
 
 
 def test_load_errors(tmp_path):
@@ -201,6 +240,9 @@ def test_mimi_wrapper_tiny_random(tmp_path, waves):
         codebook_dim=16, num_quantizers=4, vector_quantization_hidden_dimension=16, upsample_groups=32,
     )
     MimiCodec(MimiModel(cfg), n_codebooks=3).save(tmp_path / "mimi")
+    (tmp_path / "mimi" / "stale.bin").write_bytes(b"old")
+    MimiCodec(MimiModel(cfg), n_codebooks=3).save(tmp_path / "mimi")  # replaces the directory whole
+    assert not (tmp_path / "mimi" / "stale.bin").exists() and os.listdir(tmp_path) == ["mimi"]
     codec = load_codec(f"mimi:{tmp_path / 'mimi'}")
     assert isinstance(codec, MimiCodec) and codec.codebooks == 3 and codec.frame_rate == 50
     codes = codec.encode(waves[0], 16000)

@@ -1,55 +1,131 @@
-"""Streaming decoding: schedule enforced, and streamed tokens equal whole-sequence (teacher-forced) argmax."""
+"""Thinker decoding (prefill + step) on a random tiny model: the streamed logits and hidden states equal
+a whole-sequence forward of the same tokens; the format's grammar holds at every step; positions are
+explicit (nothing is read from or written to the module).
+
+    .venv/bin/python -m pytest tests/test_decode.py -q
+"""
 
 from __future__ import annotations
+
+import ast
+from pathlib import Path
 
 import pytest
 import torch
 
-from models.decode import _banned, stream_decode
-from models.format import Schedule, ScheduleCursor, Slot, deinterleave
+from models.decode import prefill, step
+from models.format import Role, Schedule, Slot, cursor_for, deinterleave
+from models.talker import thinker_states
 from models.tokenizer import control_ids, text_prompt
+
+MIN_POSITIONS = 40
+
+
+def run(thinker, prompt, fmt, ids, n, schedule=Schedule(2, 3), temperature=0.0, seed=0, **kw):
+    st = prefill(thinker, prompt, cursor_for(fmt, schedule, ids), max_new_tokens=n, temperature=temperature,
+                 generator=torch.Generator().manual_seed(seed), **kw)
+    out = []
+    while not st.done:
+        out.append(step(thinker, st))
+    return out
 
 
 @pytest.mark.parametrize("fmt", ["tis", "think_first"])
-def test_stream_equals_whole_sequence_argmax(tokenizer, tiny_model, fmt):
+def test_streamed_logits_and_hidden_equal_whole_sequence(tokenizer, tiny_model, fmt):
     ids = control_ids(tokenizer)
-    s = Schedule(2, 3)
     prompt = text_prompt(tokenizer, "What is 2 plus 2?")
-    events = list(stream_decode(tiny_model.thinker, prompt, ids, s, fmt=fmt, max_new_tokens=40))
-    gen = [e.token for e in events]
-    assert len(gen) == 40 or events[-1].eos
-    # Whole sequence in one forward pass: every predicted token is the masked argmax there too.
-    with torch.no_grad():
-        logits = tiny_model.thinker(input_ids=torch.tensor([prompt + gen])).logits[0]
-    cur = ScheduleCursor(s, ids)
-    tf_stream = "control"
-    for i, e in enumerate(events):
-        slot = cur.next_slot() if fmt == "tis" else None
-        if not e.forced and not (fmt == "tis" and slot is Slot.THINK and cur.reasoning_done):
-            lg = logits[len(prompt) + i - 1].clone()
-            lg[list(_banned(slot, ids, fmt, tf_stream))] = float("-inf")
-            assert int(lg.argmax()) == e.token, f"position {i}"
-        if fmt == "tis":
-            cur.advance(e.token)
-        elif e.token in (ids.think, ids.speak):
-            tf_stream = "reasoning" if e.token == ids.think else "response"
+    steps = run(tiny_model.thinker, prompt, fmt, ids, 60)
+    gen = [s.token for s in steps]
+    assert len(gen) >= MIN_POSITIONS
+    x = torch.tensor([prompt + gen])
+    with torch.no_grad():  # one forward of the whole sequence, with the model's own position ids
+        logits = tiny_model.thinker(input_ids=x, attention_mask=torch.ones_like(x)).logits[0]
+    hidden, _ = thinker_states(tiny_model, input_ids=x, attention_mask=torch.ones_like(x))
+    tiny_model.thinker.model.rope_deltas = None  # that forward set them; the steps below must not care
+    cur = cursor_for(fmt, Schedule(2, 3), ids)
+    for s in steps:
+        torch.testing.assert_close(s.logits, logits[len(prompt) + s.index - 1], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(s.hidden, hidden[0, len(prompt) + s.index], rtol=1e-4, atol=1e-4)
+        forced = cur.forced_token()
+        if forced is None:  # a chosen token is the argmax over the ids the format allows
+            lg = logits[len(prompt) + s.index - 1].clone()
+            lg[sorted(cur.banned())] = float("-inf")
+            assert int(lg.argmax()) == s.token, s.index
+        assert s.forced == (forced is not None)
+        assert cur.advance(s.token) == s.placed
 
 
-def test_schedule_is_enforced_on_events(tokenizer, tiny_model):
+@pytest.mark.parametrize("fmt", ["tis", "think_first"])
+def test_grammar_holds_when_sampling(tokenizer, tiny_model, fmt):
     ids = control_ids(tokenizer)
     s = Schedule()
-    events = list(stream_decode(tiny_model.thinker, text_prompt(tokenizer, "What is 5 times 3?"), ids, s,
-                                max_new_tokens=60, temperature=1.0, generator=torch.Generator().manual_seed(0)))
-    for e in events:
-        pos = e.index % s.block_len
-        if pos == 0:
-            assert e.token == ids.speak and e.forced and e.stream == "control"
-        elif pos == s.speak + 1:
-            assert e.token == ids.think and e.forced
-        elif pos <= s.speak:
-            assert e.stream == "response" and e.token not in (ids.speak, ids.think)
-        else:
-            assert e.stream == "reasoning" and e.token not in (ids.speak, ids.think, ids.eos)
-        assert e.block == e.index // s.block_len
-    split = deinterleave([e.token for e in events], ids, s)  # always splits cleanly
-    assert split.ended == events[-1].eos
+    steps = run(tiny_model.thinker, text_prompt(tokenizer, "What is 5 times 3?"), fmt, ids, 80, s, temperature=1.0)
+    assert len(steps) >= MIN_POSITIONS or deinterleave([x.token for x in steps], ids, s, fmt).ended
+    for e in steps:
+        if fmt == "tis":
+            pos = e.index % s.block_len
+            if pos == 0:
+                assert e.token == ids.speak and e.forced and e.placed.role is Role.CONTROL
+            elif pos == s.speak + 1:
+                assert e.token == ids.think and e.forced
+            elif pos <= s.speak:
+                assert e.placed.role is Role.RESPONSE and e.token not in (ids.speak, ids.think)
+            else:
+                assert e.placed.role is Role.REASONING and e.token not in (ids.speak, ids.think, ids.eos)
+            assert e.placed.block == e.index // s.block_len
+        elif e.index == 0:
+            assert e.token == ids.think and e.forced and not e.placed.target
+    split = deinterleave([e.token for e in steps], ids, s, fmt)  # always splits cleanly
+    assert split.ended == (steps[-1].token == ids.eos)
+
+
+def test_seeded_sampling_reproducible(tokenizer, tiny_model):
+    ids = control_ids(tokenizer)
+    p = text_prompt(tokenizer, "What is 5 times 3?")
+    toks = lambda seed: [s.token for s in run(tiny_model.thinker, p, "tis", ids, 40, temperature=1.0, seed=seed)]  # noqa: E731
+    assert toks(1) == toks(1) != toks(2)
+
+
+def test_last_position_without_hidden(tokenizer, tiny_model):
+    ids = control_ids(tokenizer)
+    st = prefill(tiny_model.thinker, text_prompt(tokenizer, "Hi?"), cursor_for("tis", Schedule(), ids),
+                 max_new_tokens=3)
+    a, b = step(tiny_model.thinker, st), step(tiny_model.thinker, st, need_hidden=False)
+    assert a.hidden is not None and b.hidden is not None  # not the last: its forward is needed anyway
+    c = step(tiny_model.thinker, st, need_hidden=False)
+    assert st.done and c.hidden is None and st.logits is None and len(st.cache.layers[0].keys[0, 0]) == st.prompt_len + 2
+    with pytest.raises(RuntimeError, match="done"):
+        step(tiny_model.thinker, st)
+
+
+def test_forced_pads_after_reasoning(tokenizer, tiny_model):
+    """Once a think slot holds a pad, the rest of the reasoning stream is forced pads."""
+    ids = control_ids(tokenizer)
+    st = prefill(tiny_model.thinker, text_prompt(tokenizer, "Hi?"), cursor_for("tis", Schedule(1, 3), ids),
+                 max_new_tokens=40)
+    bias = torch.zeros_like(st.logits)
+    bias[ids.pad] = 1e4  # make the model want a pad everywhere it may hold one
+    steps = []
+    while not st.done:
+        st.logits = st.logits + bias
+        steps.append(step(tiny_model.thinker, st))
+    think = [s for s in steps if s.placed.role is Role.REASONING]
+    assert think and all(s.token == ids.pad for s in think) and all(s.forced for s in think[1:])
+    assert not think[0].forced  # the first pad was the model's choice
+
+
+def test_bad_requests(tokenizer, tiny_model):
+    ids = control_ids(tokenizer)
+    with pytest.raises(ValueError, match="empty prompt"):
+        prefill(tiny_model.thinker, [], cursor_for("tis", Schedule(), ids), max_new_tokens=4)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        prefill(tiny_model.thinker, [1, 2], cursor_for("tis", Schedule(), ids), max_new_tokens=0)
+
+
+def test_decoding_knows_no_format():
+    """The grammar lives in models/format.py only: decoding and the talker never compare to a format name."""
+    for f in ("models/decode.py", "models/talker.py"):
+        tree = ast.parse((Path(__file__).resolve().parents[1] / f).read_text())
+        names = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in ("tis", "think_first")]
+        slots = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr in Slot.__members__]
+        assert not names and not slots, f

@@ -1,4 +1,7 @@
-"""Properties of the TiS sequence format and the think-first baseline (hypothesis)."""
+"""Properties of the TiS sequence format and the think-first baseline (hypothesis), and their cursors.
+
+    .venv/bin/python -m pytest tests/test_format.py -q
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,11 @@ from models.format import (
     FormatError,
     Role,
     Schedule,
-    ScheduleCursor,
     Slot,
+    ThinkFirstCursor,
+    TisCursor,
+    build,
+    cursor_for,
     deinterleave,
     earliest_eos_block,
     interleave,
@@ -96,7 +102,8 @@ def test_think_first_round_trip(prompt, resp, reas):
     assert body[0] == IDS.think and body[len(reas) + 1] == IDS.speak and body[-1] == IDS.eos
     split = deinterleave(body, IDS, fmt="think_first")
     assert (split.response, split.reasoning, split.ended) == (resp, reas, True)
-    assert sum(lay.loss_mask) == len(resp) + len(reas) + 1
+    # Targets: reasoning, the <|speak|> that ends it, response, eos; not the forced <|think|>.
+    assert sum(lay.loss_mask) == len(reas) + 1 + len(resp) + 1
 
 
 def test_default_schedule_example():
@@ -124,7 +131,7 @@ def test_invalid_schedule_and_ids():
 
 
 def test_cursor_forces_controls_and_rejects_wrong_token():
-    c = ScheduleCursor(Schedule(2, 2), IDS)
+    c = TisCursor(Schedule(2, 2), IDS)
     assert c.next_slot() is Slot.SPEAK_CONTROL and c.forced_token() == IDS.speak
     with pytest.raises(FormatError, match="control"):
         c.advance(50)
@@ -142,3 +149,83 @@ def test_deinterleave_truncated_generation():
     lay = interleave([], [11, 12, 13, 14, 15], [21, 22], IDS)
     split = deinterleave(lay.input_ids[:8], IDS)
     assert not split.ended and split.response == [11, 12] and split.reasoning == [21, 22]
+
+
+def labels(lay):
+    """What the trainer trains on: the token where the loss mask is on, IGNORE elsewhere."""
+    return [t if m else -100 for t, m in zip(lay.input_ids, lay.loss_mask)]
+
+
+def test_think_first_speak_control_is_a_target():
+    """The bug: think-first never stopped thinking because its <|speak|> was never a target."""
+    prompt, resp, reas = [100, 101], [11, 12], [21, 22, 23]
+    lab = labels(think_first(prompt, resp, reas, IDS))
+    think_at, speak_at = len(prompt), len(prompt) + 1 + len(reas)
+    assert lab[speak_at] == IDS.speak  # the one control the model must predict
+    assert lab[think_at] == -100  # forced at decoding: out of the loss
+    assert lab == [-100, -100, -100, 21, 22, 23, IDS.speak, 11, 12, IDS.eos]
+
+
+def test_tis_labels_ignore_prompt_and_controls_keep_streams():
+    lay = interleave([100, 101], [11, 12, 13], [21, 22, 23], IDS, Schedule(2, 4))
+    assert lay.input_ids == [100, 101, 1, 11, 12, 2, 21, 22, 23, 3, 1, 13, 4]
+    assert labels(lay) == [-100, -100, -100, 11, 12, -100, 21, 22, 23, 3, -100, 13, 4]
+
+
+@pytest.mark.parametrize("fmt", ["tis", "think_first"])
+def test_build_and_deinterleave_walk_the_same_cursor(fmt):
+    """Every laid-out position is what the format's cursor says: forced tokens where it forces,
+    never a banned id, roles and loss targets as it places them."""
+    s = Schedule(2, 3)
+    lay = build(fmt, [100], [11, 12, 13, 14], [21, 22, 23, 24, 25], IDS, s, delay_eos=True)
+    cur = cursor_for(fmt, s, IDS)
+    for tok, role, target in zip(lay.input_ids[1:], lay.roles[1:], lay.loss_mask[1:]):
+        forced = cur.forced_token()
+        assert tok == forced if forced is not None else tok not in cur.banned()
+        placed = cur.advance(tok)
+        assert (placed.role, placed.target) == (role, target)
+    assert cur.done
+
+
+def test_think_first_cursor_grammar():
+    c = ThinkFirstCursor(Schedule(), IDS)
+    assert c.next_slot() is Slot.THINK_CONTROL and c.forced_token() == IDS.think
+    with pytest.raises(FormatError, match="starts with"):
+        ThinkFirstCursor(Schedule(), IDS).advance(50)
+    assert c.advance(IDS.think).target is False
+    assert c.forced_token() is None and c.banned() == {IDS.think, IDS.pad, IDS.eos}
+    assert c.advance(50).role is Role.REASONING
+    p = c.advance(IDS.speak)
+    assert (p.role, p.target) == (Role.CONTROL, True)
+    assert c.next_slot() is Slot.SPEAK and c.banned() == {IDS.think, IDS.speak, IDS.pad}
+    with pytest.raises(FormatError, match="cannot hold"):
+        c.advance(IDS.pad)
+    c.advance(60)
+    assert c.advance(IDS.eos).role is Role.RESPONSE and c.done
+    with pytest.raises(FormatError, match="already ended"):
+        c.next_slot()
+
+
+def test_tis_cursor_bans_and_forces_pads_after_reasoning():
+    c = TisCursor(Schedule(1, 2), IDS)
+    c.advance(IDS.speak)
+    assert c.banned() == {IDS.speak, IDS.think}  # speak slot: text, pad or eos
+    c.advance(11)
+    c.advance(IDS.think)
+    assert c.banned() == {IDS.speak, IDS.think, IDS.eos} and c.forced_token() is None
+    bad = TisCursor(Schedule(1, 2), IDS)
+    for t in (IDS.speak, 11, IDS.think):
+        bad.advance(t)
+    with pytest.raises(FormatError, match="cannot hold"):
+        bad.advance(IDS.eos)  # eos only ends the response stream
+    c.advance(IDS.pad)
+    assert c.forced_token() == IDS.pad  # reasoning is contiguous: pads to the end
+    p = c.advance(IDS.pad)
+    assert (p.role, p.target) == (Role.REASONING, True)  # forced at decoding, still trained
+
+
+def test_unknown_format():
+    with pytest.raises(FormatError, match="unknown format"):
+        cursor_for("speak_first", Schedule(), IDS)
+    with pytest.raises(FormatError, match="unknown format"):
+        build("speak_first", [], [11], [], IDS)

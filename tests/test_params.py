@@ -1,17 +1,18 @@
-"""params.yaml loads, and malformed params fail with the key's name."""
+"""params.yaml is the single source of truth: it loads, every key is required, bad values name the key."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from tasks.core.params import ROOT, ParamsError, from_dict, load_params, Params
+from tasks.core.params import ROOT, ParamsError, load_params
 
 
 def test_repository_params_load():
     p = load_params()
     assert p.schedule.speak == 2 and p.schedule.think == 8
     assert set(p.formats) == {"tis", "think_first"}
+    assert p.pretrain.text_fraction == yaml.safe_load((ROOT / "params.yaml").read_text())["pretrain"]["text_fraction"]
 
 
 def _with(tmp_path, change):
@@ -23,18 +24,50 @@ def _with(tmp_path, change):
 
 
 @pytest.mark.parametrize("change, match", [
-    (lambda d: d["text_tis"].update(stepz=3), r"text_tis\.stepz"),
-    (lambda d: d.update(bogus=1), "bogus"),
-    (lambda d: d["trainer"].update(zero_stage=5), r"trainer\.zero_stage=5 is not one of"),
+    (lambda d: d["text_tis"].update(stepz=3), r"text_tis\.stepz: unknown key"),
+    (lambda d: d.update(bogus=1), "bogus: unknown key"),
+    (lambda d: d["trainer"].update(zero_stage=5), r"trainer\.zero_stage: Input should be 0, 1, 2 or 3 \(got 5\)"),
     (lambda d: d["schedule"].update(speak=0), "speak >= 1"),
-    (lambda d: d["text_tis"].update(steps="many"), r"text_tis\.steps must be int"),
+    (lambda d: d["text_tis"].update(steps="many"), r"text_tis\.steps: Input should be a valid integer \(got 'many'\)"),
+    (lambda d: d["text_tis"].update(steps="3"), r"text_tis\.steps: Input should be a valid integer"),
+    (lambda d: d["trainer"].update(grad_clip=True), r"trainer\.grad_clip: Input should be a valid number"),
     (lambda d: d.update(formats=["tis", "tis"]), "once each"),
     (lambda d: d["model"]["tiny"].update(hidden_size=130), "divisible"),
+    (lambda d: d["text_tis"].update(text_fraction=0.5), r"text_tis\.text_fraction: unknown key"),
+    (lambda d: d.update(trainer=[1, 2]), "trainer"),
 ])
 def test_bad_params_name_the_key(tmp_path, change, match):
     with pytest.raises(ParamsError, match=match):
         load_params(_with(tmp_path, change))
 
 
-def test_defaults_equal_an_empty_file():
-    assert from_dict(Params, {}) == Params()
+def _leaves(d: dict, prefix: tuple = ()) -> list[tuple]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out += _leaves(v, prefix + (k,))
+        else:
+            out.append(prefix + (k,))
+    return out
+
+
+LEAVES = _leaves(yaml.safe_load((ROOT / "params.yaml").read_text()))
+
+
+@pytest.mark.parametrize("key", LEAVES, ids=[".".join(k) for k in LEAVES])
+def test_every_key_is_required(tmp_path, key):
+    """Removing any setting from params.yaml is an error naming it, never a silent code default."""
+    def drop(d):
+        for k in key[:-1]:
+            d = d[k]
+        del d[key[-1]]
+
+    with pytest.raises(ParamsError, match=r"lacks \['" + ".".join(key).replace(".", r"\.") + r"'\]"):
+        load_params(_with(tmp_path, drop))
+
+
+def test_overrides_merge_over_the_file():
+    p = load_params(overrides={"text_tis": {"steps": 3}, "trainer": {"log_every": 1}})
+    base = load_params()
+    assert p.text_tis.steps == 3 and p.trainer.log_every == 1
+    assert p.text_tis.lr == base.text_tis.lr and p.align == base.align

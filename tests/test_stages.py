@@ -1,7 +1,9 @@
-"""Every training stage trains on the tiny model, and exactly its 🔥 module groups learn.
+"""Every training stage trains on the tiny model, exactly its 🔥 module groups learn, and its loss falls.
 
 One real optimizer step per stage and phase (both sequence formats where the target depends on
 it); after it, every group the report trains has changed and every frozen group is bit-identical.
+Then, through the real ``train()``, every stage and format overfits a fixed batch (last loss <= 0.7 x
+first) and lowers its validation loss.
 
     .venv/bin/python -m pytest tests/test_stages.py -q
 """
@@ -16,7 +18,6 @@ import torch
 
 from models.modules import GROUPS, group_of
 from tasks.core import checkpoint as ck
-from tasks.core.params import StageParams
 from tasks.core.stages import ORDER, STAGES, TARGETS, spec
 
 # The report's freeze table (DESIGN.md), restated here so the stage table is checked against it.
@@ -69,7 +70,7 @@ def test_one_step_trains_exactly_the_hot_groups(tiny, tmp_path, stage, fmt):
 
     st = spec(stage)
     steps = len(st.phases)  # one optimizer step per phase (align: 1a, then 1b)
-    sp = StageParams(steps=steps, batch_size=2, lr=1e-3, warmup_steps=0, max_len=1024, text_fraction=0.5)
+    sp = replace(tiny.p.stage(stage), steps=steps, batch_size=2, lr=1e-3, warmup_steps=0, max_len=1024)
     p = replace(tiny.p, trainer=replace(tiny.p.trainer, checkpoint_every=1, keep_checkpoints=steps))
     res = train(stage, p, sp, tiny.data, tiny.init, tmp_path / "out", fmt=fmt or "tis", codec_dir=tiny.codec)
     assert res.steps == steps and all(torch.isfinite(torch.tensor(l)) for _, l in res.history)
@@ -85,9 +86,59 @@ def test_one_step_trains_exactly_the_hot_groups(tiny, tmp_path, stage, fmt):
 def test_stage_modules_point_at_their_upstream():
     import importlib
 
+    from tasks.core.params import ROOT
+    from tasks.core.training import paths
+
     for name in ORDER:
         m = importlib.import_module(f"tasks.{name}")
+        assert m.STAGE == name
         up = spec(name).upstream
-        assert m.STAGE == name and m.INIT.split("/")[1] == up, (name, m.INIT)
-        assert ("{format}" in m.INIT) == (spec(up).per_format if up in STAGES else False)
-        assert m.DATA == "data/synthesize"
+        for fmt in ("tis", "think_first") if spec(name).per_format else (None,):
+            data, init, out = paths(name, fmt)
+            assert data == ROOT / "data" / "synthesize"
+            want = ROOT / "checkpoints" / up
+            if up in STAGES and spec(up).per_format:
+                want = want / fmt  # a format-dependent stage starts from the same format's upstream
+            assert init == want and out == ROOT / "checkpoints" / name / (fmt or "")
+
+
+@pytest.fixture(scope="module")
+def fixed_batch(tiny, tmp_path_factory):
+    """The tiny dataset with only its shortest training rows (one fixed batch), validation unchanged."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    out = tmp_path_factory.mktemp("fixed")
+    t = pq.read_table(tiny.data / "train.parquet")
+    secs = t.column("response_seconds").to_pylist()
+    pq.write_table(t.take(sorted(range(t.num_rows), key=secs.__getitem__)[:FIXED]), out / "train.parquet")
+    shutil.copy(tiny.data / "validation.parquet", out / "validation.parquet")
+    (out / "audio").symlink_to(tiny.data / "audio")
+    return out
+
+
+FIXED = 2
+# Steps and learning rate to overfit FIXED rows from random weights (the talker predicts ~1,000 codec
+# ids per clip, so it needs more).
+OVERFIT = {"talker": (40, 1e-2)}
+
+
+@pytest.mark.parametrize("stage,fmt", RUNS, ids=[f"{s}@{f}" if f else s for s, f in RUNS])
+def test_loss_falls_through_the_real_loop(tiny, fixed_batch, tmp_path, stage, fmt):
+    from tasks.core.trainer import train
+
+    steps, lr = OVERFIT.get(stage, (20, 5e-3))
+    sp = replace(tiny.p.stage(stage), steps=steps, batch_size=FIXED, lr=lr, warmup_steps=2, max_len=2048)
+    res = train(stage, tiny.p, sp, fixed_batch, tiny.init, tmp_path / "fixed", fmt=fmt or "tis",
+                codec_dir=tiny.codec, measure_start=True)
+    first, last = res.history[0][1], res.history[-1][1]
+    assert last <= 0.7 * first, f"{stage}@{fmt}: {first:.3f} -> {last:.3f} on a fixed batch of {FIXED}"
+    if stage != "talker":  # the thinker's format and vocabulary generalise even from two rows
+        assert res.val_loss < res.first_val_loss, (res.first_val_loss, res.val_loss)
+        return
+    # The talker memorises two clips' codes; its validation loss falls on the whole (tiny) set.
+    sp = replace(sp, steps=12, batch_size=4, lr=5e-3)
+    res = train(stage, tiny.p, sp, tiny.data, tiny.init, tmp_path / "all", fmt=fmt, codec_dir=tiny.codec,
+                measure_start=True)
+    assert res.val_loss < 0.95 * res.first_val_loss, (res.first_val_loss, res.val_loss)

@@ -9,7 +9,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pandas as pd
 import pytest
 
-from tasks.synth.config import LLMParams, SynthConfigError
+from conftest import synth_params
+from tasks.core.params import SynthConfigError
 from tasks.synth.llm import LLMClient
 from tasks.synth.solutions import TextSample
 
@@ -49,7 +50,7 @@ SAMPLE = TextSample("g1", "gsm8k", "multi_step", "Tom has 3 apples and buys 4. H
 
 def test_rewrite_kept_only_when_it_passes_checks(server, monkeypatch):
     monkeypatch.setenv("FAKE_KEY", "sk-test")
-    client = LLMClient.from_params(LLMParams(endpoint=server, model="m", api_key_env="FAKE_KEY", rewrite=True))
+    client = LLMClient.from_params(synth_params(llm=dict(endpoint=server, model="m", api_key_env="FAKE_KEY", rewrite=True)).llm)
     stats: dict = {}
     FakeOpenAI.replies = ["Three plus 4 makes 7 apples in all. The answer is 7.",
                           "He has 9 apples. The answer is 9.",  # wrong answer
@@ -63,12 +64,12 @@ def test_rewrite_kept_only_when_it_passes_checks(server, monkeypatch):
 
 
 def test_judge_and_pipeline_rejection(server):
-    from tasks.synth.config import SourceSpec, SynthesizeParams
+    from tasks.core.params import SourceSpec
     from tasks.synth.pipeline import Rules, process_batch
     from tasks.synth.sources import collect
     from test_synth_datasets import small_tokenizer
 
-    cfg = SynthesizeParams(sources=(SourceSpec("builtin", limit=2),), llm=LLMParams(endpoint=server, model="m", judge=True))
+    cfg = synth_params(sources=(SourceSpec("builtin", limit=2),), llm=dict(endpoint=server, model="m", judge=True))
     records, _, _ = collect(cfg)
     FakeOpenAI.replies = ["YES", "NO, a number changed"]
     out = process_batch(pd.DataFrame(records), Rules(cfg, small_tokenizer(), with_audio=False))
@@ -86,4 +87,65 @@ def test_endpoint_down_counts_errors():
 
 def test_llm_settings_validated():
     with pytest.raises(SynthConfigError, match="endpoint"):
-        LLMParams(judge=True)
+        synth_params(llm=dict(judge=True))
+
+
+def _run(cfg, tok=None):
+    from tasks.synth.pipeline import Rules, _WORKER, process_batch
+    from tasks.synth.sources import collect
+    from test_synth_datasets import small_tokenizer
+
+    _WORKER.pop("llm", None)  # the client is per worker process: rebuild it for this server
+    records, _, _ = collect(cfg)
+    out = process_batch(pd.DataFrame(records), Rules(cfg, tok or small_tokenizer(), with_audio=False))
+    _WORKER.pop("llm", None)
+    return records, out
+
+
+def test_rewrite_path_end_to_end(server):
+    """synthesize.llm.rewrite=true through process_batch: rewrites are kept (TextSample is frozen)."""
+    from tasks.core.params import SourceSpec
+    from tasks.synth.solutions import decompose
+
+    cfg = synth_params(sources=(SourceSpec("builtin", limit=3),),
+                           llm=dict(endpoint=server, model="m", rewrite=True))
+    from tasks.synth.sources import collect
+
+    samples = [decompose(r["source"], r["id"], json.loads(r["record"])) for r in collect(cfg)[0]]
+    FakeOpenAI.replies = [f"Working it through gives {s.answer}. The answer is {s.answer}." for s in samples[:2]]
+    FakeOpenAI.replies.append("It is 123456. The answer is 123456.")  # fails the checks: the rule response stays
+    _, out = _run(cfg)
+    assert list(out.reject) == ["", "", ""], list(zip(out.reject, out.detail))
+    assert list(out.response[:2]) == [f"Working it through gives {s.answer}. The answer is {s.answer}."
+                                      for s in samples[:2]]
+    assert out.response[2] == samples[2].response
+    stats = json.loads(out.batch_stats[0])
+    assert stats["llm_calls"] == 3 and stats["llm_fallback"] == 1 and stats["llm_errors"] == 0
+
+
+def test_answer_only_record_gets_a_verified_generated_solution(server, tmp_path):
+    from tasks.core.params import SourceSpec
+
+    q = "Tom has 3 bags with 168 marbles in each bag. How many marbles does he have?"
+    f = tmp_path / "answers.jsonl"
+    f.write_text(json.dumps({"question": q, "answer": "#### 504"}) + "\n" + json.dumps({"question": q, "answer": "504"}) + "\n")
+    cfg = synth_params(sources=(SourceSpec("gsm8k", str(f)),), llm=dict(endpoint=server, model="m", rewrite=True))
+    FakeOpenAI.replies = [
+        "**Step 1:** Each bag holds 168 marbles.\n**Step 2:** 3 * 168 = 504 marbles. The answer is 504.",  # solve
+        "He has 504 marbles in his 3 bags. The answer is 504.",  # rewrite of that sample
+        "3 * 168 = 404 marbles. The answer is 404.",  # solve, second record: a wrong generated answer
+    ]
+    _, out = _run(cfg)
+    assert list(out.reject) == ["", "generated_wrong_answer"], list(zip(out.reject, out.detail))
+    assert "3 * 168 = 504" in out.reasoning[0] and "**" not in out.reasoning[0]
+    assert out.response[0] == "He has 504 marbles in his 3 bags. The answer is 504."
+    assert "The correct final answer is 504" in FakeOpenAI.seen[0]["messages"][0]["content"]
+
+
+def test_answer_only_without_rewriter_is_no_solution(tmp_path):
+    from tasks.core.params import SourceSpec
+
+    f = tmp_path / "answers.jsonl"
+    f.write_text(json.dumps({"question": "How many legs do 3 cats have?", "answer": "#### 12"}) + "\n")
+    _, out = _run(synth_params(sources=(SourceSpec("gsm8k", str(f)),)))
+    assert list(out.reject) == ["no_solution"]

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from tasks.synth.config import SourceSpec, SynthConfigError, SynthesizeParams
+from conftest import synth_params
+
+from tasks.core.params import SourceSpec, SynthConfigError
 from tasks.synth.solutions import Reject, decompose
 from tasks.synth.sources import SourceError, collect
 
@@ -16,7 +18,7 @@ from conftest import needs_shared_data as needs_data
 
 @needs_data
 def test_real_loaders_read_every_record():
-    cfg = SynthesizeParams(sources=(
+    cfg = synth_params(sources=(
         SourceSpec("gsm8k", str(DATA / "gsm8k" / "train.jsonl")),
         SourceSpec("gsm8k", str(DATA / "gsm8k" / "test.jsonl")),
         SourceSpec("svamp", str(DATA / "svamp" / "SVAMP.json"), limit=25),
@@ -40,7 +42,7 @@ def test_malformed_records_are_skipped_and_counted(tmp_path):
              json.dumps({"question": "Q?", "answer": "no final marker"}), json.dumps({"question": 5, "answer": "#### 5"})]
     f = tmp_path / "bad.jsonl"
     f.write_text("\n".join(lines) + "\n")
-    records, per_source, skipped = collect(SynthesizeParams(sources=(SourceSpec("gsm8k", str(f)),)))
+    records, per_source, skipped = collect(synth_params(sources=(SourceSpec("gsm8k", str(f)),)))
     assert per_source["gsm8k"] == 3
     assert skipped["gsm8k"] == {"bad_json": 1, "missing_field": 1}
     reasons = []
@@ -60,7 +62,7 @@ def test_parquet_and_directory_sources(tmp_path):
             {"query": "Half of 10?", "response": "10/2 = 5. The answer is: \\frac{1}{2}", "type": "x"}]
     (tmp_path / "d").mkdir()
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d" / "part.parquet")
-    records, per_source, _ = collect(SynthesizeParams(sources=(SourceSpec("metamathqa", str(tmp_path / "d")),)))
+    records, per_source, _ = collect(synth_params(sources=(SourceSpec("metamathqa", str(tmp_path / "d")),)))
     assert per_source == {"metamathqa": 2}
     s = decompose("metamathqa", "m0", json.loads(records[0]["record"]))
     assert s.answer == "5" and s.response.endswith("The answer is 5.") and "$" not in s.response
@@ -76,62 +78,21 @@ def test_orca_math_answer_is_the_last_number():
 
 def test_missing_files_and_bad_settings_name_the_fix(tmp_path):
     with pytest.raises(SourceError, match="not found; fix synthesize.sources"):
-        collect(SynthesizeParams(sources=(SourceSpec("gsm8k", str(tmp_path / "nope.jsonl")),)))
+        collect(synth_params(sources=(SourceSpec("gsm8k", str(tmp_path / "nope.jsonl")),)))
     with pytest.raises(SynthConfigError, match="limit"):
-        SourceSpec("gsm8k", limit=-1)
+        synth_params(sources=[dict(kind="gsm8k", limit=-1)])
     with pytest.raises(SynthConfigError, match="validation_fraction"):
-        SynthesizeParams(validation_fraction=1.5)
+        synth_params(validation_fraction=1.5)
     with pytest.raises(SynthConfigError, match="piper_model"):
-        SynthesizeParams(tts=__import__("tasks.synth.config", fromlist=["TTSParams"]).TTSParams(backend="piper"))
+        synth_params(tts=dict(backend="piper"))
 
 
-def test_params_yaml_block_parses_with_the_project_loader():
-    """The block handed to the lead for params.yaml loads through tasks.core.params.from_dict."""
-    import yaml
+def test_synthesize_params_reject_unknown_keys():
+    """The synthesize section is validated like every section: an unknown key is named."""
+    from tasks.core.params import ParamsError, load_params
 
-    from tasks.core.params import ParamsError, from_dict
+    with pytest.raises(ParamsError, match=r"synthesize\.tts\.speed: unknown key"):
+        load_params(overrides={"synthesize": {"tts": {"speed": 2}}})
+    with pytest.raises(ParamsError, match=r"synthesize\.sources\.0\.kind"):
+        load_params(overrides={"synthesize": {"sources": [{"kind": "nope"}]}})
 
-    block = yaml.safe_load(PARAMS_BLOCK)["synthesize"]
-    cfg = from_dict(SynthesizeParams, block, "synthesize")
-    assert cfg.sources[0].kind == "builtin" and cfg.num_problems == 2000 and cfg.tts.voices[0] == "en-us"
-    with pytest.raises(ParamsError, match="synthesize.tts.speed"):
-        from_dict(SynthesizeParams, {**block, "tts": {"speed": 2}}, "synthesize")
-
-
-PARAMS_BLOCK = """
-synthesize:
-  sources:
-    - {kind: builtin}
-  num_problems: 2000
-  validation_fraction: 0.05
-  seed: 2
-  max_len: 1024
-  max_response_words: 60
-  max_question_words: 250
-  asr_fraction: 0.05
-  asr_min_recall: 0.15
-  tts:
-    backend: espeak
-    voices: [en-us, en-us+m3, en-us+f3, en-gb-x-rp, en-us+f2, en-us+m7]
-    rate_min: 150
-    rate_max: 190
-    pitch_min: 35
-    pitch_max: 65
-    piper_model: ""
-    speak_response: true
-    audio_format: flac
-  llm:
-    endpoint: ""
-    model: ""
-    api_key_env: OPENAI_API_KEY
-    rewrite: false
-    judge: false
-    timeout_s: 60.0
-    temperature: 0.0
-  ray:
-    address: ""
-    num_cpus: 0
-    shards: 8
-    batch_size: 32
-    concurrency: 0
-"""

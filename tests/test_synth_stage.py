@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import synth_params
 import soundfile as sf
 
 from tasks.core.dataset import COLUMNS, hf_dataset, load_samples
-from tasks.synth.config import RayParams, SourceSpec, SynthesizeParams
+from tasks.core.params import SourceSpec
 from tasks.synth.verbalize import speakable
 from test_synth_datasets import DATA, small_tokenizer
 
@@ -45,7 +47,7 @@ def check_output(out: Path, stats: dict) -> list[dict]:
 def test_stage_in_process(tmp_path):
     from tasks import synthesize
 
-    cfg = SynthesizeParams(sources=(SourceSpec("builtin", limit=12),), asr_fraction=1.0, validation_fraction=0.25)
+    cfg = synth_params(sources=(SourceSpec("builtin", limit=12),), asr_fraction=1.0, validation_fraction=0.25)
     stats = synthesize.run(P(), cfg, out_dir=tmp_path / "synth", tokenizer=small_tokenizer(), use_ray=False)
     assert stats["records"] == 12 and stats["kept"] == 12 and stats["validation"] == 3
     assert stats["asr_checked"] == 12 and stats["asr_mean_recall"] > 0.3
@@ -59,10 +61,36 @@ def test_stage_in_process(tmp_path):
         [r["id"] for r in load_samples(tmp_path / "synth2", "validation")]
 
 
+def test_stats_count_rejections_by_reason_and_source_with_examples(tmp_path):
+    """stats.json tells reasons apart per source and keeps a few rejected examples per reason."""
+    from tasks import synthesize
+
+    recs = [
+        {"question": "Tom has 3 bags of 168 marbles. How many marbles?", "answer": "#### 504"},  # answer only
+        {"question": "Ann has 7 pens. How many pens?", "answer": "504"},  # answer only, no marker
+        {"question": "What is (3 + 4 * 5? Ann has 3 pens and buys 4.", "answer": "3 + 4 = <<3+4=7>>7\n#### 7"},
+        {"question": "Ann has 3 pens and buys 4. How many pens?",
+         "answer": "How many pens? ** She has 3 + 4 = <<3+4=7>>7 pens.\n#### 7"},  # socratic: kept
+    ]
+    f = tmp_path / "g.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    cfg = synth_params(sources=(SourceSpec("builtin", limit=4), SourceSpec("gsm8k", str(f))), asr_fraction=0.0)
+    stats = synthesize.run(P(), cfg, out_dir=tmp_path / "s", tokenizer=small_tokenizer(), use_ray=False)
+    assert stats["rejected"] == {"no_solution": 2, "unreadable_math": 1}
+    assert stats["rejected_by_source"] == {"gsm8k": {"no_solution": 2, "unreadable_math": 1}}
+    assert stats["kept_by_source"] == {"builtin": 4, "gsm8k": 1}
+    ex = stats["rejected_examples"]
+    assert [e["id"] for e in ex["no_solution"]] == ["gsm8k-0", "gsm8k-1"]
+    assert ex["unreadable_math"][0]["detail"] == "unbalanced ()"
+    assert ex["no_solution"][0]["question"].startswith("Tom has 3 bags")
+    assert set(ex["no_solution"][0]) == set(synthesize.EXAMPLE_FIELDS)
+    assert json.loads((tmp_path / "s" / "stats.json").read_text())["rejected_examples"] == ex
+
+
 def test_voices_and_rates_vary_reproducibly():
     from tasks.synth.pipeline import voice_for
 
-    cfg = SynthesizeParams()
+    cfg = synth_params()
     picks = [voice_for(cfg, f"builtin-2-{i}") for i in range(40)]
     assert picks == [voice_for(cfg, f"builtin-2-{i}") for i in range(40)]
     assert len({v for v, _, _ in picks}) >= 4 and len({r for _, r, _ in picks}) >= 10
@@ -88,8 +116,7 @@ def test_broken_tts_is_rejected_not_fatal(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tts.EspeakTTS, "synthesize", flaky)
     pipeline._WORKER.clear()
-    cfg = SynthesizeParams(sources=(SourceSpec("builtin", limit=9),), asr_fraction=0.0, tts=__import__(
-        "tasks.synth.config", fromlist=["TTSParams"]).TTSParams(speak_response=False))
+    cfg = synth_params(sources=(SourceSpec("builtin", limit=9),), asr_fraction=0.0, tts=dict(speak_response=False))
     stats = synthesize.run(P(), cfg, out_dir=tmp_path / "s", tokenizer=small_tokenizer(), use_ray=False)
     pipeline._WORKER.clear()
     assert stats["rejected"] == {"tts_failed": 3, "silent_question_audio": 3}
@@ -104,7 +131,7 @@ def test_stage_on_ray_with_real_sources(tmp_path):
     if (DATA / "svamp" / "SVAMP.json").exists():
         sources += [SourceSpec("svamp", str(DATA / "svamp" / "SVAMP.json"), limit=4),
                     SourceSpec("gsm8k", str(DATA / "gsm8k" / "test.jsonl"), limit=4)]
-    cfg = SynthesizeParams(sources=tuple(sources), asr_fraction=0.25, ray=RayParams(num_cpus=2, shards=4, batch_size=4))
+    cfg = synth_params(sources=tuple(sources), asr_fraction=0.25, ray=dict(num_cpus=2, shards=4, batch_size=4))
     stats = synthesize.run(P(), cfg, out_dir=tmp_path / "synth", tokenizer=small_tokenizer(), use_ray=True)
     assert stats["records"] == len(sources) * 4 + 12
     assert stats["kept"] + stats["rejected_total"] == stats["records"]

@@ -49,13 +49,13 @@ def test_gsm8k_decomposition():
            "answer": "He spent 80,000+50,000=$<<80000+50000=130000>>130,000\n#### 130000"}
     s = decompose("gsm8k", "g", rec)
     assert s.reasoning == "He spent 80,000+50,000=$130,000. Answer: 130000."
-    assert s.response == "He spent 130,000 dollars. The answer is 130000."
+    assert s.response == "He spent 130000 dollars. The answer is 130000."
     assert "<<" not in s.reasoning
 
 
 def test_gsm8k_answer_never_derived_is_rejected():
     rec = {"question": "How many minutes in half an hour?", "answer": "Half of an hour is 0.5 hours.\n#### 30"}
-    with pytest.raises(Reject, match="wrong_answer"):
+    with pytest.raises(Reject, match="answer_not_derived"):
         decompose("gsm8k", "g", rec)
 
 
@@ -67,7 +67,7 @@ def test_svamp_decomposition_and_wrong_answer():
     assert s.reasoning == "10 - 3 = 7. 7 * 2 = 14. Answer: 14."
     assert s.response == "First, 10 minus 3 is 7. Then 7 times 2 is 14. The answer is 14."
     assert s.kind == "multi_step"
-    with pytest.raises(Reject, match="wrong_answer"):
+    with pytest.raises(Reject, match="equation_mismatch"):
         decompose("svamp", "s", {**rec, "Answer": 15.0})
     with pytest.raises(Reject, match="bad_equation"):
         decompose("svamp", "s", {**rec, "Equation": "__import__('os')"})

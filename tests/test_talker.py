@@ -1,4 +1,5 @@
-"""Talker tests on a tiny Qwen2.5-Omni: loss, frozen thinker, learning, response-only visibility.
+"""Talker tests on a tiny Qwen2.5-Omni: layout, loss, frozen thinker, learning, response-only visibility,
+and the streaming talker against the teacher-forced layout.
 
     .venv/bin/python -m pytest tests/test_talker.py -q
 """
@@ -8,21 +9,32 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.format import Role, Schedule, interleave
+from models.format import Role, Schedule, build
 from models.omni import TinyDims, build_tiny
 from models.talker import (
     ROLE_PAD,
+    TalkerStream,
     build_talker_inputs,
     codebook_mask,
     generate_codes,
     talker_forward,
     talker_loss,
+    talker_targets,
     thinker_states,
 )
 from models.tokenizer import control_ids, encode, text_prompt, train_bpe
 
 TEXTS = ["Tom has three apples and buys twelve more.", "three plus twelve is fifteen", "The answer is 15."] * 20
 SIZES = (8, 16, 16)  # a toy 3-codebook codec: 40 ids
+N = len(SIZES)
+
+
+def batch(tok, layouts):
+    t = max(len(l) for l in layouts)
+    input_ids = torch.tensor([l.input_ids + [tok.pad_token_id] * (t - len(l)) for l in layouts])
+    am = torch.tensor([[1] * len(l) + [0] * (t - len(l)) for l in layouts])
+    roles = torch.tensor([[int(r) for r in l.roles] + [ROLE_PAD] * (t - len(l)) for l in layouts])
+    return input_ids, am, roles
 
 
 @pytest.fixture(scope="module")
@@ -32,26 +44,34 @@ def setup():
     model.thinker.requires_grad_(False)  # the talker stage trains only the talker
     ids = control_ids(tok)
     layouts = [
-        interleave(text_prompt(tok, "Tom has three apples."), encode(tok, "The answer is 15."),
-                   encode(tok, "three plus twelve is fifteen"), ids, Schedule(2, 8), delay_eos=True),
-        interleave(text_prompt(tok, "How many?"), encode(tok, "Fifteen."), encode(tok, "3+12=15"), ids,
-                   Schedule(2, 8), delay_eos=True),
+        build("tis", text_prompt(tok, "Tom has three apples."), encode(tok, "The answer is 15."),
+              encode(tok, "three plus twelve is fifteen"), ids, Schedule(2, 8), delay_eos=True),
+        build("tis", text_prompt(tok, "How many?"), encode(tok, "Fifteen."), encode(tok, "3+12=15"), ids,
+              Schedule(2, 8), delay_eos=True),
     ]
-    t = max(len(l) for l in layouts)
-    input_ids = torch.tensor([l.input_ids + [tok.pad_token_id] * (t - len(l)) for l in layouts])
-    am = torch.tensor([[1] * len(l) + [0] * (t - len(l)) for l in layouts])
-    roles = torch.tensor([[int(r) for r in l.roles] + [ROLE_PAD] * (t - len(l)) for l in layouts])
+    input_ids, am, roles = batch(tok, layouts)
     hidden, embeds = thinker_states(model, input_ids=input_ids, attention_mask=am)
     g = torch.Generator().manual_seed(0)
-    codes = [torch.randint(0, 40, (n,), generator=g).tolist() for n in (30, 21)]
-    return model, tok, hidden, embeds, roles, codes
+    codes = [flat_codes(n, g) for n in (10, 7)]  # whole frames
+    return model, tok, hidden, embeds, roles, codes, layouts
+
+
+def flat_codes(frames: int, g) -> list[int]:
+    """Valid flat ids: frame by frame, codebook k in [offset_k, offset_k + size_k)."""
+    out = []
+    for _ in range(frames):
+        off = 0
+        for size in SIZES:
+            out.append(off + int(torch.randint(0, size, (1,), generator=g)))
+            off += size
+    return out
 
 
 def test_loss_finite_and_only_talker_learns(setup):
-    model, _, hidden, embeds, roles, codes = setup
+    model, _, hidden, embeds, roles, codes, _ = setup
     assert not hidden.requires_grad  # frozen thinker: states carry no graph
     model.zero_grad()
-    loss = talker_loss(model, hidden, embeds, roles, codes)
+    loss = talker_loss(model, hidden, embeds, roles, codes, codebooks=N)
     assert torch.isfinite(loss) and loss.item() > 0
     loss.backward()
     assert all(p.grad is None for p in model.thinker.parameters())
@@ -61,43 +81,90 @@ def test_loss_finite_and_only_talker_learns(setup):
     model.zero_grad()
 
 
-def test_layout_and_labels(setup):
-    model, _, hidden, embeds, roles, codes = setup
-    x = build_talker_inputs(model, hidden, embeds, roles, codes)
-    p0 = int((roles[0] == int(Role.PROMPT)).sum())
-    lab = x.labels[0]
-    assert (lab[: p0 + 1] == -100).all()
-    assert lab[p0 + 1 : p0 + 1 + len(codes[0])].tolist() == codes[0]
-    assert int(lab[p0 + 1 + len(codes[0])]) == model.talker.codec_eos_token
-    # The shorter sample is right-padded and masked.
-    p1 = int((roles[1] == int(Role.PROMPT)).sum())
-    assert int(x.attention_mask[1].sum()) == p1 + 1 + len(codes[1]) + 1
-
-
-def test_talker_sees_only_response_positions(setup):
-    model, _, hidden, embeds, roles, codes = setup
+def test_sum_is_mean_times_targets(setup):
+    model, _, hidden, embeds, roles, codes, _ = setup
     with torch.no_grad():
-        base = talker_loss(model, hidden, embeds, roles, codes)
-        for role in (Role.PROMPT, Role.REASONING, Role.CONTROL):
-            pos = int((roles[0] == int(role)).nonzero()[-1])
-            h = hidden.clone()
-            h[0, pos] += 5.0
-            e = embeds.clone()
-            e[0, pos] -= 3.0
-            assert torch.equal(talker_loss(model, h, e, roles, codes), base), role
-        pos = int((roles[0] == int(Role.RESPONSE)).nonzero()[0])
-        h = hidden.clone()
-        h[0, pos] += 5.0
-        assert not torch.allclose(talker_loss(model, h, embeds, roles, codes), base)
+        mean = talker_loss(model, hidden, embeds, roles, codes, codebooks=N)
+        total = talker_loss(model, hidden, embeds, roles, codes, reduction="sum", codebooks=N)
+    n_targets = sum(talker_targets(len(c)) for c in codes)
+    assert n_targets == sum(len(c) + 1 for c in codes)
+    torch.testing.assert_close(total, mean * n_targets)
+    with pytest.raises(ValueError, match="reduction"):
+        talker_loss(model, hidden, embeds, roles, codes, reduction="none", codebooks=N)
+
+
+def test_layout_reads_one_response_position_per_frame(setup):
+    """Step s reads reply[s // n] at a frame's first codebook, the text pad elsewhere; the reply starts
+    at the first RESPONSE position (prompt and the leading control never reach the talker)."""
+    model, _, hidden, embeds, roles, codes, layouts = setup
+    x = build_talker_inputs(model, hidden, embeds, roles, codes, codebooks=N)
+    t = model.talker
+    emb = model.thinker.get_input_embeddings().weight
+    codec_emb = t.get_input_embeddings().weight
+    pad = emb[t.text_pad_token]
+    r0 = roles[0]
+    first = int((r0 == int(Role.RESPONSE)).nonzero()[0])
+    assert layouts[0].roles[first - 1] is Role.CONTROL  # <|speak|> just before it
+    lab = x.labels[0]
+    assert lab[0] == -100 and lab[1 : 1 + len(codes[0])].tolist() == codes[0]
+    assert int(lab[1 + len(codes[0])]) == t.codec_eos_token
+    torch.testing.assert_close(x.inputs_embeds[0, 0], emb[t.text_bos_token] + codec_emb[t.codec_pad_token])
+    for s in range(len(codes[0]) + 1):
+        prev = t.codec_bos_token if s == 0 else codes[0][s - 1]
+        text = x.inputs_embeds[0, 1 + s] - codec_emb[prev]
+        pos = first + s // N
+        if s % N:
+            want = pad
+        elif r0[pos] == int(Role.RESPONSE):
+            want = hidden[0, pos] + embeds[0, pos]
+        else:
+            want = pad  # a think slot, control or think pad inside the reply
+        torch.testing.assert_close(text, want, msg=f"step {s}")
+    # The shorter sample is right-padded and masked.
+    assert int(x.attention_mask[1].sum()) == 1 + talker_targets(len(codes[1]))
+
+
+def test_codes_ignore_prompt_controls_and_reasoning(setup):
+    """Two real layouts with other prompts (other lengths), other reasoning tokens and other states at
+    every non-response position, but the same response states: same loss, same generated codes."""
+    model, tok, hidden, embeds, roles, codes, layouts = setup
+    ids = control_ids(tok)
+    a = layouts[0]
+    b = build("tis", text_prompt(tok, "A much longer question about apples and oranges, asked twice?"),
+              encode(tok, "The answer is 15."), encode(tok, "twelve plus three gives fifteen"), ids,
+              Schedule(2, 8), delay_eos=True)
+    ra, rb = [int(r) for r in a.roles], [int(r) for r in b.roles]
+    assert b.prompt_len != a.prompt_len
+    assert [r for r in ra if r != Role.PROMPT] == [r for r in rb if r != Role.PROMPT]  # same body roles
+    assert a.input_ids[a.prompt_len:] != b.input_ids[b.prompt_len:]  # reasoning tokens differ
+    ha, ea = hidden[:1, : len(a)], embeds[:1, : len(a)]
+    g = torch.Generator().manual_seed(1)
+    hb = torch.randn(1, len(b), ha.shape[-1], generator=g)  # prompt, controls, reasoning: anything
+    eb = torch.randn(1, len(b), ha.shape[-1], generator=g)
+    resp_a = [i for i, r in enumerate(ra) if r == Role.RESPONSE]
+    resp_b = [i for i, r in enumerate(rb) if r == Role.RESPONSE]
+    hb[0, resp_b], eb[0, resp_b] = ha[0, resp_a], ea[0, resp_a]
+    with torch.no_grad():
+        la = talker_loss(model, ha, ea, torch.tensor([ra]), codes[:1], codebooks=N)
+        lb = talker_loss(model, hb, eb, torch.tensor([rb]), codes[:1], codebooks=N)
+    assert torch.equal(la, lb)
+    kw = dict(max_new_tokens=30, codebook_sizes=SIZES)
+    got = generate_codes(model, ha, ea, [ra], **kw)
+    assert len(got) >= 2 * N and got == generate_codes(model, hb, eb, [rb], **kw)
+    # ...while a response position does move them.
+    hc = hb.clone()
+    hc[0, resp_b[0]] += 5.0
+    with torch.no_grad():
+        assert not torch.allclose(talker_loss(model, hc, eb, torch.tensor([rb]), codes[:1], codebooks=N), lb)
 
 
 def test_loss_falls_in_20_steps(setup):
-    model, _, hidden, embeds, roles, codes = setup
+    model, _, hidden, embeds, roles, codes, _ = setup
     state = {k: v.clone() for k, v in model.talker.state_dict().items()}
     opt = torch.optim.AdamW(model.talker.parameters(), lr=3e-3)
     losses = []
     for _ in range(20):
-        loss = talker_loss(model, hidden[:1], embeds[:1], roles[:1], codes[:1])
+        loss = talker_loss(model, hidden[:1], embeds[:1], roles[:1], codes[:1], codebooks=N)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -107,47 +174,98 @@ def test_loss_falls_in_20_steps(setup):
     model.talker.load_state_dict(state)
 
 
-def test_generate_matches_teacher_forcing(setup):
-    model, _, hidden, embeds, roles, _ = setup
-    n = roles.shape[1] if roles[0, -1] != ROLE_PAD else int((roles[0] != ROLE_PAD).sum())
-    h, e, r = hidden[:1, :n], embeds[:1, :n], roles[:1, :n]
-    ids = generate_codes(model, h, e, r, max_new_tokens=12, codebook_sizes=SIZES)
-    assert len(ids) % len(SIZES) == 0 or len(ids) == 12
+def one(setup, i=0):
+    model, _, hidden, embeds, roles, _, layouts = setup
+    n = len(layouts[i])
+    return hidden[i : i + 1, :n], embeds[i : i + 1, :n], roles[i : i + 1, :n]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_streamed_logits_equal_teacher_forced(setup, temperature):
+    """TalkerStream fed position by position, stepping whenever a step is due, gives the logits of the
+    training layout at every step (greedy and sampled), and each frame waits for its reply position."""
+    model = setup[0]
+    h, e, r = one(setup)
+    stream = TalkerStream(model, SIZES, temperature=temperature, generator=torch.Generator().manual_seed(3),
+                          max_codes=10 * N)
+    stream.allowed[:, model.talker.codec_eos_token] = False  # a random talker may end at once: compare 10 frames
+    roles = r[0].tolist()
+    first = roles.index(int(Role.RESPONSE))
+    logits = []
+    for i, role in enumerate(roles):
+        stream.push(role, h[0, i], e[0, i])
+        while stream.ready():
+            # frame f needs the reply position first + f: it is here, and nothing later is.
+            assert stream.frame <= i - first
+            stream.step()
+            logits.append(stream.logits)
+    stream.finish()
+    while stream.ready():
+        stream.step()
+        logits.append(stream.logits)
+    ids = stream.codes
+    assert len(ids) == 10 * N and len(logits) == len(ids)
     for k, i in enumerate(ids):  # each step emitted an id of its own codebook
-        off = sum(SIZES[: k % 3])
-        assert off <= i < off + SIZES[k % 3]
-    # Feeding the generated ids back teacher-forced must reproduce them (same layout both ways).
-    x = build_talker_inputs(model, h, e, r, [ids])
+        off = sum(SIZES[: k % N])
+        assert off <= i < off + SIZES[k % N]
+    x = build_talker_inputs(model, h, e, r, [ids], codebooks=N)
     with torch.no_grad():
-        logits = talker_forward(model, x)[0]
-    p = int((r[0] == int(Role.PROMPT)).sum())
-    for k, i in enumerate(ids):
-        allowed = codebook_mask(k, logits.shape[-1], model.talker.codec_pad_token, model.talker.codec_eos_token, SIZES)
-        assert int(logits[p + 1 + k].masked_fill(~allowed, float("-inf")).argmax()) == i
+        tf = talker_forward(model, x)[0]
+    for k in range(len(ids)):
+        torch.testing.assert_close(logits[k], tf[1 + k], rtol=1e-4, atol=1e-4)
+    if temperature == 0:  # generate_codes is the same stream with the whole sequence pushed first
+        whole = generate_codes(model, h, e, r, max_new_tokens=10 * N, codebook_sizes=SIZES)
+        assert len(whole) >= N and whole == ids[: len(whole)]
+
+
+def test_codebook_mask():
+    m = [codebook_mask(k, 50, 47, SIZES) for k in range(4)]
+    assert m[0][:8].all() and not m[0][8:40].any() and m[0][47]  # f0-like first codebook + eos
+    assert m[1][8:24].all() and m[1].sum() == 16 and not m[1][47]
+    assert m[3].equal(m[0])
 
 
 def test_generate_stops_at_eos(setup):
-    model, _, hidden, embeds, roles, _ = setup
+    model = setup[0]
     t = model.talker
     saved = t.codec_head.weight.data.clone()
     t.codec_head.weight.data.zero_()
     t.codec_head.weight.data[t.codec_eos_token] = 1.0  # eos always wins once allowed
     try:
-        n = int((roles[0] != ROLE_PAD).sum())
-        assert generate_codes(model, hidden[:1, :n], embeds[:1, :n], roles[:1, :n], codebook_sizes=SIZES) == []
+        h, e, r = one(setup)
+        assert generate_codes(model, h, e, r, codebook_sizes=SIZES) == []
     finally:
         t.codec_head.weight.data.copy_(saved)
 
 
+def test_stream_without_response_speaks_nothing(setup):
+    model = setup[0]
+    s = TalkerStream(model, SIZES)
+    h = torch.zeros(model.thinker.config.text_config.hidden_size)
+    for role in (Role.CONTROL, Role.REASONING, Role.REASONING):
+        s.push(role, h, h)
+        assert not s.ready()
+    s.finish()
+    assert s.done and not s.ready() and s.codes == []
+    with pytest.raises(RuntimeError, match="after finish"):
+        s.push(Role.RESPONSE, h, h)
+    with pytest.raises(RuntimeError, match="not due"):
+        s.step()
+
+
 def test_errors(setup):
-    model, _, hidden, embeds, roles, codes = setup
+    model, _, hidden, embeds, roles, codes, _ = setup
     with pytest.raises(ValueError, match="below the talker's control ids"):
-        talker_loss(model, hidden, embeds, roles, [[model.talker.codec_pad_token], codes[1]])
+        talker_loss(model, hidden, embeds, roles, [[model.talker.codec_pad_token], codes[1]], codebooks=N)
     no_resp = roles.clone()
     no_resp[0][no_resp[0] == int(Role.RESPONSE)] = int(Role.REASONING)
     with pytest.raises(ValueError, match="no RESPONSE positions"):
-        talker_loss(model, hidden, embeds, no_resp, codes)
+        talker_loss(model, hidden, embeds, no_resp, codes, codebooks=N)
     with pytest.raises(ValueError, match="roles has shape"):
-        talker_loss(model, hidden, embeds, roles[:, :-1], codes)
+        talker_loss(model, hidden, embeds, roles[:, :-1], codes, codebooks=N)
+    with pytest.raises(ValueError, match="codebooks"):
+        talker_loss(model, hidden, embeds, roles, codes, codebooks=0)
     with pytest.raises(ValueError, match="one sample"):
-        generate_codes(model, hidden, embeds, roles)
+        generate_codes(model, hidden, embeds, roles, codebook_sizes=SIZES)
+    with pytest.raises(ValueError, match="codebook_sizes"):
+        generate_codes(model, hidden[:1], embeds[:1], roles[:1])

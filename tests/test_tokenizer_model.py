@@ -34,23 +34,33 @@ def test_missing_tokenizer_dir_names_the_fix(tmp_path):
         load_tokenizer(tmp_path / "nope")
 
 
-def test_tiny_model_one_train_step_lowers_loss_on_that_batch(tokenizer, tiny_model):
+def test_numbers_are_single_digit_tokens(tokenizer):
+    """As in Qwen2.5, every digit is its own token, whatever the number (arithmetic is learnable)."""
+    for text, digits in [("49288 plus 26383", "4928826383"), ("The answer is 12.50.", "1250"), ("x=700", "700")]:
+        toks = tokenizer.convert_ids_to_tokens(encode(tokenizer, text))
+        assert [t.lstrip("Ġ") for t in toks if any(c.isdigit() for c in t)] == list(digits), toks
+        assert tokenizer.decode(encode(tokenizer, text)) == text
+
+
+def test_tiny_model_train_steps_lower_loss_on_that_batch(tokenizer, tiny_model):
+    import copy
+
     ids = control_ids(tokenizer)
     prompt = text_prompt(tokenizer, "What is 3 plus 4?")
     lay = interleave(prompt, encode(tokenizer, "3 plus 4 is 7. The answer is 7."),
                      encode(tokenizer, "3 + 4 = 7"), ids)
     x = torch.tensor([lay.input_ids])
     labels = torch.tensor([[t if m else -100 for t, m in zip(lay.input_ids, lay.loss_mask)]])
-    model = tiny_model.thinker
+    model = copy.deepcopy(tiny_model.thinker)  # the session fixture stays untrained for other tests
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(3):
+    for _ in range(5):
         loss = model(input_ids=x, labels=labels).loss
         losses.append(loss.item())
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert losses[-1] < losses[0]
+    assert losses[-1] < 0.9 * losses[0], losses
     assert Role.CONTROL in lay.roles
 
 
@@ -70,9 +80,17 @@ def test_saved_tiny_checkpoint_loads_through_the_real_checkpoint_path(tokenizer,
     tok.add_tokens(["<|brand_new|>"], special_tokens=True)
     assert add_tis_tokens(tok) == 0  # already there
     m = load_pretrained(str(tmp_path / "ckpt"), tok)
-    assert m.thinker.get_input_embeddings().weight.shape[0] == n_before + 1
-    out = m.thinker.generate(input_ids=torch.tensor([text_prompt(tok, "What is 1 plus 1?")]),
-                             max_new_tokens=4, do_sample=False)
-    assert out.shape[1] > 0
+    emb = m.thinker.get_input_embeddings().weight
+    assert emb.shape[0] == n_before + 1
+    old = tiny_model.thinker.get_input_embeddings().weight
+    assert torch.equal(emb[:n_before], old[:n_before])  # the saved weights came back, not a fresh init
+    assert torch.allclose(emb[n_before], old.mean(0), atol=1e-5)  # the new row: mean of the old ones
+    prompt = torch.tensor([text_prompt(tok, "What is 1 plus 1?")])
+    with torch.no_grad():
+        a = m.thinker(input_ids=prompt).logits[0, -1, :n_before]
+        b = tiny_model.thinker(input_ids=prompt).logits[0, -1]
+    assert torch.allclose(a, b[:n_before], atol=1e-4)  # same function as the model that was saved
+    out = m.thinker.generate(input_ids=prompt, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] == prompt.shape[1] + 4
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_pretrained("./no/such/dir", tok)

@@ -1,18 +1,19 @@
-"""Trainer behaviour on the tiny model: inputs, resume after a kill, reload and generation.
+"""Trainer behaviour on the tiny model: the labels it builds, the lazy data stream, resume and restart.
 
     .venv/bin/python -m pytest tests/test_trainer.py -q
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
+from models.format import Role
+from models.losses import IGNORE
 from tasks.core import checkpoint as ck
-from tasks.core.params import StageParams
 from tasks.core.stages import spec
 
 
@@ -23,69 +24,168 @@ def tiny():
     return tiny_setup()
 
 
-def test_mixed_input_is_a_seeded_share():
-    from tasks.core.trainer import audio_mask
+def _sp(tiny, stage, **kw):
+    return replace(tiny.p.stage(stage), **{"max_len": 2048, **kw})
 
-    rows = [{}] * 2000
-    m = audio_mask(rows, "mixed", 0.3, seed=0)
-    assert abs(1 - sum(m) / len(m) - 0.3) < 0.04
-    assert m == audio_mask(rows, "mixed", 0.3, seed=0) and m != audio_mask(rows, "mixed", 0.3, seed=1)
-    assert all(audio_mask(rows[:5], "audio", 0.3, 0)) and not any(audio_mask(rows[:5], "text", 0.3, 0))
+
+def _data(tiny, stage, fmt="tis", split="train", **kw):
+    from tasks.core.examples import StageData
+
+    return StageData(tiny.data, split, tiny.tok, tiny.p, spec(stage), _sp(tiny, stage, **kw), fmt, tiny.codec)
+
+
+def test_mixed_input_is_a_seeded_share():
+    from tasks.core.examples import uses_audio
+
+    m = [uses_audio(i, "mixed", 0.3, seed=0) for i in range(4000)]
+    assert abs(1 - sum(m) / len(m) - 0.3) < 0.03
+    assert m == [uses_audio(i, "mixed", 0.3, seed=0) for i in range(4000)]
+    assert m != [uses_audio(i, "mixed", 0.3, seed=1) for i in range(4000)]
+    assert all(uses_audio(i, "audio", 0.3, 0) for i in range(5)) and not any(uses_audio(i, "text", 0.3, 0) for i in range(5))
+
+
+def test_tis_labels_train_every_slot_but_prompt_and_controls(tiny):
+    """TiS: IGNORE at the prompt and at the schedule's forced controls; the token itself at response,
+    reasoning, pad and eos positions."""
+    from models.tokenizer import control_ids
+
+    ids = control_ids(tiny.tok)
+    data = _data(tiny, "text_tis", "tis")
+    seen = Counter()
+    for i in range(len(data)):
+        e = data.example(i)
+        assert not isinstance(e, str), e
+        for tok, lab, role in zip(e.input_ids, e.labels, e.roles):
+            if role in (Role.PROMPT, Role.CONTROL):
+                assert lab == IGNORE
+                assert role == Role.PROMPT or tok in (ids.speak, ids.think)
+            else:
+                assert lab == tok, (role, tok, lab)
+                seen["pad" if tok == ids.pad else "eos" if tok == ids.eos else Role(role).name] += 1
+        assert e.labels[-1] == ids.eos  # the sequence ends with the eos that is predicted
+        assert e.n_targets == sum(1 for x in e.labels[1:] if x != IGNORE)
+    assert seen["pad"] and seen["eos"] == len(data) and seen["RESPONSE"] and seen["REASONING"]
+
+
+def test_think_first_labels_train_the_speak_that_ends_reasoning(tiny):
+    """Think-first: the model decides when reasoning ends by predicting <|speak|>; the opening <|think|>
+    is forced (no loss)."""
+    from models.tokenizer import control_ids
+
+    ids = control_ids(tiny.tok)
+    data = _data(tiny, "text_tis", "think_first")
+    for i in range(len(data)):
+        e = data.example(i)
+        body = e.input_ids.index(ids.think)
+        assert e.labels[body] == IGNORE and all(x == IGNORE for x in e.labels[:body])
+        speak = e.input_ids.index(ids.speak, body)
+        assert e.labels[speak] == ids.speak, "the <|speak|> that ends the reasoning must be a target"
+        assert all(lab == tok for tok, lab in zip(e.input_ids[body + 1:], e.labels[body + 1:]))
+        assert e.labels[-1] == ids.eos
 
 
 def test_examples_and_collate(tiny):
     from models.audio import n_audio_tokens
-    from models.format import Role
-    from tasks.core.dataset import load_samples
-    from tasks.core.trainer import IGNORE, collate, make_examples, speech_codes
+    from tasks.core.examples import collate
 
-    rows = load_samples(tiny.data, "train")[:4]
     audio_id = tiny.tok.convert_tokens_to_ids("<|AUDIO|>")
-    sp = StageParams(max_len=2048, text_fraction=0.5)
-    ex, dropped = make_examples(rows, tiny.tok, tiny.p, spec("align"), sp, data_dir=tiny.data)
-    assert len(ex) == 4 and not any(dropped.values())
-    for e in ex:  # the prompt holds one placeholder per audio embedding; the target is the transcript + eos
+    align = _data(tiny, "align")
+    ex = align.load_features([align.example(i) for i in range(4)])
+    for e in ex:  # one placeholder per audio embedding; the target is the transcript + eos
         assert e.input_ids.count(audio_id) == n_audio_tokens(e.features.shape[1])
         assert e.labels[-1] == tiny.tok.eos_token_id and e.roles[-1] == int(Role.RESPONSE)
-    codes = speech_codes(rows, tiny.data, tiny.codec)
-    text, _ = make_examples(rows[:1], tiny.tok, tiny.p, spec("text_tis"), sp, data_dir=tiny.data)
-    assert text[0].features is None and audio_id not in text[0].input_ids
-    b = collate([ex[1], text[0], ex[2]], tiny.tok.pad_token_id)
+    text = _data(tiny, "text_tis").example(0)
+    assert text.audio is None and audio_id not in text.input_ids
+    b = collate([ex[1], text, ex[2]], tiny.tok.pad_token_id)
     assert b["input_features"].shape[0] == 2  # only audio samples bring features, in batch order
     assert b["feature_attention_mask"].sum(1).tolist() == [ex[1].features.shape[1], ex[2].features.shape[1]]
     assert (b["input_ids"] == audio_id).sum() == sum(n_audio_tokens(int(x)) for x in b["feature_attention_mask"].sum(1))
-    ex, _ = make_examples(rows, tiny.tok, tiny.p, spec("talker"), sp, "tis", tiny.data, codes)
-    b = collate(ex, tiny.tok.pad_token_id)
-    assert [int((r != IGNORE).sum()) for r in b["codes"]] == [len(c) for c in codes]
-    assert max(max(c) for c in codes) < 1024  # codec ids fit below the tiny talker's control ids
+    with pytest.raises(ValueError, match="load_features"):
+        collate([align.example(0)], tiny.tok.pad_token_id)
+    talker = _data(tiny, "talker")
+    tex = [talker.example(i) for i in range(3)]
+    b = collate(talker.load_features(tex), tiny.tok.pad_token_id)
+    assert [int((r != IGNORE).sum()) for r in b["codes"]] == [len(e.codes) for e in tex]
+    assert max(max(e.codes) for e in tex) < 1024  # codec ids fit below the tiny talker's control ids
 
 
-def test_resume_after_kill_reproduces_the_run(tiny, tmp_path):
-    """Kill after step 3 (its checkpoint lost, a half-written one left): the rerun resumes at step 2
+def test_stream_reads_one_permutation_per_epoch(tiny):
+    from tasks.core.examples import BatchStream
+
+    data = _data(tiny, "text_tis")
+    n = len(data)
+    s = BatchStream(data, batch_size=3, seed=5)
+    order = [s._index(k) for k in range(3 * n)]
+    for e in range(3):  # every epoch reads every row exactly once, in a new order
+        assert sorted(order[e * n:(e + 1) * n]) == list(range(n))
+    assert order[:n] != order[n:2 * n]
+    again = BatchStream(data, batch_size=3, seed=5)
+    assert [again._index(k) for k in range(3 * n)] == order  # seeded
+    # A stream resumed at a cursor hands out exactly the batches the uninterrupted one does.
+    a = BatchStream(data, 3, 5)
+    ref = [[e.input_ids for e in a.next_batch()] for _ in range(7)]
+    b = BatchStream(data, 3, 5)
+    [b.next_batch() for _ in range(4)]
+    c = BatchStream(data, 3, 5, cursor=b.cursor)
+    assert [[e.input_ids for e in c.next_batch()] for _ in range(3)] == ref[4:]
+
+
+def test_rows_that_do_not_fit_are_skipped_and_counted(tiny):
+    from tasks.core.examples import BatchStream
+
+    data = _data(tiny, "text_tis")
+    lengths = sorted(len(data.example(i).input_ids) for i in range(len(data)))
+    short = _data(tiny, "text_tis", max_len=lengths[len(lengths) // 2])
+    s = BatchStream(short, 4, 0)
+    for _ in range(5):
+        assert all(len(e.input_ids) <= short.sp.max_len for e in s.next_batch())
+    assert s.dropped["too_long"] > 0
+    with pytest.raises(ValueError, match="max_len"):
+        BatchStream(_data(tiny, "text_tis", max_len=16), 2, 0).next_batch()
+
+
+def test_feature_cache_is_bounded(tiny):
+    from tasks.core.examples import FeatureCache
+
+    data = _data(tiny, "align")
+    paths = [data.example(i).audio for i in range(6)]
+    one = FeatureCache(10_000).get(paths[0])
+    size = one.numel() * one.element_size()
+    cache = FeatureCache(max_mb=0)
+    cache.max_bytes = int(size * 2.5)  # room for about two clips
+    for p in paths:
+        cache.get(p)
+    assert cache.bytes <= cache.max_bytes and len(cache.items) <= 3
+    cache.get(paths[-1])
+    assert cache.hits == 1 and cache.misses == 6
+
+
+def test_resume_after_stop_reproduces_the_run(tiny, tmp_path):
+    """Stop after step 3 (its checkpoint lost, a half-written one left): the rerun resumes at step 2
     and ends with the same loss history as an uninterrupted run."""
     import shutil
 
     from tasks.core.trainer import train
 
-    sp = StageParams(steps=4, batch_size=2, lr=2e-3, warmup_steps=1, max_len=1024, text_fraction=0.5)
+    sp = _sp(tiny, "pretrain", steps=4, batch_size=2, lr=2e-3, warmup_steps=1, max_len=1024)
     a = train("pretrain", tiny.p, sp, tiny.data, tiny.init, tmp_path / "a")
     b_dir = tmp_path / "b"
     b1 = train("pretrain", tiny.p, sp, tiny.data, tiny.init, b_dir, stop_after=3)
     assert b1.steps == 3 and [s for s, _ in ck.step_dirs(b_dir)] == [2, 3]
-    shutil.rmtree(b_dir / ck.step_name(3))  # the kill came before step 3 was saved ...
-    (b_dir / f".{ck.step_name(4)}.tmp" / "model").mkdir(parents=True)  # ... while step 4 was half written
+    shutil.rmtree(b_dir / ck.step_name(3))  # the stop came before step 3 was saved ...
+    (b_dir / f".{ck.step_name(4)}.abc.tmp" / "model").mkdir(parents=True)  # ... while step 4 was half written
     b2 = train("pretrain", tiny.p, sp, tiny.data, tiny.init, b_dir)
     assert b2.resumed and b2.start_step == 2 and b2.steps == 4
-    np.testing.assert_allclose([l for _, l in b2.history], [l for _, l in a.history], rtol=1e-4)
+    np.testing.assert_allclose([l for _, l in b2.history], [l for _, l in a.history], rtol=1e-5)
     assert [s for s, _ in b2.history] == [1, 2, 3, 4]
-    assert b2.val_loss == pytest.approx(a.val_loss, rel=1e-4)
+    assert b2.val_loss == pytest.approx(a.val_loss, rel=1e-5)
     assert not [x for x in b_dir.iterdir() if ".tmp" in x.name]
 
 
 def test_changed_params_restart_instead_of_resuming(tiny, tmp_path):
     from tasks.core.trainer import train
 
-    sp = StageParams(steps=1, batch_size=2, warmup_steps=0, max_len=1024)
+    sp = _sp(tiny, "text_tis", steps=1, batch_size=2, warmup_steps=0, max_len=1024)
     train("text_tis", tiny.p, sp, tiny.data, tiny.init, tmp_path / "o")
     res = train("text_tis", tiny.p, replace(sp, lr=5e-3), tiny.data, tiny.init, tmp_path / "o")
     assert not res.resumed and res.start_step == 0
@@ -95,7 +195,7 @@ def test_more_steps_continue_fewer_steps_start_over(tiny, tmp_path):
     """`dvc exp run -S <stage>.steps=N`: N above the checkpoint extends it, N below retrains to N."""
     from tasks.core.trainer import train
 
-    sp = StageParams(steps=2, batch_size=2, warmup_steps=0, max_len=1024)
+    sp = _sp(tiny, "text_tis", steps=2, batch_size=2, warmup_steps=0, max_len=1024)
     train("text_tis", tiny.p, sp, tiny.data, tiny.init, tmp_path / "o")
     more = train("text_tis", tiny.p, replace(sp, steps=3), tiny.data, tiny.init, tmp_path / "o")
     assert more.resumed and more.start_step == 2 and more.steps == 3
@@ -104,33 +204,13 @@ def test_more_steps_continue_fewer_steps_start_over(tiny, tmp_path):
     assert [s for s, _ in ck.step_dirs(tmp_path / "o")] == [1]
 
 
-def test_trained_checkpoint_reloads_and_speaks(tiny, tmp_path):
-    """A talker checkpoint loads with from_pretrained; the thinker generates text from audio, and the
-    talker's codes decode to a waveform through the codec."""
-    from transformers import Qwen2_5OmniForConditionalGeneration
+def test_ds_config_follows_params():
+    from tasks.core.distributed import ds_config
+    from tasks.core.params import load_params
 
-    from models.talker import generate_codes, thinker_states
-    from tasks.codec import load_stage_codec
-    from tasks.core.dataset import load_samples
-    from tasks.core.trainer import collate, make_examples, train
-
-    sp = StageParams(steps=2, batch_size=2, lr=2e-3, warmup_steps=0, max_len=1024)
-    res = train("talker", tiny.p, sp, tiny.data, tiny.init, tmp_path / "talker", fmt="tis", codec_dir=tiny.codec)
-    model = Qwen2_5OmniForConditionalGeneration.from_pretrained(str(res.checkpoint / "model"), dtype=torch.float32)
-    model.load_speakers(str(res.checkpoint / "model" / "spk_dict.pt"))
-    model.eval()
-    row = load_samples(tiny.data, "validation")[:1]
-    ex, _ = make_examples(row, tiny.tok, tiny.p, spec("talker"), sp, "tis", tiny.data)
-    b = collate(ex, tiny.tok.pad_token_id)
-    audio = {k: b[k] for k in ("input_features", "feature_attention_mask")}
-    prompt_len = next(i for i, r in enumerate(ex[0].roles) if r != 0)
-    out = model.thinker.generate(input_ids=b["input_ids"][:, :prompt_len], max_new_tokens=6, do_sample=False,
-                                 **audio)
-    assert out.shape[1] > prompt_len
-    hidden, embeds = thinker_states(model, input_ids=b["input_ids"], attention_mask=b["attention_mask"], **audio)
-    codec = load_stage_codec(tiny.codec)
-    ids = generate_codes(model, hidden, embeds, b["roles"], max_new_tokens=40, codebook_sizes=codec.codebook_sizes,
-                         do_sample=True, generator=torch.Generator().manual_seed(0))
-    codes = codec.unflatten(ids, strict=False)
-    wave = codec.decode(codes)
-    assert len(codes) >= 1 and len(wave) == len(codes) * codec.hop and np.isfinite(wave).all()
+    t = load_params(overrides={"trainer": {"zero_stage": 2, "grad_accum": 4, "precision": "bf16"}}).trainer
+    c = ds_config(t, micro_batch=2, world=8)
+    assert c["zero_optimization"]["stage"] == 2 and c["gradient_accumulation_steps"] == 4
+    assert c["train_batch_size"] == 2 * 4 * 8 and c["bf16"]["enabled"] is True
+    assert c["gradient_clipping"] == t.grad_clip
+    assert ds_config(replace(t, precision="fp32"), 1, 1)["bf16"]["enabled"] is False

@@ -83,3 +83,41 @@ def test_asr_hears_speech_not_silence():
     silent, _ = checker.recall(np.zeros(3 * sr, np.float32), SENTENCE, sr)
     noise, _ = checker.recall(np.random.default_rng(0).normal(0, 0.1, 3 * sr).astype(np.float32), SENTENCE, sr)
     assert silent < 0.15 and noise < 0.15
+
+
+def test_asr_words_need_spoken_text():
+    from models.asr import words
+
+    assert words("Twenty-one apples, Tom's") == ["twenty", "one", "apples", "tom's"]
+    with pytest.raises(ValueError, match="numbers in words"):
+        words("21 apples")
+
+
+def test_speech_models_import_nothing_from_tasks():
+    """Layering: models/ never imports tasks/ or flows/ (checked on the speech modules' imports)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "models"
+    for name in ("asr.py", "tts.py", "drift.py"):
+        tree = ast.parse((root / name).read_text())
+        mods = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        mods += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [m for m in mods if m.split(".")[0] in ("tasks", "flows")], (name, mods)
+
+
+def test_espeak_output_is_resampled_by_the_shared_helper(monkeypatch):
+    """The 22.05 kHz espeak output goes through models.wave.resample (one resampler in the project)."""
+    from models import tts, wave
+
+    assert tts.resample is wave.resample  # no private copy
+    calls = []
+    real = wave.resample
+
+    def spy(w, sr, target):
+        calls.append((sr, target))
+        return real(w, sr, target)
+
+    monkeypatch.setattr(tts, "resample", spy)
+    EspeakTTS().synthesize("seven")
+    assert calls and calls[0][1] == SAMPLE_RATE and calls[0][0] != SAMPLE_RATE

@@ -13,12 +13,13 @@ referenced by relative path, and ``stats.json``. Columns (``COLUMNS``):
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+from models.atomic import atomic_dir, write_json, write_with
 
 TEXT_COLUMNS = ["id", "source", "kind", "question", "spoken_question", "reasoning", "response", "answer"]
 TOKEN_COLUMNS = ["question_ids", "response_ids", "reasoning_ids", "min_block"]
@@ -50,6 +51,9 @@ def complete(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+ROW_GROUP = 1024  # rows per parquet row group: readers stream a dataset in bounded memory
+
+
 def write_dataset(out_dir: str | Path, splits: dict[str, Iterable[dict]], stats: dict, extra_dir: Path | None = None) -> None:
     """Write splits + stats.json to ``out_dir`` atomically (build in a temp dir, then rename).
 
@@ -58,33 +62,13 @@ def write_dataset(out_dir: str | Path, splits: dict[str, Iterable[dict]], stats:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         for name, rows in splits.items():
             table = pa.Table.from_pylist([complete(r) for r in rows], schema=_schema())
-            pq.write_table(table, tmp / f"{name}.parquet")
+            pq.write_table(table, tmp / f"{name}.parquet", row_group_size=ROW_GROUP)
         if extra_dir is not None:
             shutil.move(str(extra_dir), tmp / Path(extra_dir).name)
-        with open(tmp / "stats.json", "w") as f:
-            json.dump(stats, f, indent=2, sort_keys=True)
-        replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Put directory ``src`` at ``dst``; an existing ``dst`` is swapped out, then deleted."""
-    os.chmod(src, 0o755)  # mkdtemp makes 0700 dirs
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        write_json(tmp / "stats.json", stats)
 
 
 def load_samples(data_dir: str | Path, split: str) -> list[dict]:
@@ -104,3 +88,84 @@ def hf_dataset(data_dir: str | Path):
 
     d = Path(data_dir)
     return load_dataset("parquet", data_files={s: str(d / f"{s}.parquet") for s in SPLITS})
+
+
+def cache_dir() -> Path:
+    """Where derived, re-creatable files go (``OMNI_TIS_CACHE``, else ``~/.cache/omni-tis``)."""
+    return Path(os.environ.get("OMNI_TIS_CACHE") or Path.home() / ".cache" / "omni-tis")
+
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _convert(parquet: str | Path, arrow: str | Path, columns: list[str] | None) -> None:
+    """Parquet -> uncompressed Arrow IPC file of ``RowStore.BATCH``-row record batches (atomic)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def write(tmp: Path) -> None:
+        pf = pq.ParquetFile(parquet, pre_buffer=False)
+        schema = pf.schema_arrow if columns is None else pa.schema([pf.schema_arrow.field(c) for c in columns])
+        schema = schema.with_metadata({"rows": str(pf.metadata.num_rows)})
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as w:
+            for b in pf.iter_batches(batch_size=RowStore.BATCH, columns=columns):
+                w.write_batch(pa.RecordBatch.from_arrays(b.columns, schema=schema))
+
+    write_with(Path(arrow), write)
+
+
+class RowStore:
+    """Random access to the rows of a parquet file without holding it in memory.
+
+    The first use converts the file to an uncompressed Arrow IPC file of small record batches in
+    ``cache_dir()`` (keyed by the parquet's path, size and mtime; written atomically, so ranks may race
+    safely); a row read is then one small positioned read of its batch. Memory stays flat whatever the
+    number of rows: nothing but the file handle and the batch offsets is kept.
+
+        store = RowStore(data_dir / "train.parquet", columns=["question", "response_ids"])
+        len(store); store[17]  # -> dict
+    """
+
+    BATCH = 64
+
+    def __init__(self, parquet: str | Path, columns: list[str] | None = None):
+        import pyarrow as pa
+
+        self.path = Path(parquet)
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path} not found; run the data stage that writes it first (`dvc repro`)")
+        self.columns = columns
+        st = self.path.stat()
+        key = hashlib.sha256(f"{self.path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{columns}".encode()).hexdigest()[:24]
+        self.arrow = cache_dir() / "rows" / f"{self.path.stem}-{key}.arrow"
+        if not self.arrow.exists():
+            # In a child process: Arrow's allocator keeps what reading parquet took, and the trainer's
+            # memory must not grow with the dataset.
+            import json
+            import subprocess
+            import sys
+
+            code = "import json, sys; from tasks.core.dataset import _convert; _convert(*sys.argv[1:3], json.loads(sys.argv[3]))"
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")])}
+            r = subprocess.run([sys.executable, "-c", code, str(self.path), str(self.arrow), json.dumps(columns)],
+                               env=env, capture_output=True, text=True)
+            if r.returncode != 0 or not self.arrow.exists():
+                raise RuntimeError(f"could not convert {self.path} for random access (exit {r.returncode}); is it a "
+                                   f"parquet file with columns {columns}?\n{r.stderr[-2000:]}")
+        self._reader = pa.ipc.open_file(pa.OSFile(str(self.arrow)))
+        self._n = int((self._reader.schema.metadata or {}).get(b"rows", b"0"))
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < self._n:
+            raise IndexError(f"row {i} out of range for {self._n} rows of {self.path}")
+        b = self._reader.get_batch(i // self.BATCH).slice(i % self.BATCH, 1)
+        return {k: v[0] for k, v in b.to_pydict().items()}
+
+    def column(self, name: str) -> list:
+        """One whole column (small columns only: it is read into memory)."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.path, columns=[name]).column(name).to_pylist()

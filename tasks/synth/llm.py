@@ -3,6 +3,8 @@
 Off by default (``synthesize.llm.endpoint`` empty). Uses only the standard library. A rewrite is
 kept only if it still ends "The answer is N." with the right N and states no number the original
 response or reasoning lacks; otherwise the rule-based response stays (counted as a fallback).
+With ``rewrite`` on, an answer-only record gets a generated worked solution (``solve``), which then
+goes through the same decomposition and verification as a dataset's own solution.
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from tasks.synth.config import LLMParams
+from tasks.core.params import LLMParams
 
 REWRITE_PROMPT = (
     "Rewrite the spoken answer to this math problem as one to three short, natural sentences a person "
     "would say aloud. Write numbers with digits, use no symbols, add no new numbers, and end with exactly "
     "'The answer is {answer}.'\n\nProblem: {question}\nWorked solution: {reasoning}\nSpoken answer: {response}\n\n"
     "Reply with the rewritten spoken answer only."
+)
+SOLVE_PROMPT = (
+    "Solve this math word problem step by step in a few short sentences, writing each calculation with "
+    "digits (for example 3 * 4 = 12). The correct final answer is {answer}. End with exactly "
+    "'The answer is {answer}.'\n\nProblem: {question}\n\nReply with the solution only."
 )
 JUDGE_PROMPT = (
     "Does the spoken version say the same math problem as the original, with every number and quantity "
@@ -77,6 +84,15 @@ class LLMClient:
             stats["llm_fallback"] = stats.get("llm_fallback", 0) + 1
             return s.response
         return new
+
+    def solve(self, question: str, answer: str, stats: dict) -> str | None:
+        """A worked solution for an answer-only record (None when the endpoint fails)."""
+        stats["llm_calls"] = stats.get("llm_calls", 0) + 1
+        try:
+            return self.chat(SOLVE_PROMPT.format(question=question, answer=answer))
+        except LLMError:
+            stats["llm_errors"] = stats.get("llm_errors", 0) + 1
+            return None
 
     def judge(self, question: str, spoken: str, stats: dict) -> bool:
         stats["llm_calls"] = stats.get("llm_calls", 0) + 1

@@ -1,8 +1,14 @@
 """Steps 2-4 of synthesis for one batch of records: rewrite, speak and interleave, verify.
 
 ``process_batch`` is a plain function (Ray Data ``map_batches`` runs it over shards; tests call it
-directly). Per record it returns one row: the sample's columns, encoded audio bytes, and
-``reject`` (empty when kept, else the reason). It never raises for a bad record.
+directly). Per record it returns one row: the sample's columns, encoded audio bytes, ``reject``
+(empty when kept, else the reason, one of ``tasks.synth.checks.REASONS``) and ``detail`` (what
+exactly failed). It never raises for a bad record.
+
+Text rules, in order (``check_text``): math the speaker cannot say, an empty or symbol-laden spoken
+question, the spoken question read back by the words-to-number reader (``tasks.synth.readback``)
+against the question's values, the response's sub-questions, markup and repeated words, the spoken
+response read back against the response, the stated answer, lengths; then drift and the layout.
 
 Heavy state (TTS voices, the ASR decoder, the LLM client) is built once per worker process.
 """
@@ -19,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.synth.config import SynthesizeParams
+from tasks.core.params import SynthesizeParams
 
 log = logging.getLogger("synthesize")
 
@@ -91,9 +97,9 @@ def encode_audio(wav: np.ndarray, sr: int, fmt: str) -> bytes:
 
 
 class _Rejected(Exception):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
 
 
 def _speak(rules: Rules, text: str, voice: tuple[str, int, int], what: str) -> tuple[np.ndarray, float]:
@@ -101,56 +107,106 @@ def _speak(rules: Rules, text: str, voice: tuple[str, int, int], what: str) -> t
         wav, sr = _tts(rules, *voice).synthesize(text)
     except Exception as e:  # noqa: BLE001 - any backend failure is a counted rejection
         log.debug("tts failed on %r: %s", text[:60], e)
-        raise _Rejected("tts_failed") from e
+        raise _Rejected("tts_failed", f"{type(e).__name__}: {e}") from e
     if wav.size == 0 or float(np.sqrt(np.mean(np.square(wav)))) < SILENCE_RMS:
         raise _Rejected(f"silent_{what}_audio")
     seconds = len(wav) / sr
     n_words = max(1, len(text.split()))
     lo, hi = SECONDS_PER_WORD
     if not lo * n_words <= seconds <= hi * n_words + 1.0:
-        raise _Rejected(f"bad_{what}_duration")
+        raise _Rejected(f"bad_{what}_duration", f"{seconds:.1f} s for {n_words} words")
     return wav, seconds
 
 
+def _decompose(rules: Rules, row: dict, stats: dict):
+    """The record as a TextSample; an answer-only record gets a generated solution when the
+    rewriter is configured (then verified like any other)."""
+    from tasks.synth.solutions import NoSolution, decompose, from_generated
+
+    try:
+        return decompose(str(row["source"]), str(row["id"]), json.loads(row["record"]))
+    except NoSolution as e:
+        if not rules.cfg.llm.rewrite:
+            raise
+        solution = _llm(rules).solve(e.question, e.answer, stats)
+        if solution is None:
+            raise
+        return from_generated(str(row["id"]), e.source, e.question, solution, e.answer)
+
+
+def check_text(s, spoken: str, spoken_response: str, cfg: SynthesizeParams) -> None:
+    """Every text rule, in order; raises _Rejected with the first reason that applies."""
+    from models.drift import answer_of, normalize_number
+    from tasks.synth.checks import markup_reading, response_problem
+    from tasks.synth.readback import mismatch
+    from tasks.synth.verbalize import unreadable_math, unspeakable_chars
+
+    why = unreadable_math(s.question)
+    if why:
+        raise _Rejected("unreadable_math", why)
+    if not spoken:
+        raise _Rejected("empty_question")
+    if not s.response or not s.reasoning:
+        raise _Rejected("empty_response")
+    bad = unspeakable_chars(spoken)
+    if bad:
+        raise _Rejected("unspeakable_question", "".join(sorted(bad)))
+    said = markup_reading(spoken)
+    if said:
+        raise _Rejected("markup_in_question", f"reads {said!r}")
+    diff = mismatch(s.question, spoken)
+    if diff:
+        raise _Rejected("number_mismatch_question", diff)
+    problem = response_problem(s.response, spoken_response)
+    if problem:
+        raise _Rejected(*problem)
+    diff = mismatch(s.response, spoken_response)
+    if diff:
+        raise _Rejected("number_mismatch_response", diff)
+    if answer_of(s.response) != normalize_number(s.answer) or not s.response.rstrip().endswith(f"The answer is {s.answer}."):
+        raise _Rejected("wrong_answer", f"response says {answer_of(s.response)}, dataset says {s.answer}")
+    if len(spoken.split()) > cfg.max_question_words:
+        raise _Rejected("question_too_long", f"{len(spoken.split())} words")
+    if len(s.response.split()) > cfg.max_response_words:
+        raise _Rejected("response_too_long", f"{len(s.response.split())} words")
+
+
 def process_one(rules: Rules, row: dict, stats: dict) -> dict:
-    from models.drift import DriftError, answer_of, check_drift, normalize_number, tokenize_sample
+    from dataclasses import replace
+
+    from models.drift import DriftError, check_drift, tokenize_sample
     from models.format import FormatError, Schedule, interleave
     from models.tokenizer import control_ids, text_prompt
-    from tasks.synth.solutions import Reject, decompose
-    from tasks.synth.verbalize import speakable, unspeakable_chars
+    from tasks.synth.solutions import Reject
+    from tasks.synth.verbalize import speakable
 
     cfg, tok = rules.cfg, rules.tokenizer
     schedule = Schedule(rules.speak, rules.think)
-    out = {"idx": int(row["idx"]), "id": str(row["id"]), "reject": ""}
+    out = {"idx": int(row["idx"]), "id": str(row["id"]), "source": str(row["source"]), "reject": "", "detail": ""}
+    s, spoken, spoken_response = None, "", ""
     try:
-        s = decompose(str(row["source"]), str(row["id"]), json.loads(row["record"]))
+        s = _decompose(rules, row, stats)
         if cfg.llm.rewrite:
-            s.response = _llm(rules).rewrite_response(s, stats)
-        spoken = speakable(s.question)
-        if not spoken or not s.response or not s.reasoning:
-            raise _Rejected("empty")
-        if unspeakable_chars(spoken):
-            raise _Rejected("unspeakable_question")
-        if answer_of(s.response) != normalize_number(s.answer) or not s.response.rstrip().endswith(f"The answer is {s.answer}."):
-            raise _Rejected("wrong_answer")
-        if len(s.response.split()) > cfg.max_response_words or len(spoken.split()) > cfg.max_question_words:
-            raise _Rejected("too_long")
+            s = replace(s, response=_llm(rules).rewrite_response(s, stats))  # TextSample is frozen
+        spoken, spoken_response = speakable(s.question), speakable(s.response)
+        check_text(s, spoken, spoken_response, cfg)
         try:
             t = tokenize_sample(tok, s.question, s.response, s.reasoning, schedule)
             ids = control_ids(tok)
             lay = interleave(text_prompt(tok, s.question), t.response_ids, t.reasoning_ids, ids, schedule,
                              min_block=t.min_block, delay_eos=True)
         except DriftError as e:
-            raise _Rejected("drift") from e
+            raise _Rejected("drift", str(e)) from e
         except FormatError as e:
-            raise _Rejected("format") from e
+            raise _Rejected("format", str(e)) from e
         if len(lay) > cfg.max_len:
-            raise _Rejected("too_long")
-        if check_drift(lay, tok, s.question, ids, schedule):
-            raise _Rejected("drift")
+            raise _Rejected("sequence_too_long", f"{len(lay)} tokens")
+        late = check_drift(lay, tok, s.question, ids, schedule)
+        if late:
+            raise _Rejected("drift", f"{late[0].number} said in block {late[0].block}")
         if cfg.llm.judge and not _llm(rules).judge(s.question, spoken, stats):
             raise _Rejected("judge_rejected")
-        out.update(s.to_dict(), spoken_question=spoken, **vars(t), n_tokens=len(lay))
+        out.update(s.to_dict(), spoken_question=spoken, spoken_response=spoken_response, **vars(t), n_tokens=len(lay))
         out.update(question_wav=b"", response_wav=b"", question_seconds=0.0, response_seconds=0.0)
         if rules.with_audio:
             voice = voice_for(cfg, s.id)
@@ -158,7 +214,7 @@ def process_one(rules: Rules, row: dict, stats: dict) -> dict:
             qwav, qsec = _speak(rules, spoken, voice, "question")
             rwav, rsec = (None, 0.0)
             if cfg.tts.speak_response:
-                rwav, rsec = _speak(rules, speakable(s.response), voice, "response")
+                rwav, rsec = _speak(rules, spoken_response, voice, "response")
             stats["tts_seconds"] += time.perf_counter() - t0
             stats["tts_audio_seconds"] += qsec + rsec
             if cfg.asr_fraction and unit(cfg.seed, s.id, "asr") < cfg.asr_fraction:
@@ -168,23 +224,38 @@ def process_one(rules: Rules, row: dict, stats: dict) -> dict:
                 stats["asr_checked"] += 1
                 stats["asr_recall_sum"] += recall
                 if recall < cfg.asr_min_recall:
-                    raise _Rejected("asr_mismatch")
+                    raise _Rejected("asr_mismatch", f"recall {recall:.2f}")
             out.update(question_wav=encode_audio(qwav, 16000, cfg.tts.audio_format), question_seconds=qsec,
                        voice=f"{voice[0]}@{voice[1]}wpm/p{voice[2]}")
             if rwav is not None:
                 out.update(response_wav=encode_audio(rwav, 16000, cfg.tts.audio_format), response_seconds=rsec)
-    except Reject as e:
-        out["reject"] = e.reason
-    except _Rejected as e:
-        out["reject"] = e.reason
+    except (Reject, _Rejected) as e:
+        out.update(reject=e.reason, detail=e.detail)
     except Exception as e:  # noqa: BLE001 - a bad record never stops the stage
         log.warning("record %s: unexpected %s: %s", row.get("id"), type(e).__name__, e)
-        out["reject"] = f"error_{type(e).__name__}"
+        out.update(reject=f"error_{type(e).__name__}", detail=str(e)[:200])
+    if out["reject"]:  # what a person needs to see why (the stage logs a few per reason)
+        question = s.question if s is not None else _raw_question(row)
+        out.update(question=question, spoken_question=spoken, spoken_response=spoken_response,
+                   response=s.response if s is not None else "")
     return out
 
 
+def _raw_question(row: dict) -> str:
+    try:
+        rec = json.loads(row["record"])
+    except (TypeError, ValueError):
+        return ""
+    if not isinstance(rec, dict):
+        return ""
+    if "Body" in rec:
+        return f"{rec.get('Body', '')} {rec.get('Question', '')}".strip()
+    return str(rec.get("question") or rec.get("query") or "")
+
+
 EMPTY = {
-    "source": "", "kind": "", "question": "", "spoken_question": "", "reasoning": "", "response": "", "answer": "",
+    "source": "", "kind": "", "question": "", "spoken_question": "", "spoken_response": "", "reasoning": "",
+    "response": "", "answer": "", "detail": "",
     "question_ids": [], "response_ids": [], "reasoning_ids": [], "min_block": [], "n_tokens": 0,
     "question_wav": b"", "response_wav": b"", "question_seconds": 0.0, "response_seconds": 0.0, "voice": "",
 }

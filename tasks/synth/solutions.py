@@ -1,9 +1,13 @@
 """Source records -> (question, reasoning trace, concise spoken response, answer).
 
-One function per source format. The reasoning keeps the source's steps (symbols allowed, GSM8K's
-``<<a=b>>`` calculator marks removed) and ends with ``Answer: N.``; the response restates the last
-step(s) in words, with numbers as digits, and ends "The answer is N.". A record that cannot be
-turned into a verified sample raises :class:`Reject` with a short reason that the stage counts.
+One function per source format. The reasoning keeps the source's steps (symbols allowed; GSM8K's
+``<<a=b>>`` calculator marks and markdown markers removed; GSM8K "socratic" sub-questions kept as
+the step's own question) and ends with ``Answer: N.``; the response restates the last step(s) in
+words, with numbers as digits, never a sub-question, and ends "The answer is N.". A record that
+cannot be turned into a verified sample raises :class:`Reject` with a short reason that the stage
+counts; a record with an answer but no worked solution raises :class:`NoSolution` (reason
+``no_solution``) the same way through every loader, so a rewriter can supply one
+(:func:`from_generated`).
 """
 
 from __future__ import annotations
@@ -14,17 +18,26 @@ import re
 
 from models.drift import normalize_number, numbers
 from tasks.synth.builtin import Problem
-from tasks.synth.verbalize import NUM, clean_response
+from tasks.synth.verbalize import NUM, clean_response, group_thousands, strip_markup
 
 RESPONSE_WORDS = 40  # budget for the restated steps; "The answer is N." comes on top
 
 
 class Reject(Exception):
-    """A record that does not become a sample; ``reason`` is the counted key."""
+    """A record that does not become a sample; ``reason`` is the counted key, ``detail`` says why."""
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+        self.detail = detail
+
+
+class NoSolution(Reject):
+    """An answer-only record (no worked steps): carries what a generated solution needs."""
+
+    def __init__(self, source: str, question: str, answer: str, detail: str = "answer only, no worked solution"):
+        super().__init__("no_solution", detail)
+        self.source, self.question, self.answer = source, question, answer
 
 
 # A decomposed record has the same fields as a built-in problem.
@@ -76,6 +89,8 @@ def _concise(steps: list[str], answer: str, budget: int = RESPONSE_WORDS) -> str
     chosen: list[str] = []
     used = 0
     for step in reversed(steps):
+        if step.rstrip().endswith("?"):
+            continue  # a sub-question belongs to the reasoning, never to what is said
         s = _finish(clean_response(collapse_equations(step)))
         n = len(s.split())
         if n < 3 or used + n > budget:
@@ -107,7 +122,8 @@ def collapse_equations(text: str) -> str:
 
 
 def _reasoning(steps: list[str], answer: str) -> str:
-    body = " ".join(_finish(re.sub(r"<<[^>]*>>", "", s)) for s in steps)
+    # "$400 000" as one number: the drift rule reads digit runs, and the response says 400000.
+    body = " ".join(_finish(group_thousands(re.sub(r"<<[^>]*>>", "", s), commas=False)) for s in steps)
     return f"{body} Answer: {answer}.".strip()
 
 
@@ -115,7 +131,32 @@ def _require_derived(question: str, reasoning_body: str, answer: str) -> None:
     """The answer must be a number the solution (or the question) states: else it was never derived."""
     have = {n for n, _, _ in numbers(reasoning_body)} | {n for n, _, _ in numbers(question)}
     if answer not in have:
-        raise Reject("wrong_answer", f"answer {answer} appears nowhere in the solution")
+        raise Reject("answer_not_derived", f"answer {answer} appears nowhere in the solution")
+
+
+# "The answer is: 5", "Answer: 5", "#### 5", "\boxed{5}", "= 5": what an answer-only solution says.
+_ANSWER_ONLY = re.compile(
+    r"(?is)^[\s#*.:=$]*(?:(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*[:=]?)?[\s#$]*(?:\\boxed)?[\s{$(]*"
+    r"-?(?:" + NUM + r")\s*[%})$]*\s*[A-Za-z]{0,12}\s*[.!]?\s*$")
+
+
+def is_answer_only(solution: str) -> bool:
+    """A solution text that states only its final number (MAWPS-style or MetaMath "backward" files)."""
+    t = strip_markup(re.sub(r"<<[^>]*>>", " ", solution)).strip()
+    return not t or bool(_ANSWER_ONLY.match(t))
+
+
+def gsm8k_steps(body: str) -> list[str]:
+    """Solution lines as steps; a socratic line "Sub-question? ** step" keeps both, without ``**``."""
+    steps = []
+    for line in re.sub(r"<<[^>]*>>", "", body).splitlines():
+        line = line.strip()
+        m = re.match(r"^(.+?\?)\s*\*\*\s*(.+)$", line)
+        if m:  # socratic GSM8K: the sub-question, then the step that answers it
+            steps += [_finish(strip_markup(m.group(1))), strip_markup(m.group(2)).strip()]
+        elif line:
+            steps.append(strip_markup(line).strip())
+    return [s for s in steps if s]
 
 
 def _text(rec: dict, key: str) -> str:
@@ -128,12 +169,14 @@ def _text(rec: dict, key: str) -> str:
 def from_gsm8k(rec_id: str, rec: dict, source: str = "gsm8k") -> TextSample:
     question, solution = _text(rec, "question"), _text(rec, "answer")
     if "####" not in solution:
+        if is_answer_only(solution):
+            raise NoSolution(source, question, parse_answer(_strip_answer_words(solution)))
         raise Reject("no_final_answer", "GSM8K solution lacks '#### N'")
     body, final = solution.rsplit("####", 1)
     answer = parse_answer(final)
-    steps = [s.strip() for s in body.splitlines() if s.strip()]
-    if not steps:
-        raise Reject("empty", "no solution steps")
+    if is_answer_only(body):
+        raise NoSolution(source, question, answer)
+    steps = gsm8k_steps(body)
     clean_body = re.sub(r"<<[^>]*>>", "", body)
     _require_derived(question, clean_body, answer)
     return TextSample(rec_id, source, "multi_step", question, _reasoning(steps, answer), _concise(steps, answer), answer)
@@ -174,11 +217,14 @@ def from_svamp(rec_id: str, rec: dict, source: str = "svamp") -> TextSample:
     else:
         question = f"{body}, {q[0].lower()}{q[1:]}"
     answer = parse_answer(rec.get("Answer"))
-    value, steps = _steps_of(_text(rec, "Equation"))
+    equation = rec.get("Equation")
+    if not isinstance(equation, str) or not equation.strip():
+        raise NoSolution(source, question, answer, "no Equation")
+    value, steps = _steps_of(equation)
     if not steps:
-        raise Reject("bad_equation", "no operation")
+        raise NoSolution(source, question, answer, f"Equation {equation.strip()!r} has no operation")
     if abs(value - float(answer)) > 1e-4 * max(1.0, abs(float(answer))):
-        raise Reject("wrong_answer", f"equation gives {fmt(value)}, dataset says {answer}")
+        raise Reject("equation_mismatch", f"equation gives {fmt(value)}, dataset says {answer}")
     reasoning = " ".join(f"{a} {op} {b} = {v}." for a, op, b, v in steps) + f" Answer: {answer}."
     spoken = [f"{a} {_WORD_OP[op]} {b} is {v}" for a, op, b, v in steps]
     if len(spoken) == 1:
@@ -200,18 +246,26 @@ def _after_marker(text: str, markers: tuple[str, ...]) -> tuple[str, str] | None
     return None
 
 
+def _from_steps(rec_id: str, source: str, question: str, body: str, answer: str) -> TextSample:
+    """A sample from free-text worked steps (Orca-Math, MetaMathQA, a generated solution)."""
+    body = strip_markup(re.sub(r"<<[^>]*>>", " ", body))
+    steps = _sentences(body)
+    _require_derived(question, body, answer)
+    return TextSample(rec_id, source, "multi_step", question, _reasoning(steps, answer), _concise(steps, answer), answer)
+
+
 def from_metamathqa(rec_id: str, rec: dict, source: str = "metamathqa") -> TextSample:
     question, solution = _text(rec, "query"), _text(rec, "response")
+    if is_answer_only(solution):
+        raise NoSolution(source, question, parse_answer(_strip_answer_words(solution)))
     cut = _after_marker(solution, ("The answer is:", "The answer is", "####"))
     if cut is None:
         raise Reject("no_final_answer", "MetaMathQA response lacks 'The answer is:'")
     body, final = cut
     answer = parse_answer(final.strip().split("\n")[0])
-    steps = _sentences(body)
-    if not steps:
-        raise Reject("empty", "no solution steps")
-    _require_derived(question, body, answer)
-    return TextSample(rec_id, source, "multi_step", question, _reasoning(steps, answer), _concise(steps, answer), answer)
+    if is_answer_only(body):
+        raise NoSolution(source, question, answer)
+    return _from_steps(rec_id, source, question, body, answer)
 
 
 def from_orca_math(rec_id: str, rec: dict, source: str = "orca_math") -> TextSample:
@@ -225,11 +279,34 @@ def from_orca_math(rec_id: str, rec: dict, source: str = "orca_math") -> TextSam
         if not found:
             raise Reject("no_final_answer", "Orca-Math solution states no number")
         answer = found[-1][0]
-    steps = _sentences(solution)
-    if not steps:
-        raise Reject("empty", "no solution steps")
-    _require_derived(question, solution, answer)
-    return TextSample(rec_id, source, "multi_step", question, _reasoning(steps, answer), _concise(steps, answer), answer)
+    if is_answer_only(solution):
+        raise NoSolution(source, question, answer)
+    return _from_steps(rec_id, source, question, solution, answer)
+
+
+def _strip_answer_words(text: str) -> str:
+    m = re.search(r"-?(?:" + NUM + r")", text.replace("$", ""))
+    if not m:
+        raise Reject("non_numeric_answer", text[:40])
+    return m.group()
+
+
+def from_generated(rec_id: str, source: str, question: str, solution: str, answer: str) -> TextSample:
+    """A sample for an answer-only record from a generated worked solution that must reach ``answer``.
+
+    The solution goes through the same decomposition (and then the same verification) as a dataset's
+    own; one whose final number differs from the dataset's answer is rejected (``generated_wrong_answer``)."""
+    if is_answer_only(solution):
+        raise NoSolution(source, question, answer, "the generated solution has no steps either")
+    cut = _after_marker(solution, ("The answer is:", "The answer is", "####", "Answer:"))
+    body = cut[0] if cut else solution
+    stated = numbers(cut[1] if cut else solution.replace("$", " "))
+    if not stated or normalize_number(stated[0 if cut else -1][0]) != answer:
+        raise Reject("generated_wrong_answer", f"generated solution ends with {stated[-1][0] if stated else 'no number'}, "
+                                               f"dataset says {answer}")
+    if is_answer_only(body):
+        raise NoSolution(source, question, answer, "the generated solution has no steps either")
+    return _from_steps(rec_id, source, question, body, answer)
 
 
 def from_builtin(rec_id: str, rec: dict, source: str = "builtin") -> TextSample:

@@ -16,16 +16,18 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
-from tasks.synth.config import SourceSpec, SynthesizeParams
+from tasks.core.params import SourceSpec, SynthesizeParams
 
 log = logging.getLogger("synthesize")
 
-# kind -> (default hub id, hub config, fields a record must have, id field or None)
-SOURCES: dict[str, tuple[str, str | None, tuple[str, ...], str | None]] = {
-    "gsm8k": ("openai/gsm8k", "main", ("question", "answer"), None),
-    "orca_math": ("microsoft/orca-math-word-problems-200k", None, ("question", "answer"), None),
-    "metamathqa": ("meta-math/MetaMathQA", None, ("query", "response"), None),
-    "svamp": ("ChilleD/SVAMP", None, ("Body", "Question", "Equation", "Answer"), "ID"),
+# kind -> (default hub id, hub config, fields a record must have, id field or None, optional fields)
+# An SVAMP record without an Equation is answer-only: kept here, counted as ``no_solution`` when
+# decomposed, the same reason an answer-only record gets through every other loader.
+SOURCES: dict[str, tuple[str, str | None, tuple[str, ...], str | None, tuple[str, ...]]] = {
+    "gsm8k": ("openai/gsm8k", "main", ("question", "answer"), None, ()),
+    "orca_math": ("microsoft/orca-math-word-problems-200k", None, ("question", "answer"), None, ()),
+    "metamathqa": ("meta-math/MetaMathQA", None, ("query", "response"), None, ()),
+    "svamp": ("ChilleD/SVAMP", None, ("Body", "Question", "Answer"), "ID", ("Equation",)),
 }
 _EXT = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -70,7 +72,7 @@ def _tolerant_json(files: list[Path], skipped: collections.Counter) -> Iterator[
 def _hf_records(spec: SourceSpec, skipped: collections.Counter) -> Iterator[dict]:
     import datasets
 
-    hub, config, _, _ = SOURCES[spec.kind]
+    hub, config = SOURCES[spec.kind][:2]
     p = Path(spec.path).expanduser() if spec.path else None
     if p is not None and p.exists():
         files = _local_files(p)
@@ -113,7 +115,7 @@ def collect(cfg: SynthesizeParams) -> tuple[list[dict], dict[str, int], dict[str
             for prob in generate_problems(n, seed=cfg.seed + n_spec):
                 records.append({"id": prob.id, "source": "builtin", "record": json.dumps(prob.to_dict())})
         else:
-            _, _, fields, id_field = SOURCES[spec.kind]
+            _, _, fields, id_field, optional = SOURCES[spec.kind]
             for i, rec in enumerate(_hf_records(spec, sk)):
                 if spec.limit and len(records) - start >= spec.limit:
                     break
@@ -126,7 +128,7 @@ def collect(cfg: SynthesizeParams) -> tuple[list[dict], dict[str, int], dict[str
                     continue
                 rid = str(rec.get(id_field) or "") if id_field else ""
                 try:
-                    payload = json.dumps({f: rec[f] for f in fields}, default=str)
+                    payload = json.dumps({f: rec[f] for f in fields + optional if f in rec}, default=str)
                 except (TypeError, ValueError):
                     sk["malformed_record"] += 1
                     continue

@@ -1,0 +1,47 @@
+"""The training losses, beside the model they score (the trainer only steps): each returns the loss
+summed over its targets, so the trainer can normalise by the global number of targets whatever the
+number of ranks and micro-batches.
+
+    loss_sum = thinker_loss(model, batch)          # next-token CE over labelled thinker positions
+    loss_sum = talker_loss_sum(model, batch, codebooks=4)   # talker CE on response speech codes (thinker frozen)
+    LOSSES[spec.t.loss](model, batch)
+
+``batch``: ``input_ids``, ``attention_mask``, ``labels`` (IGNORE where no loss), ``roles``
+(models.format.Role per position, ROLE_PAD for batch padding), optional ``input_features`` +
+``feature_attention_mask`` (spoken prompts), optional ``codes`` (B, N) codec ids padded with IGNORE.
+"""
+
+from __future__ import annotations
+
+IGNORE = -100
+
+
+def audio_kwargs(batch: dict) -> dict:
+    return {k: batch[k] for k in ("input_features", "feature_attention_mask") if batch.get(k) is not None}
+
+
+def thinker_loss(model, batch: dict, reduction: str = "sum"):
+    """Next-token cross-entropy of the thinker over the labelled positions (labels are not shifted:
+    ``labels[t]`` is the token at position t, predicted from position t-1)."""
+    import torch
+
+    out = model.thinker(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        use_cache=False, **audio_kwargs(batch))
+    logits = out.logits[:, :-1].float()  # (B, T-1, V)
+    tgt = batch["labels"][:, 1:]  # (B, T-1)
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                             ignore_index=IGNORE, reduction=reduction)
+
+
+def talker_loss_sum(model, batch: dict, reduction: str = "sum", *, codebooks: int):
+    """Talker cross-entropy on the response speech codes (``codebooks`` ids per codec frame), given the
+    (frozen) thinker's states."""
+    from models.talker import talker_loss, thinker_states
+
+    hidden, embeds = thinker_states(model, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                    **audio_kwargs(batch))
+    codes = [[int(x) for x in row if x != IGNORE] for row in batch["codes"].tolist()]
+    return talker_loss(model, hidden, embeds, batch["roles"], codes, reduction=reduction, codebooks=codebooks)
+
+
+LOSSES = {"thinker": thinker_loss, "talker": talker_loss_sum}

@@ -1,0 +1,282 @@
+"""Training examples for every stage, read lazily: dataset rows -> laid-out sequences with labels.
+
+A stage's data is a ``StageData``: rows stay on disk (``tasks.core.dataset.RowStore``) and become an
+``Example`` only when a batch asks for them. ``BatchStream`` walks one seeded permutation per epoch and
+hands out global batches; rows that do not fit the stage (longer than ``max_len``, or a layout the
+format rejects) are skipped and counted. Every rank walks the same stream and builds the token part
+of the whole global batch (cheap), so all ranks agree on the batch and its number of targets; audio
+features are computed only for a rank's own share (``StageData.load_features``), through a bounded
+LRU cache. Memory and per-step time do not grow with the number of rows.
+
+    data = StageData(data_dir, "train", tok, p, spec("text_tis"), p.text_tis, "tis")
+    stream = BatchStream(data, batch_size=8, seed=0)
+    batch = stream.next_batch()               # list[Example]; stream.cursor says where it stands
+    tensors = collate(batch, tok.pad_token_id)
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.losses import IGNORE
+from tasks.core.dataset import RowStore
+from tasks.core.stages import StageSpec
+
+log = logging.getLogger("trainer")
+
+# Columns a training stage reads (the dataset contract is tasks/core/dataset.py).
+COLUMNS = ["id", "question", "spoken_question", "response_ids", "reasoning_ids", "min_block",
+           "question_audio", "response_audio"]
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE where the loss mask is off
+    roles: list[int]  # models.format.Role per position
+    audio: Path | None = None  # the spoken question, when the prompt is audio
+    features: Any = None  # (128, L) log-mel of ``audio``, filled by StageData.load_features
+    codes: list[int] | None = None  # flat codec ids of the response speech (talker targets)
+
+    @property
+    def n_targets(self) -> int:
+        if self.codes is not None:
+            from models.talker import talker_targets
+
+            return talker_targets(len(self.codes))
+        # Labels are shifted by one: position 0 is never a target.
+        return sum(1 for x in self.labels[1:] if x != IGNORE)
+
+
+def uses_audio(index: int, input: str, text_fraction: float, seed: int) -> bool:
+    """Does row ``index`` get a spoken prompt? ``audio``: always; ``text``: never; ``mixed``: a seeded
+    ``1 - text_fraction`` share of the rows, the same in every epoch and on every rank."""
+    if input != "mixed":
+        return input == "audio"
+    h = hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2**64 >= text_fraction
+
+
+def body(layout: str, row: dict, prompt: list[int], tok, ids, schedule, fmt: str) -> tuple[list[int], list[bool], list[int]]:
+    """The thinker sequence for a target layout -> (ids, loss mask, roles), prompt included."""
+    from models.format import Role, build
+    from models.tokenizer import encode
+
+    if layout == "interleaved":
+        lay = build(fmt, prompt, row["response_ids"], row["reasoning_ids"], ids, schedule,
+                    min_block=row["min_block"], delay_eos=True)
+        return lay.input_ids, lay.loss_mask, [int(r) for r in lay.roles]
+    if layout == "solution":
+        tail = list(row["reasoning_ids"]) + list(row["response_ids"]) + [ids.eos]
+    else:  # transcript: what was said, as text
+        tail = encode(tok, row["spoken_question"] or row["question"]) + [ids.eos]
+    return (prompt + tail, [False] * len(prompt) + [True] * len(tail),
+            [int(Role.PROMPT)] * len(prompt) + [int(Role.RESPONSE)] * len(tail))
+
+
+class FeatureCache:
+    """Log-mels by audio path, least recently used dropped past ``max_mb``."""
+
+    def __init__(self, max_mb: int):
+        self.max_bytes = max_mb * 2**20
+        self.bytes = 0
+        self.items: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, path: Path):
+        import soundfile as sf
+
+        from models.audio import log_mel
+
+        key = str(path)
+        if key in self.items:
+            self.items.move_to_end(key)
+            self.hits += 1
+            return self.items[key]
+        self.misses += 1
+        wave, sr = sf.read(key, dtype="float32", always_2d=False)
+        feats = log_mel(wave, sr)[0]
+        size = feats.numel() * feats.element_size()
+        if size <= self.max_bytes:
+            self.items[key] = feats
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, old = self.items.popitem(last=False)
+                self.bytes -= old.numel() * old.element_size()
+        return feats
+
+
+class CodesIndex:
+    """The codec stage's ``codes.parquet`` (response_audio -> flat codec ids), read lazily."""
+
+    def __init__(self, codec_dir: Path):
+        table = Path(codec_dir) / "codes.parquet"
+        if not table.exists():
+            raise FileNotFoundError(f"{table} not found; run the codec stage first (`dvc repro codec`)")
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(table).metadata or {}
+        if b"codebooks" not in meta:
+            raise ValueError(f"{table} does not say how many codebooks a frame has (written by an older codec "
+                             "stage); rerun it (`dvc repro codec`)")
+        self.codebooks = int(meta[b"codebooks"])
+        self.store = RowStore(table, ["response_audio", "codes"])
+        self.row_of = {a: i for i, a in enumerate(self.store.column("response_audio"))}
+
+    def __call__(self, response_audio: str) -> list[int]:
+        if response_audio not in self.row_of:
+            raise KeyError(f"{response_audio} has no codec ids in the codec stage's codes.parquet; the data "
+                           "changed after the codec stage ran: rerun it (`dvc repro codec`)")
+        return [int(x) for x in self.store[self.row_of[response_audio]]["codes"]]
+
+
+class StageData:
+    """One split of a stage's data: ``example(i)`` builds row ``i`` for this stage's input and target."""
+
+    def __init__(self, data_dir: str | Path, split: str, tokenizer, p, spec: StageSpec, sp, fmt: str = "tis",
+                 codec_dir: str | Path | None = None, feature_cache_mb: int | None = None):
+        from models.format import Schedule
+        from models.tokenizer import control_ids
+
+        self.data_dir = Path(data_dir)
+        self.rows = RowStore(self.data_dir / f"{split}.parquet", COLUMNS)
+        self.tok, self.p, self.spec, self.sp, self.fmt = tokenizer, p, spec, sp, fmt
+        self.ids = control_ids(tokenizer)
+        self.schedule = Schedule(p.schedule.speak, p.schedule.think)
+        self.text_fraction = getattr(sp, "text_fraction", 0.0)
+        self.codes = CodesIndex(Path(codec_dir)) if spec.t.codec else None
+        self.cache = FeatureCache(p.trainer.feature_cache_mb if feature_cache_mb is None else feature_cache_mb)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _audio(self, row: dict, col: str) -> Path:
+        rel = row.get(col) or ""
+        if not rel:
+            raise ValueError(f"sample {row.get('id', '?')} has no {col}; the {self.spec.name} stage needs a dataset "
+                             f"with audio (data/synthesize), not {self.data_dir}")
+        return self.data_dir / rel
+
+    def example(self, i: int) -> Example | str:
+        """Row ``i`` as an Example without audio features, or the reason it does not fit this stage."""
+        import soundfile as sf
+
+        from models.audio import audio_prompt, mel_frames, n_audio_tokens
+        from models.format import FormatError
+        from models.tokenizer import text_prompt
+
+        row = self.rows[i]
+        audio = None
+        if uses_audio(i, self.spec.input, self.text_fraction, self.p.seed):
+            audio = self._audio(row, "question_audio")
+            info = sf.info(str(audio))
+            prompt = audio_prompt(self.tok, n_audio_tokens(mel_frames(info.frames, info.samplerate)))
+        else:
+            prompt = text_prompt(self.tok, row["question"])
+        try:
+            seq, mask, roles = body(self.spec.t.layout, row, prompt, self.tok, self.ids, self.schedule, self.fmt)
+        except FormatError:
+            return "format"
+        if len(seq) > self.sp.max_len:
+            return "too_long"
+        codes = self.codes(row["response_audio"]) if self.codes is not None else None
+        labels = [t if m else IGNORE for t, m in zip(seq, mask)]
+        return Example(seq, labels, roles, audio, None, codes)
+
+    def load_features(self, batch: list[Example]) -> list[Example]:
+        for e in batch:
+            if e.audio is not None and e.features is None:
+                e.features = self.cache.get(e.audio)
+        return batch
+
+    def all_examples(self) -> tuple[list[Example], collections.Counter]:
+        """Every row in order (validation), with the count of dropped rows by reason."""
+        out, dropped = [], collections.Counter()
+        for i in range(len(self)):
+            e = self.example(i)
+            if isinstance(e, str):
+                dropped[e] += 1
+            else:
+                out.append(e)
+        return out, dropped
+
+
+class BatchStream:
+    """Global batches from one seeded permutation of the rows per epoch, read in order.
+
+    ``cursor`` is the position in the endless stream of permuted rows; a checkpoint stores it, so a
+    resumed run reads exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(self, data: StageData, batch_size: int, seed: int, cursor: int = 0):
+        if len(data) == 0:
+            raise ValueError(f"{data.rows.path} has no rows; check the data stage")
+        self.data, self.batch_size, self.seed, self.cursor = data, batch_size, seed, cursor
+        self.dropped: collections.Counter = collections.Counter()
+        self._epoch, self._perm = -1, None
+
+    def _index(self, k: int) -> int:
+        import numpy as np
+
+        epoch, i = divmod(k, len(self.data))
+        if epoch != self._epoch:
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.data))
+            self._epoch = epoch
+        return int(self._perm[i])
+
+    def next_batch(self) -> list[Example]:
+        out: list[Example] = []
+        skipped_in_a_row = 0
+        while len(out) < self.batch_size:
+            e = self.data.example(self._index(self.cursor))
+            self.cursor += 1
+            if isinstance(e, str):
+                self.dropped[e] += 1
+                skipped_in_a_row += 1
+                if skipped_in_a_row >= len(self.data):
+                    raise ValueError(
+                        f"{self.data.spec.name}: no row of {self.data.rows.path} fits (dropped: {dict(self.dropped)}); "
+                        f"raise {self.data.spec.name}.max_len in params.yaml or check the data stage")
+                continue
+            skipped_in_a_row = 0
+            out.append(e)
+        return out
+
+
+def collate(batch: list[Example], pad_id: int) -> dict:
+    """Right-padded batch; audio features only for the samples with an audio prompt (in batch order,
+    as the thinker fills its ``<|AUDIO|>`` placeholders), codec ids padded with IGNORE."""
+    import torch
+
+    from models.audio import collate_features
+    from models.talker import ROLE_PAD
+
+    T = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), T), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), T), IGNORE, dtype=torch.long)
+    attn = torch.zeros((len(batch), T), dtype=torch.long)
+    roles = torch.full((len(batch), T), ROLE_PAD, dtype=torch.long)
+    for i, e in enumerate(batch):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        attn[i, :n] = 1
+        roles[i, :n] = torch.tensor(e.roles)
+    out = {"input_ids": ids, "labels": labels, "attention_mask": attn, "roles": roles}
+    if any(e.audio is not None and e.features is None for e in batch):
+        raise ValueError("collate got spoken examples without features; call StageData.load_features first")
+    feats = [e.features for e in batch if e.features is not None]
+    if feats:
+        out.update(collate_features(feats))
+    if any(e.codes is not None for e in batch):
+        n = max(len(e.codes) for e in batch)
+        codes = torch.full((len(batch), n), IGNORE, dtype=torch.long)
+        for i, e in enumerate(batch):
+            codes[i, : len(e.codes)] = torch.tensor(e.codes)
+        out["codes"] = codes
+    return out

@@ -1,0 +1,459 @@
+"""The streaming session against non-streamed references, on a tiny model trained here for a few dozen
+steps (so it writes structure: response text, reasoning, pads, eos, think-first's <|speak|>).
+
+- session text == a non-streamed decode (a whole-sequence forward per position, no KV cache, the
+  model's own positions) of the same model and seed: logits close at every position; text and
+  spoken prompts; both formats; greedy and sampled;
+- session audio == the whole sequence through the talker (``generate_codes``) plus ``codec.decode``;
+- two sessions stepped alternately == each run alone; nothing is set on the shared model;
+- the first audio comes after <= 12 thinker positions and <= 40 talker steps (TiS).
+
+    .venv/bin/python -m pytest tests/test_session.py -q
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models.decode import choose, prefill, step
+from models.events import AudioEvent, DoneEvent, ErrorEvent, ReasoningEvent, TextEvent
+from models.format import Role, Schedule, build, cursor_for, deinterleave
+from models.session import TALKER_SEED_OFFSET, TALKER_TOP_K, Engine, Options, _Detokenizer
+from models.talker import generate_codes, talker_loss, thinker_states
+from models.tokenizer import control_ids, encode, text_prompt
+
+PROBLEMS = 2
+MIN_POSITIONS = 30  # each equality test compares at least this many generated positions
+
+
+def _batch(layouts, pad_id):
+    t = max(len(l) for l in layouts)
+    x = torch.tensor([l.input_ids + [pad_id] * (t - len(l)) for l in layouts])
+    am = torch.tensor([[1] * len(l) + [0] * (t - len(l)) for l in layouts])
+    return x, am
+
+
+def _voice(seconds: float, seed: int) -> np.ndarray:
+    """Deterministic voiced audio at 16 kHz (harmonics on a moving f0, syllable-like bursts). espeak's
+    output drifts with the calls made before (it keeps state), which would make the model trained here
+    depend on test order; none of the claims below needs real speech."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    f0 = rng.uniform(100, 160) + 25 * np.sin(2 * np.pi * rng.uniform(0.8, 2.5) * t)
+    phase = 2 * np.pi * np.cumsum(f0) / 16000
+    x = sum(np.sin(k * phase + rng.uniform(0, 6)) / k for k in range(1, 12))
+    env = np.convolve((np.sin(2 * np.pi * rng.uniform(3, 5) * t) > -0.2).astype(float), np.ones(160) / 160, "same")
+    return (0.25 * x * env + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def trained(tokenizer, tiny_model):
+    """A copy of the tiny model: thinker trained on 2 problems (text and spoken prompts, both formats),
+    talker on 1.6 s of voiced audio per response; a small WORLD codec fitted on that audio."""
+    from models.audio import audio_prompt, collate_features, log_mel, n_audio_tokens
+    from models.codec import WorldCodec
+    from tasks.synth.builtin import generate_problems
+
+    torch.manual_seed(0)
+    model = copy.deepcopy(tiny_model)
+    tok, ids = tokenizer, control_ids(tokenizer)
+    probs = generate_problems(PROBLEMS, seed=7, kinds=("short_digit", "single_step"))
+    spoken_q = [_voice(2.0 + 0.4 * i, seed=i) for i in range(PROBLEMS)]
+    feats = [log_mel(w, 16000)[0] for w in spoken_q]
+    prompts = [text_prompt(tok, p.question) for p in probs] + [audio_prompt(tok, n_audio_tokens(f.shape[1]))
+                                                               for f in feats]
+    layouts = {f: [build(f, pr, encode(tok, p.response), encode(tok, p.reasoning), ids, Schedule(), delay_eos=True)
+                   for pr, p in zip(prompts, probs + probs)] for f in ("tis", "think_first")}
+    both = layouts["tis"] + layouts["think_first"]  # audio rows: 4..7 and 12..15, features in that order
+    x, am = _batch(both, tok.pad_token_id)
+    labels = torch.tensor([[t if m else -100 for t, m in zip(l.input_ids, l.loss_mask)] + [-100] * (x.shape[1] - len(l))
+                           for l in both])
+    audio = collate_features(feats + feats)
+    opt = torch.optim.AdamW(model.thinker.parameters(), lr=4e-3)
+    for _ in range(100):
+        logits = model.thinker(input_ids=x, attention_mask=am, **audio).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                                 ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    speech = [_voice(1.6, seed=100 + i) for i in range(PROBLEMS)]
+    codec = WorldCodec.fit(speech, 16000, codebook_size=32, n_codebooks=3, iters=5, seed=0)
+    codes = [codec.flatten(codec.encode(w, 16000)) for w in speech]
+    model.thinker.requires_grad_(False)
+    tis = layouts["tis"][:PROBLEMS]
+    x, am = _batch(tis, tok.pad_token_id)
+    roles = torch.tensor([[int(r) for r in l.roles] + [-1] * (x.shape[1] - len(l)) for l in tis])
+    hidden, embeds = thinker_states(model, input_ids=x, attention_mask=am)
+    opt = torch.optim.AdamW(model.talker.parameters(), lr=3e-3)
+    for _ in range(40):
+        loss = talker_loss(model, hidden, embeds, roles, codes, codebooks=codec.codebooks)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.requires_grad_(False).eval()
+    return Engine(model, tok, codec), [p.question for p in probs], spoken_q[0]
+
+
+def reference_decode(model, prompt, fmt, ids, n, temperature=0.0, seed=0, **audio):
+    """Non-streamed: the whole sequence through the thinker at every position (no cache, the model's
+    own position ids), the format cursor's constraints, the same sampler. Returns (tokens, logits)."""
+    cur = cursor_for(fmt, Schedule(), ids)
+    gen = torch.Generator().manual_seed(seed)
+    tokens, logits = [], []
+    with torch.no_grad():
+        while not cur.done and len(tokens) < n:
+            x = torch.tensor([prompt + tokens])
+            lg = model.thinker(input_ids=x, attention_mask=torch.ones_like(x), **audio).logits[0, -1]
+            forced = cur.forced_token()
+            tok = forced if forced is not None else choose(lg, torch.tensor(sorted(cur.banned())), temperature, gen)
+            cur.advance(tok)
+            tokens.append(tok)
+            logits.append(lg)
+    return tokens, logits
+
+
+def roles_of(tokens, fmt, ids):
+    cur = cursor_for(fmt, Schedule(), ids)
+    return [cur.advance(t).role for t in tokens]
+
+
+def audio_inputs(engine, wave):
+    from models.audio import audio_prompt, log_mel, n_audio_tokens
+
+    feats, mask = log_mel(wave, 16000)
+    return audio_prompt(engine.tokenizer, n_audio_tokens(feats.shape[1])), {
+        "input_features": feats[None], "feature_attention_mask": mask[None]}
+
+
+def events_of(session):
+    return list(session)
+
+
+def comparable(events):
+    """Events without wall-clock numbers."""
+    out = []
+    for e in events:
+        if isinstance(e, DoneEvent):
+            t = {k: v for k, v in e.timings.items() if "seconds" not in k and k not in ("tokens_per_s", "audio_gaps")}
+            out.append((e.response, e.reasoning, e.finish_reason, t))
+        else:
+            out.append(e)
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["tis", "think_first"])
+@pytest.mark.parametrize("prompt_kind", ["text", "audio"])
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_session_text_equals_non_streamed_decode(trained, fmt, prompt_kind, temperature):
+    engine, questions, wave = trained
+    ids, model = engine.ids, engine.model
+    if prompt_kind == "text":
+        prompt, audio = text_prompt(engine.tokenizer, questions[0]), {}
+        source = {"text": questions[0]}
+    else:
+        prompt, audio = audio_inputs(engine, wave)
+        source = {"audio": (wave, 16000)}
+    n = 160
+    ref, ref_logits = reference_decode(model, prompt, fmt, ids, n, temperature, seed=5, **audio)
+    # Thinker level: the streamed state's logits at every position.
+    st = prefill(model.thinker, prompt, cursor_for(fmt, Schedule(), ids), max_new_tokens=n, temperature=temperature,
+                 generator=torch.Generator().manual_seed(5), **audio)
+    got = []
+    while not st.done:
+        out = step(model.thinker, st)
+        torch.testing.assert_close(out.logits, ref_logits[out.index], rtol=1e-4, atol=1e-4)
+        got.append(out.token)
+    assert got == ref and len(ref) >= MIN_POSITIONS
+    # Session level: the same text, as deltas that concatenate to the answer.
+    events = events_of(engine.session(**source, options=Options(fmt=fmt, max_new_tokens=n, temperature=temperature,
+                                                               seed=5, audio=False)))
+    done = events[-1]
+    assert isinstance(done, DoneEvent) and sum(isinstance(e, (DoneEvent, ErrorEvent)) for e in events) == 1
+    split = deinterleave(ref, ids, Schedule(), fmt)
+    dec = lambda t: engine.tokenizer.decode(t, skip_special_tokens=True, clean_up_tokenization_spaces=False)  # noqa: E731
+    assert done.response == dec(split.response) and done.reasoning == dec(split.reasoning)
+    assert "".join(e.delta for e in events if isinstance(e, TextEvent)) == done.response
+    assert "".join(e.delta for e in events if isinstance(e, ReasoningEvent)) == done.reasoning
+    assert done.timings["thinker_positions"] == len(ref)
+    assert done.finish_reason == ("eos" if split.ended else "max_new_tokens")
+    assert split.response and split.reasoning  # the trained model writes both streams, not noise
+
+
+def test_trained_model_writes_structure_and_ends(trained):
+    """Both formats end with eos on some question; think-first predicts the <|speak|> that ends its
+    reasoning (the bug: it was never a target, so the baseline reasoned to the limit)."""
+    engine, questions, _ = trained
+    done = {fmt: [events_of(engine.session(text=q, options=Options(fmt=fmt, audio=False, max_new_tokens=200)))[-1]
+                  for q in questions] for fmt in ("tis", "think_first")}
+    for fmt, ends in done.items():
+        assert any(d.finish_reason == "eos" and d.response and d.reasoning for d in ends), fmt
+    first_text = [d.timings["positions_to_first_text"] for d in done["think_first"] if d.response]
+    assert first_text and all(p > 2 for p in first_text)  # think-first speaks only after reasoning
+    assert all(d.timings["positions_to_first_text"] <= 3 for d in done["tis"])  # TiS speaks at once
+
+
+@pytest.mark.parametrize("fmt,temperature", [("tis", 0.0), ("tis", 0.8), ("think_first", 0.0)])
+def test_session_audio_equals_whole_sequence_talker(trained, fmt, temperature):
+    engine, questions, _ = trained
+    model, codec, ids = engine.model, engine.codec, engine.ids
+    opts = Options(fmt=fmt, temperature=temperature, seed=3, max_new_tokens=160, max_audio_seconds=4.0)
+    session = engine.session(text=questions[1], options=opts)
+    events = events_of(session)
+    done = events[-1]
+    assert isinstance(done, DoneEvent), done
+    chunks = [e for e in events if isinstance(e, AudioEvent)]
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    assert [c.offset for c in chunks] == list(np.cumsum([0] + [c.samples for c in chunks[:-1]]))
+    pcm = b"".join(c.pcm16 for c in chunks)
+    # Whole sequence: the session's thinker tokens, teacher-forced; the talker after all of it.
+    tokens, _ = reference_decode(model, text_prompt(engine.tokenizer, questions[1]), fmt, ids, 160, temperature, 3)
+    prompt = text_prompt(engine.tokenizer, questions[1])
+    x = torch.tensor([prompt + tokens])
+    roles = [[Role.PROMPT] * len(prompt) + roles_of(tokens, fmt, ids)]
+    hidden, embeds = thinker_states(model, input_ids=x, attention_mask=torch.ones_like(x))
+    cap = int(opts.max_audio_seconds * codec.frame_rate) * codec.codebooks
+    flat = generate_codes(model, hidden, embeds, roles, max_new_tokens=cap, codebook_sizes=codec.codebook_sizes,
+                          do_sample=temperature > 0, temperature=temperature, top_k=TALKER_TOP_K,
+                          generator=torch.Generator().manual_seed(3 + TALKER_SEED_OFFSET))
+    from models.wave import to_pcm16
+
+    whole = to_pcm16(codec.decode(codec.unflatten(flat, strict=False)))
+    assert len(flat) >= 20 * codec.codebooks  # at least 20 frames compared
+    assert pcm == whole
+    t = done.timings
+    assert t["audio_seconds"] == pytest.approx(len(whole) / 2 / codec.sample_rate, abs=1e-3)
+    assert t["talker_steps"] == len(flat) + (1 if len(flat) < cap else 0)
+    if fmt == "tis":  # the goal: first audio after <= 12 thinker positions and <= 40 talker steps
+        assert t["positions_to_first_audio"] <= 12 and t["talker_steps_to_first_audio"] <= 40
+    # Frame f waits for thinker position first-response + f (or for the thinker's end): think-first
+    # speaks only once its response starts.
+    first_response = roles[0].index(Role.RESPONSE) - len(prompt)
+    assert t["positions_to_first_audio"] == min(first_response + codec.stream.first_frames, len(tokens))
+    assert t["talker_steps_to_first_audio"] == codec.stream.first_frames * codec.codebooks
+
+
+def test_sessions_stepped_alternately_equal_each_alone(trained):
+    engine, questions, wave = trained
+    a = dict(text=questions[1], options=Options(temperature=0.8, seed=1, max_new_tokens=120, max_audio_seconds=2.0))
+    b = dict(audio=(wave, 16000), options=Options(fmt="think_first", temperature=0.8, seed=2, max_new_tokens=120,
+                                                  max_audio_seconds=2.0))
+    alone_a, alone_b = events_of(engine.session(**a)), events_of(engine.session(**b))
+    sa, sb = engine.session(**a), engine.session(**b)
+    got_a, got_b = [], []
+    while not (sa.done and sb.done):
+        got_a += sa.step()
+        got_b += sb.step()
+        got_b += sb.step()  # uneven turns
+    assert comparable(got_a) == comparable(alone_a) and comparable(got_b) == comparable(alone_b)
+    assert sum(isinstance(e, AudioEvent) for e in got_a) >= 3 and got_a[-1].timings["thinker_positions"] >= 20
+
+
+def test_session_sets_nothing_on_the_model(trained):
+    """Qwen keeps rope_deltas on the module between calls (a generate() or a training forward sets
+    them); a session must neither read nor write them, nor anything else on the model."""
+    engine, questions, _ = trained
+    model = engine.model
+    opts = Options(max_new_tokens=40, max_audio_seconds=1.0)
+    model.thinker.model.rope_deltas, model.talker.rope_deltas = None, None
+    before = comparable(events_of(engine.session(text=questions[0], options=opts)))
+    assert model.thinker.model.rope_deltas is None and model.talker.rope_deltas is None
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    stale = torch.tensor([[1000]])  # as a generate() on another prompt leaves them
+    model.thinker.model.rope_deltas, model.talker.rope_deltas = stale, stale
+    try:
+        assert comparable(events_of(engine.session(text=questions[0], options=opts))) == before
+        assert model.thinker.model.rope_deltas is stale and model.talker.rope_deltas is stale
+    finally:
+        model.thinker.model.rope_deltas, model.talker.rope_deltas = None, None
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert not model.training
+
+
+def test_work_per_step_is_bounded(trained):
+    """While thinking, a step makes at most the one frame its position made due; after the thinker
+    ends, one frame per step (so a caller interleaving sessions is never stuck in one)."""
+    engine, questions, _ = trained
+    n = engine.codec.codebooks
+    s = engine.session(text=questions[0], options=Options(max_new_tokens=60, max_audio_seconds=3.0))
+    steps_after = 0
+    while not s.done:
+        thinking, before = s.thinking, s.talker_steps
+        s.step()
+        assert s.talker_steps - before <= n
+        steps_after += not thinking
+    assert s.positions == 60 and steps_after >= 40  # 3 s of audio: most frames come after the thinker's 60
+
+
+def test_same_seed_same_events_other_seed_other_events(trained):
+    engine, questions, _ = trained
+    run = lambda seed: comparable(events_of(engine.session(  # noqa: E731
+        text=questions[1], options=Options(temperature=1.0, seed=seed, max_new_tokens=60, max_audio_seconds=1.0))))
+    assert run(4) == run(4) and run(4) != run(9)
+
+
+def test_text_only_and_reasoning_switch(trained):
+    engine, questions, _ = trained
+    events = events_of(engine.session(text=questions[0], options=Options(audio=False, reasoning=False)))
+    assert not any(isinstance(e, (AudioEvent, ReasoningEvent)) for e in events)
+    t = events[-1].timings
+    assert t["talker_steps"] is None and t["audio_gaps"] is None and t["positions_to_first_audio"] is None
+    assert events[-1].reasoning  # reasoning still decoded for the answer, just not streamed
+    assert set(t) >= {"thinker_positions", "talker_steps", "response_tokens", "reasoning_tokens",
+                      "positions_to_first_text", "seconds_to_first_text", "positions_to_first_audio",
+                      "talker_steps_to_first_audio", "seconds_to_first_audio", "audio_seconds", "audio_gaps",
+                      "seconds", "tokens_per_s"}
+
+
+def test_max_new_tokens_and_lifecycle(trained):
+    engine, questions, _ = trained
+    s = engine.session(text=questions[0], options=Options(fmt="think_first", max_new_tokens=5, audio=False))
+    events = events_of(s)
+    assert s.done and events[-1].finish_reason == "max_new_tokens" and events[-1].timings["thinker_positions"] == 5
+    assert s.step() == []  # done: nothing more
+    s.close()
+    s.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        s.step()
+    s2 = engine.session(text=questions[0], options=Options(audio=False))
+    s2.step()
+    s2.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        list(s2)
+
+
+def test_error_becomes_one_error_event(trained, monkeypatch):
+    engine, questions, _ = trained
+    import models.decode
+
+    s = engine.session(text=questions[0], options=Options(audio=False))
+    s.step()
+
+    def broken(*a, **k):
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(models.decode, "step", broken)
+    events = list(s)
+    assert len(events) == 1 and isinstance(events[0], ErrorEvent) and "device lost" in events[0].message
+    assert s.done
+
+
+def test_events_to_dict_json_safe():
+    import base64
+
+    ev = [TextEvent("Th", 1), ReasoningEvent(" 3+4", 4, 0), AudioEvent(b"\x01\x00\xff\x7f", 16000, 0, 0),
+          DoneEvent("Th", " 3+4", {"seconds": 0.1}), ErrorEvent("bad")]
+    dicts = [json.loads(json.dumps(e.to_dict())) for e in ev]
+    assert [d["type"] for d in dicts] == ["text", "reasoning", "audio", "done", "error"]
+    assert base64.b64decode(dicts[2]["pcm16"]) == b"\x01\x00\xff\x7f" and ev[2].samples == 2
+
+
+def test_detokenizer_never_splits_characters(tokenizer):
+    text = "Zoë paid 3€ for 2 crêpes 🙂, the answer is 6."
+    ids = encode(tokenizer, text)
+    assert len(ids) > len(text.split())  # byte-level pieces: multi-byte characters span tokens
+    d = _Detokenizer(tokenizer)
+    deltas = [d.push(t) for t in ids] + [d.flush()]
+    assert all("\ufffd" not in x for x in deltas)
+    assert "".join(deltas) == d.text == text
+
+
+def test_text_deltas_with_a_scripted_thinker(trained, monkeypatch):
+    """Deltas concatenate to the answer, even when max_new_tokens cuts a character in half (the held
+    bytes come out at the end), and reasoning deltas carry their block."""
+    import models.decode
+    from models.decode import ThinkerStep
+
+    engine = trained[0]
+    tok, ids = engine.tokenizer, engine.ids
+    resp, reas = encode(tok, "Zoë pays 3€ 🙂"), encode(tok, "3 + 0 = 3")
+    lay = build("tis", [], resp, reas, ids, Schedule(2, 1), delay_eos=True)
+    script = lay.input_ids
+    cut = max(i for i, (t, r) in enumerate(zip(script, lay.roles)) if r is Role.RESPONSE and t == resp[-2]) + 1
+    assert tok.decode(resp[:-1]).endswith("\ufffd")  # the emoji's last byte is missing at the cut
+
+    def scripted(thinker, state, need_hidden=True):
+        t = script[len(state.generated)]
+        placed = state.cursor.advance(t)
+        state.generated.append(t)
+        state.done = state.cursor.done or len(state.generated) >= state.max_new_tokens
+        return ThinkerStep(len(state.generated) - 1, t, placed, False, state.logits, None)
+
+    monkeypatch.setattr(models.decode, "step", scripted)
+    events = events_of(engine.session(text="hi", options=Options(speak=2, think=1, max_new_tokens=cut,
+                                                                 audio=False)))
+    done = events[-1]
+    got = [e.delta for e in events if isinstance(e, TextEvent)]
+    assert "".join(got) == done.response == tok.decode(resp[:-1], clean_up_tokenization_spaces=False)
+    assert all("\ufffd" not in d for d in got[:-1])  # only the cut-off tail may hold a replacement character
+    reasoning = [e for e in events if isinstance(e, ReasoningEvent)]
+    placed = deinterleave(script[:cut], ids, Schedule(2, 1))
+    assert "".join(e.delta for e in reasoning) == done.reasoning == tok.decode(placed.reasoning) != ""
+    assert [e.block for e in reasoning] == [lay.input_ids[: e.position + 1].count(ids.speak) - 1 for e in reasoning]
+    assert done.finish_reason == "max_new_tokens" and done.timings["response_tokens"] == len(resp) - 1
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(fmt="both"), "fmt"), (dict(speak=0), "speak"), (dict(think=-1), "speak and think"),
+    (dict(max_new_tokens=0), "max_new_tokens"), (dict(temperature=-0.1), "temperature"),
+    (dict(seed=-1), "seed"), (dict(speak=2.5), "integer"), (dict(audio="yes"), "audio"),
+    (dict(max_audio_seconds=0), "max_audio_seconds"), (dict(talker_temperature=-1), "talker_temperature"),
+])
+def test_options_validation(bad, match):
+    with pytest.raises(ValueError, match=match):
+        Options(**bad)
+
+
+def test_session_input_errors(tokenizer, tiny_model, trained):
+    engine = trained[0]
+    text_only = Engine(copy.deepcopy(tiny_model), tokenizer)
+    assert text_only.sample_rate is None and engine.sample_rate == 16000
+    with pytest.raises(ValueError, match="no codec"):
+        text_only.session(text="What is 2 plus 2?")
+    with pytest.raises(ValueError, match="exactly one"):
+        engine.session()
+    with pytest.raises(ValueError, match="exactly one"):
+        engine.session(text="hi", audio=(np.zeros(16000, np.float32), 16000))
+    with pytest.raises(ValueError, match="non-empty"):
+        engine.session(text="  ")
+    with pytest.raises(ValueError, match="sample rate"):
+        engine.session(audio=(np.zeros(16000, np.float32), 0))
+    with pytest.raises(ValueError, match="too short"):
+        engine.session(audio=(np.zeros(10, np.float32), 16000))
+    with pytest.raises(ValueError, match="tuple"):
+        engine.session(audio=np.zeros(16000, np.float32))
+    with pytest.raises(ValueError, match="mono"):
+        engine.session(audio=(np.zeros((2, 3, 4), np.float32), 16000))
+
+
+def test_spoken_prompt_at_another_rate_is_resampled(trained):
+    from models.wave import resample
+
+    engine, _, wave = trained
+    opts = Options(audio=False, max_new_tokens=20)
+    a = events_of(engine.session(audio=(wave, 16000), options=opts))[-1]
+    b = events_of(engine.session(audio=(resample(wave, 16000, 24000), 24000), options=opts))[-1]
+    assert isinstance(a, DoneEvent) and isinstance(b, DoneEvent)
+    assert a.timings["thinker_positions"] == b.timings["thinker_positions"] == 20
+
+
+def test_load_from_checkpoint_dir_and_warmup(trained, tmp_path):
+    from models.omni import save
+
+    engine = trained[0]
+    save(engine.model, tmp_path / "step" / "model")
+    engine.tokenizer.save_pretrained(str(tmp_path / "step" / "tokenizer"))
+    engine.codec.save(tmp_path / "codec")
+    loaded = Engine.load(tmp_path / "step", tmp_path / "codec", device="cpu")
+    loaded.warmup()
+    opts = Options(max_new_tokens=40, max_audio_seconds=1.0)
+    q = trained[1][0]
+    assert comparable(events_of(loaded.session(text=q, options=opts))) == comparable(
+        events_of(engine.session(text=q, options=opts)))
+    with pytest.raises(FileNotFoundError, match="model checkpoint"):
+        Engine.load(tmp_path / "nope")
