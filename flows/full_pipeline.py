@@ -94,10 +94,9 @@ def push(remote_url: str, remote: str) -> str:
 def _start_parent_run(experiment: str, name: str):
     import mlflow
 
-    from tasks.core.tracking import tracking_uri
+    from tasks.core.tracking import use_experiment
 
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(experiment)
+    use_experiment(experiment)
     return mlflow.start_run(run_name=name, tags={"pipeline": "full-pipeline"})
 
 
@@ -143,8 +142,27 @@ def full_pipeline(stages: list[str] | None = None, push_remote: bool = True) -> 
         mlflow.end_run(status)
     for r in results:
         logger.info("%-24s %-8s %6.1fs", r["stage"], r["status"], r["seconds"])
+    publish_report()
     _write_results(results, time.time() - t0)
     return results
+
+
+REPORT_TABLE = ROOT / "reports" / "compare" / "table.json"  # written by the compare stage
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def publish_report(path: Path = REPORT_TABLE) -> str | None:
+    """Show the evaluation's TiS vs think-first table on the flow run (a Prefect table artifact)."""
+    from prefect.artifacts import create_table_artifact
+
+    if not path.exists():
+        get_run_logger().info("no %s yet (the compare stage writes it); no table artifact", path.relative_to(ROOT))
+        return None
+    table = json.loads(path.read_text())
+    rows = [dict(zip(table["columns"], row)) for row in table["rows"]]
+    return str(create_table_artifact(key="tis-vs-think-first", table=rows,
+                                     description="Spoken-MQA (or its offline proxy): TiS against the think-first "
+                                                 "baseline, per split (reports/compare/table.md)"))
 
 
 def _write_results(results: list[dict], seconds: float) -> None:

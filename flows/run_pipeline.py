@@ -122,6 +122,10 @@ def main() -> int:
     if rc not in (0, 130):
         said = f"{r.stdout[-2000:]}\n{r.stderr[-2000:]}" if r is not None else f"see {log_path}"
         print(f"[pipeline] FAILED (exit {rc}). prefect said:\n{said}")
+    table = ROOT / "reports" / "compare" / "table.md"
+    if rc == 0 and table.exists():
+        print(f"[pipeline] TiS vs think-first ({table.relative_to(ROOT)}):")
+        print(table.read_text().rstrip())
     print(f"[pipeline] Prefect UI: {PREFECT.ui}" + (f"/runs/flow-run/{flow_run}" if flow_run else ""))
     print(f"[pipeline] MLflow UI:  {MLFLOW.ui}  (experiment 'omni-tis')")
     print("[pipeline] servers keep running for browsing; `make stop` ends them")

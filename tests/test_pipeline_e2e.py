@@ -8,6 +8,7 @@ copy of the repository with tiny params, on free loopback ports.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -29,8 +30,23 @@ def _free_port() -> int:
 
 
 def _run(cmd: list[str], repo: Path, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
-    return r
+    return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _kill_leftovers(repo: Path) -> list[str]:
+    """Kill every process still running in the throwaway repository (a served flow, a DVC stage, a
+    server): whatever happened in the test, nothing it started outlives it."""
+    import psutil
+
+    gone = []
+    for proc in psutil.process_iter(["pid", "cwd", "cmdline"]):
+        try:
+            if proc.info["cwd"] and Path(proc.info["cwd"]).is_relative_to(repo) and proc.pid != os.getpid():
+                gone.append(" ".join(proc.info["cmdline"] or [])[:80])
+                proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return gone
 
 
 def _pipeline(repo: Path, env: dict) -> dict:
@@ -54,8 +70,13 @@ def servers_env(tiny_repo, tmp_path):
                    MLFLOW_TRACKING_URI_TEST=f"http://127.0.0.1:{mlflow_port}")
     write_params(tiny_repo, {"dvc": {"remote_url": str(tmp_path / "remote")}})
     subprocess.run(["git", "commit", "-qam", "remote"], cwd=tiny_repo, check=True)
-    yield env
-    _run([sys.executable, "-m", "flows.servers", "stop"], tiny_repo, env, timeout=120)
+    try:
+        yield env
+    finally:
+        try:
+            _run([sys.executable, "-m", "flows.servers", "stop"], tiny_repo, env, timeout=120)
+        finally:
+            _kill_leftovers(tiny_repo)
 
 
 def test_make_pipeline_path_end_to_end(tiny_repo, servers_env, tmp_path):
@@ -76,13 +97,15 @@ def test_make_pipeline_path_end_to_end(tiny_repo, servers_env, tmp_path):
         if s not in ("init_model", "synthesize", "codec"):
             assert (repo / "metrics" / f"{s}.json").exists() and (repo / "metrics" / f"{s}_loss.png").exists()
 
-    # MLflow: one parent run, a child per stage, params and a loss history.
+    # MLflow: a model-training experiment; one parent run, a child per stage, params and a loss history,
+    # datasets and upstream checkpoints as run inputs with DVC's hashes.
     import mlflow
     from mlflow.tracking import MlflowClient
 
     # Through the running MLflow server, as a user browsing the UI would (its store is repo/mlflow.db).
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI_TEST"])
     exp = client.get_experiment_by_name("omni-tis")
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("pipeline") == "full-pipeline"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -94,6 +117,11 @@ def test_make_pipeline_path_end_to_end(tiny_repo, servers_env, tmp_path):
     assert len(hist) >= 3 and hist[-1].value < hist[0].value
     arts = [a.path for a in client.list_artifacts(tt.info.run_id, "plots")]
     assert any(a.endswith(".png") for a in arts)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    inputs = {d.dataset.name: d.dataset.digest for d in client.get_run(tt.info.run_id).inputs.dataset_inputs}
+    data_md5 = next(o["md5"] for o in lock["synthesize"]["outs"] if o["path"] == "data/synthesize")
+    assert inputs.get("data/synthesize") == data_md5.removesuffix(".dir"), inputs
+    assert "checkpoints/pretrain" in inputs
     del mlflow
 
     # 2. Nothing changed: DVC skips every stage.
@@ -101,13 +129,16 @@ def test_make_pipeline_path_end_to_end(tiny_repo, servers_env, tmp_path):
     assert set(_status(second).values()) == {"skipped"}
     assert second["seconds"] < 60, f"no-op pipeline took {second['seconds']}s"
 
-    # 3. A text_tis param changes: text_tis and what is downstream of it rerun, nothing upstream.
+    # 3. A text_tis param changes: text_tis and everything downstream of it rerun, nothing upstream.
     data = yaml.safe_load((repo / "params.yaml").read_text())
     write_params(repo, {"text_tis": {"lr": data["text_tis"]["lr"] / 2}})
     third = _status(_pipeline(repo, env))
-    upstream = {"init_model", "synthesize", "codec", "align", "pretrain"} & set(stages)
-    assert all(third[s] == "skipped" for s in upstream), third
-    assert third["text_tis@tis"] == third["text_tis@think_first"] == "ran", third
+    upstream = {"init_model", "synthesize", "codec", "align", "pretrain"}
+    assert upstream <= set(stages)
+    assert {s: third[s] for s in upstream} == {s: "skipped" for s in upstream}, third
+    downstream = [s for s in stages if s not in upstream]
+    assert {"text_tis@tis", "acoustic_tis@think_first", "talker@tis"} <= set(downstream)
+    assert {s: third[s] for s in downstream} == {s: "ran" for s in downstream}, third
 
     # 4. The pipeline pushed to the DVC remote: another clone pulls datasets and checkpoints.
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)

@@ -214,3 +214,43 @@ def test_ds_config_follows_params():
     assert c["train_batch_size"] == 2 * 4 * 8 and c["bf16"]["enabled"] is True
     assert c["gradient_clipping"] == t.grad_clip
     assert ds_config(replace(t, precision="fp32"), 1, 1)["bf16"]["enabled"] is False
+
+
+def test_trainer_talker_loss_sees_only_response_positions(tiny, monkeypatch):
+    """Through the trainer's own talker loss (real batch from StageData + collate, real roles): the
+    thinker's states at every prompt, control, reasoning and batch-padding position of every sample
+    replaced by noise at once -> the same loss; one response position perturbed -> another loss."""
+    import torch
+    from transformers import Qwen2_5OmniForConditionalGeneration
+
+    import models.talker as talker
+    from models.losses import talker_loss_sum
+    from tasks.core.examples import collate
+
+    data = _data(tiny, "talker")
+    batch = collate(data.load_features([data.example(i) for i in range(3)]), tiny.tok.pad_token_id)
+    roles = batch["roles"]
+    assert {int(Role.PROMPT), int(Role.CONTROL), int(Role.REASONING), -1} <= set(roles.unique().tolist())
+    model = Qwen2_5OmniForConditionalGeneration.from_pretrained(str(tiny.init / "model"), dtype=torch.float32).eval()
+    real = talker.thinker_states
+    g = torch.Generator().manual_seed(0)
+
+    def noisy(where):
+        def states(model, **kw):
+            h, e = real(model, **kw)
+            h, e = h.clone(), e.clone()
+            h[where] = torch.randn(h[where].shape, generator=g) * 3
+            e[where] = torch.randn(e[where].shape, generator=g) * 3
+            return h, e
+        return states
+
+    with torch.no_grad():
+        base = talker_loss_sum(model, batch, codebooks=data.codes.codebooks)
+        monkeypatch.setattr(talker, "thinker_states", noisy(roles != int(Role.RESPONSE)))
+        other = talker_loss_sum(model, batch, codebooks=data.codes.codebooks)
+        one = torch.zeros_like(roles, dtype=torch.bool)
+        one[1, (roles[1] == int(Role.RESPONSE)).nonzero()[3]] = True
+        monkeypatch.setattr(talker, "thinker_states", noisy(one))
+        moved = talker_loss_sum(model, batch, codebooks=data.codes.codebooks)
+    assert torch.equal(base, other)
+    assert abs(float(moved) - float(base)) > 1e-2, (float(base), float(moved))

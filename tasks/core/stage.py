@@ -9,8 +9,9 @@ A stage module defines ``STAGE`` (its name in dvc.yaml, params.yaml, MLflow and 
 
 ``stage_main`` parses the CLI (``--format`` for format-dependent stages; the ``--local_rank`` the
 deepspeed launcher passes), loads params.yaml, opens the MLflow child run (rank 0 only) with those
-params logged, calls the work, writes ``metrics/<name>.json`` (DVC metrics) atomically, and logs
-metrics, artifacts and tables to the run.
+params and its input datasets/checkpoints (with DVC's hashes as digests) logged, calls the work,
+writes ``metrics/<name>.json`` (DVC metrics) atomically, and logs metrics, artifacts and tables to
+the run.
 """
 
 from __future__ import annotations
@@ -68,9 +69,10 @@ def record(result: StageResult, name: str, tracker, metrics_dir: Path | None = N
 
 
 def stage_main(stage: str, params: list[str], work: Callable[[Params, str | None, Any], StageResult],
-               argv: list[str] | None = None, per_format: bool = False, description: str | None = None) -> StageResult:
+               argv: list[str] | None = None, per_format: bool = False, description: str | None = None,
+               context: str = "training") -> StageResult:
     """CLI of a stage module: ``python -m tasks.<stage> [--format tis|think_first]``."""
-    from tasks.core.tracking import is_rank0, stage_run
+    from tasks.core.tracking import dvc_inputs, is_rank0, stage_run
 
     ap = argparse.ArgumentParser(prog=f"python -m tasks.{stage}", description=description or f"Run the {stage} stage.")
     if per_format:
@@ -82,7 +84,9 @@ def stage_main(stage: str, params: list[str], work: Callable[[Params, str | None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     p = load_params()
     name = run_name(stage, fmt)
-    with stage_run(name, p.mlflow.experiment, {**params_of(p, params), "format": fmt}) as tr:
+    # The run lists what it read (dvc.yaml deps under data/, checkpoints/, reports/) with DVC's hashes.
+    with stage_run(name, p.mlflow.experiment, {**params_of(p, params), "format": fmt},
+                   inputs=dvc_inputs(stage, fmt), context=context) as tr:
         result = work(p, fmt, tr)
         if is_rank0():
             record(result, name, tr)

@@ -102,6 +102,20 @@ class Tracker:
             except Exception as e:  # noqa: BLE001 - the table is a view; the data is on disk
                 log.warning("could not log table %s to MLflow (%s)", artifact_file, e)
 
+    def dataset(self, path: str, digest: str | None, context: str) -> None:
+        """Log a dataset or checkpoint directory as a run input (name = its path, digest = DVC's hash)."""
+        if self.run:
+            import mlflow
+            from mlflow.data.dataset_source_registry import resolve_dataset_source
+            from mlflow.data.meta_dataset import MetaDataset
+
+            try:
+                ds = MetaDataset(resolve_dataset_source(str(ROOT / path)), name=path,
+                                 digest=(digest or "unversioned").removesuffix(".dir")[:36])
+                mlflow.log_input(ds, context=context)
+            except Exception as e:  # noqa: BLE001 - lineage is a view; the stage's work is done
+                log.warning("could not log input %s to MLflow (%s)", path, e)
+
     def tags(self, values: dict[str, str]) -> None:
         if self.run:
             import mlflow
@@ -109,22 +123,64 @@ class Tracker:
             mlflow.set_tags(values)
 
 
+EXPERIMENT_KIND = "custom_model_development"  # MLflow 3 opens such experiments on the model-training view
+
+
+def use_experiment(name: str) -> str:
+    """Point MLflow at the tracking store and ``name`` (created as a model-training experiment, not
+    MLflow 3's default GenAI overview); returns its id."""
+    import mlflow
+
+    _quiet()
+    mlflow.set_tracking_uri(tracking_uri())
+    exp = mlflow.set_experiment(name)
+    if exp.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND:
+        mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
+    return exp.experiment_id
+
+
+DATA_ROOTS = ("data/", "checkpoints/", "reports/")
+
+
+def dvc_inputs(stage: str, fmt: str | None = None, root: Path = ROOT) -> list[tuple[str, str | None]]:
+    """The data and checkpoint deps of a dvc.yaml stage, each with DVC's hash from dvc.lock (None where
+    DVC has not recorded it, e.g. a stage run by hand before any ``dvc repro``)."""
+    import yaml
+
+    dvc_yaml = root / "dvc.yaml"
+    if not dvc_yaml.exists():
+        return []
+    st = (yaml.safe_load(dvc_yaml.read_text()).get("stages") or {}).get(stage) or {}
+    deps = [d if isinstance(d, str) else next(iter(d)) for d in st.get("deps", [])]
+    deps = [d.replace("${item.format}", fmt or "") for d in deps if d.startswith(DATA_ROOTS)]
+    hashes: dict[str, str] = {}
+    lock = root / "dvc.lock"
+    if lock.exists():
+        for entry in (yaml.safe_load(lock.read_text()).get("stages") or {}).values():
+            for item in (entry.get("outs") or []) + (entry.get("deps") or []):
+                if item.get("md5"):
+                    hashes.setdefault(item["path"], item["md5"])
+    return [(d, hashes.get(d)) for d in deps]
+
+
 @contextlib.contextmanager
-def stage_run(stage: str, experiment: str, params: dict[str, Any] | None = None) -> Iterator[Tracker]:
-    """A child MLflow run named after the stage (no run on ranks other than 0)."""
+def stage_run(stage: str, experiment: str, params: dict[str, Any] | None = None,
+              inputs: list[tuple[str, str | None]] | None = None, context: str = "training") -> Iterator[Tracker]:
+    """A child MLflow run named after the stage (no run on ranks other than 0). ``inputs``: the
+    datasets/checkpoints it reads, as (path, DVC hash), logged as the run's dataset inputs."""
     if not is_rank0() or os.environ.get("OMNI_TIS_MLFLOW", "1") == "0":
         yield Tracker(None)
         return
     import mlflow
 
-    _quiet()
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(experiment)
+    use_experiment(experiment)
     parent = os.environ.get(PARENT_ENV) or None
     with mlflow.start_run(run_name=stage, tags={"stage": stage}, parent_run_id=parent) as run:
         tracker = Tracker(run)
         if params:
             tracker.params(params)
+        for path, digest in inputs or []:
+            tracker.dataset(path, digest, context)
         try:
             yield tracker
         except BaseException:
