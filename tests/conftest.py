@@ -37,6 +37,7 @@ TINY_OVERRIDES = {
     "text_tis": {"steps": 6, "batch_size": 4, "warmup_steps": 1},
     "acoustic_tis": {"steps": 4, "batch_size": 4, "warmup_steps": 1},
     "talker": {"steps": 3, "batch_size": 2, "warmup_steps": 1},
+    "evaluate": {"limit_per_split": 2, "audio_per_split": 1, "sweep_per_split": 1, "max_audio_seconds": 2.0},
 }
 
 
@@ -70,7 +71,7 @@ def copy_repo(dst: Path) -> Path:
         src = ROOT / f
         if not src.is_file():
             continue
-        if f.startswith(("data/", "checkpoints/", "metrics/")) and not f.endswith(".gitignore"):
+        if f == "dvc.lock" or f.startswith(("data/", "checkpoints/", "metrics/", "reports/")) and not f.endswith(".gitignore"):
             continue
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst / f)
