@@ -134,6 +134,14 @@ print("RESULT " + json.dumps({"steps_per_s": steps / res.seconds, "loop_seconds"
 """
 
 
+def child_env() -> dict[str, str]:
+    """Our environment without the rank variables the in-process run left (the child would reuse its port)."""
+    import os
+
+    drop = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
 def scaling(tiny, stage: str, steps: int, batch: int, sizes=(2_000, 200_000)) -> dict:
     runs = {}
     with tempfile.TemporaryDirectory() as d:
@@ -142,7 +150,8 @@ def scaling(tiny, stage: str, steps: int, batch: int, sizes=(2_000, 200_000)) ->
             data = repeated_dataset(tiny.data, Path(d) / f"rows{n}", n)
             made = time.time() - t0
             r = subprocess.run([sys.executable, "-c", CHILD, stage, str(data), str(Path(d) / f"out{n}"), str(steps),
-                                str(batch), str(tiny.init), str(tiny.codec)], capture_output=True, text=True, cwd=ROOT)
+                                str(batch), str(tiny.init), str(tiny.codec)], capture_output=True, text=True, cwd=ROOT,
+                               env=child_env())
             line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
             if r.returncode or line is None:
                 raise RuntimeError(f"scaling run with {n} rows failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")

@@ -30,7 +30,7 @@ from tasks.core.params import ROOT, Params, SynthesizeParams
 from tasks.core.stage import StageResult, stage_main
 
 STAGE = "synthesize"
-PARAMS = ["synthesize", "schedule"]
+PARAMS = ["synthesize", "schedule.speak", "schedule.think"]  # not schedule.mix: training draws those
 OUT = ROOT / "data" / STAGE
 TOKENIZER = ROOT / "checkpoints" / "init_model" / "tokenizer"
 PROGRESS_EVERY_S = 10.0

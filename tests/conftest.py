@@ -37,7 +37,8 @@ TINY_OVERRIDES = {
     "text_tis": {"steps": 6, "batch_size": 4, "warmup_steps": 1},
     "acoustic_tis": {"steps": 4, "batch_size": 4, "warmup_steps": 1},
     "talker": {"steps": 3, "batch_size": 2, "warmup_steps": 1},
-    "evaluate": {"limit_per_split": 2, "audio_per_split": 1, "sweep_per_split": 1, "max_audio_seconds": 2.0},
+    "evaluate": {"limit_per_split": 2, "audio_per_split": 1, "sweep_per_split": 1, "max_audio_seconds": 2.0,
+                 "max_new_tokens": 96},
 }
 
 
@@ -91,7 +92,9 @@ def write_params(repo: Path, overrides: dict) -> None:
 
 
 def repo_env(repo: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
+    from procs import DIST_VARS
+
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}  # see procs.child_env
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["PYTHONPATH"] = str(repo)
     env.pop("MLFLOW_TRACKING_URI", None)

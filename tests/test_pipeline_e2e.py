@@ -67,7 +67,8 @@ def _status(res: dict) -> dict[str, str]:
 def servers_env(tiny_repo, tmp_path):
     mlflow_port = _free_port()
     env = repo_env(tiny_repo, PREFECT_PORT=str(_free_port()), MLFLOW_PORT=str(mlflow_port), OMNI_TIS_MLFLOW="1",
-                   MLFLOW_TRACKING_URI_TEST=f"http://127.0.0.1:{mlflow_port}")
+                   MLFLOW_TRACKING_URI_TEST=f"http://127.0.0.1:{mlflow_port}", BENTOML_HOME=str(tmp_path / "bentoml"),
+                   OMNI_TIS_CACHE=str(tmp_path / "cache"))
     write_params(tiny_repo, {"dvc": {"remote_url": str(tmp_path / "remote")}})
     subprocess.run(["git", "commit", "-qam", "remote"], cwd=tiny_repo, check=True)
     try:
@@ -93,9 +94,26 @@ def test_make_pipeline_path_end_to_end(tiny_repo, servers_env, tmp_path):
     for s in ("align", "text_tis@tis"):
         m = json.loads((repo / "metrics" / f"{s}.json").read_text())
         assert m["train/loss"] < m["train/first_loss"], f"{s}: loss did not fall: {m}"
+    from tasks.core.stages import STAGES
+
     for s in stages:
-        if s not in ("init_model", "synthesize", "codec"):
-            assert (repo / "metrics" / f"{s}.json").exists() and (repo / "metrics" / f"{s}_loss.png").exists()
+        assert (repo / "metrics" / f"{s}.json").exists(), s
+        if s.split("@")[0] in STAGES:
+            assert (repo / "metrics" / f"{s}_loss.png").exists(), s
+
+    # Evaluation: both formats measured, the comparison table printed by `make pipeline` and posted
+    # on the flow run; the package stage ends with a Bento that carries the TiS model.
+    for fmt in ("tis", "think_first"):
+        m = json.loads((repo / "reports" / "evaluate" / fmt / "metrics.json").read_text())
+        assert 0.0 <= m["overall/accuracy"] <= 1.0 and m["overall/spoken_words"] > 0, m
+        preds = (repo / "reports" / "evaluate" / fmt / "predictions.jsonl").read_text().splitlines()
+        assert preds and all({"question", "gold", "output", "extracted", "correct"} <= json.loads(x).keys()
+                             for x in preds)
+    table = (repo / "reports" / "compare" / "table.md").read_text()
+    assert "TiS vs think-first" in first["stdout"] and table.splitlines()[0] in first["stdout"]
+    package = json.loads((repo / "reports" / "package.json").read_text())
+    assert package["bento_tag"].startswith("omni-tis:") and package["model_tag"].startswith("omni-tis:")
+    assert (tmp_path / "bentoml" / "bentos").is_dir()
 
     # MLflow: a model-training experiment; one parent run, a child per stage, params and a loss history,
     # datasets and upstream checkpoints as run inputs with DVC's hashes.
@@ -111,6 +129,10 @@ def test_make_pipeline_path_end_to_end(tiny_repo, servers_env, tmp_path):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
     assert set(children) == set(stages)
+    assert children["package"].data.tags.get("bentoml.bento") == package["bento_tag"]
+    ev = children["evaluate@tis"]
+    assert "overall/accuracy" in ev.data.metrics
+    assert any(a.path.endswith(".png") for a in client.list_artifacts(ev.info.run_id, "plots"))
     tt = children["text_tis@tis"]
     assert tt.data.params["text_tis.lr"]
     hist = client.get_metric_history(tt.info.run_id, "train/loss")

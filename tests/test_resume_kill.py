@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from procs import kill_tree
+from procs import child_env, kill_tree
 from tasks.core import checkpoint as ck
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def tiny():
 
 
 def _run(tiny, out: Path, log: Path, failpoint: str = "") -> int:
-    env = {**os.environ, "OMNI_TIS_MLFLOW": "0", "PYTHONPATH": str(ROOT), ck.FAILPOINT_ENV: failpoint}
+    env = child_env(OMNI_TIS_MLFLOW="0", PYTHONPATH=str(ROOT), **{ck.FAILPOINT_ENV: failpoint})
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(OVER), str(tiny.data), str(tiny.init), str(out),
                              str(out.parent / "metrics")], stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
                             cwd=ROOT)

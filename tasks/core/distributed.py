@@ -11,6 +11,9 @@ import socket
 from typing import Any
 
 
+SELF_MADE = "OMNI_TIS_SINGLE_RANK"  # the port, when this module made up RANK & co. itself
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -22,9 +25,14 @@ def init_distributed() -> tuple[int, int]:
     import deepspeed
     import torch
 
-    if "RANK" not in os.environ:  # not under a launcher: a single local rank
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(free_port()))
+    inherited = (os.environ.get(SELF_MADE) == os.environ.get("MASTER_PORT", "-") and os.environ.get("WORLD_SIZE") == "1"
+                 and not torch.distributed.is_initialized())
+    if "RANK" not in os.environ or inherited:
+        # Not under a launcher: a single local rank on a free port. (Variables we set in a parent process
+        # that trained in-process are not a launcher's: their port is still bound there.)
+        port = str(free_port())
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                          **{SELF_MADE: port})
     if not torch.distributed.is_initialized():
         if not torch.cuda.is_available() and os.environ.get("WORLD_SIZE") == "1":
             # One CPU rank has no collective to speed up: skip DeepSpeed's shared-memory comm op, which it

@@ -30,8 +30,8 @@ from tasks.core.stages import StageSpec
 log = logging.getLogger("trainer")
 
 # Columns a training stage reads (the dataset contract is tasks/core/dataset.py).
-COLUMNS = ["id", "question", "spoken_question", "response_ids", "reasoning_ids", "min_block",
-           "question_audio", "response_audio"]
+COLUMNS = ["id", "question", "spoken_question", "response", "reasoning", "response_ids", "reasoning_ids",
+           "min_block", "question_audio", "response_audio"]
 
 
 @dataclass
@@ -62,8 +62,32 @@ def uses_audio(index: int, input: str, text_fraction: float, seed: int) -> bool:
     return int.from_bytes(h, "big") / 2**64 >= text_fraction
 
 
+def schedule_for(index: int, epoch: int, schedules, seed: int):
+    """The speak:think schedule row ``index`` trains at in ``epoch`` (``params.schedule.mix``): one of
+    ``schedules``, drawn from a hash of (seed, epoch, index), so every rank and a resumed run draw the
+    same one, and a row meets other ratios in other epochs."""
+    if len(schedules) == 1:
+        return schedules[0]
+    h = hashlib.blake2b(f"{seed}/schedule/{epoch}/{index}".encode(), digest_size=8).digest()
+    return schedules[int.from_bytes(h, "big") % len(schedules)]
+
+
+def min_block_for(row: dict, tok, schedule) -> list[int]:
+    """The drift constraints of ``row``'s response under ``schedule`` (``models.drift``): the dataset
+    stores them for params.yaml's speak:think only, and a number derived in reasoning token j becomes
+    speakable from block ``j // think + 1``, which moves with ``think``."""
+    from models.drift import tokenize_sample
+
+    t = tokenize_sample(tok, row["question"], row["response"], row["reasoning"], schedule)
+    if t.response_ids != list(row["response_ids"]) or t.reasoning_ids != list(row["reasoning_ids"]):
+        raise ValueError(f"sample {row.get('id', '?')}: its response/reasoning text no longer tokenizes to the ids "
+                         "stored by synthesize (was the tokenizer changed?); rerun synthesize (`dvc repro synthesize`)")
+    return t.min_block
+
+
 def body(layout: str, row: dict, prompt: list[int], tok, ids, schedule, fmt: str) -> tuple[list[int], list[bool], list[int]]:
-    """The thinker sequence for a target layout -> (ids, loss mask, roles), prompt included."""
+    """The thinker sequence for a target layout -> (ids, loss mask, roles), prompt included.
+    ``row["min_block"]`` must hold the drift constraints for ``schedule`` (``min_block_for``)."""
     from models.format import Role, build
     from models.tokenizer import encode
 
@@ -147,7 +171,11 @@ class StageData:
         self.rows = RowStore(self.data_dir / f"{split}.parquet", COLUMNS)
         self.tok, self.p, self.spec, self.sp, self.fmt = tokenizer, p, spec, sp, fmt
         self.ids = control_ids(tokenizer)
-        self.schedule = Schedule(p.schedule.speak, p.schedule.think)
+        self.schedule = Schedule(p.schedule.speak, p.schedule.think)  # the one the dataset's min_block is for
+        # TiS rows train at a ratio drawn from schedule.mix (when set); think-first has no ratio.
+        mixed = fmt == "tis" and spec.t.layout == "interleaved" and p.schedule.mix
+        self.schedules = tuple(Schedule(s, t) for s, t in p.schedule.mix) if mixed else (self.schedule,)
+        self.drawn: collections.Counter = collections.Counter()  # (speak, think) -> examples built
         self.text_fraction = getattr(sp, "text_fraction", 0.0)
         self.codes = CodesIndex(Path(codec_dir)) if spec.t.codec else None
         self.cache = FeatureCache(p.trainer.feature_cache_mb if feature_cache_mb is None else feature_cache_mb)
@@ -162,8 +190,9 @@ class StageData:
                              f"with audio (data/synthesize), not {self.data_dir}")
         return self.data_dir / rel
 
-    def example(self, i: int) -> Example | str:
-        """Row ``i`` as an Example without audio features, or the reason it does not fit this stage."""
+    def example(self, i: int, epoch: int = 0) -> Example | str:
+        """Row ``i`` as an Example without audio features, or the reason it does not fit this stage.
+        ``epoch`` picks the row's speak:think ratio when ``schedule.mix`` is set (``schedule_for``)."""
         import soundfile as sf
 
         from models.audio import audio_prompt, mel_frames, n_audio_tokens
@@ -178,12 +207,16 @@ class StageData:
             prompt = audio_prompt(self.tok, n_audio_tokens(mel_frames(info.frames, info.samplerate)))
         else:
             prompt = text_prompt(self.tok, row["question"])
+        schedule = schedule_for(i, epoch, self.schedules, self.p.seed)
+        if schedule != self.schedule:
+            row = {**row, "min_block": min_block_for(row, self.tok, schedule)}
         try:
-            seq, mask, roles = body(self.spec.t.layout, row, prompt, self.tok, self.ids, self.schedule, self.fmt)
+            seq, mask, roles = body(self.spec.t.layout, row, prompt, self.tok, self.ids, schedule, self.fmt)
         except FormatError:
             return "format"
         if len(seq) > self.sp.max_len:
             return "too_long"
+        self.drawn[(schedule.speak, schedule.think)] += 1
         codes = self.codes(row["response_audio"]) if self.codes is not None else None
         labels = [t if m else IGNORE for t, m in zip(seq, mask)]
         return Example(seq, labels, roles, audio, None, codes)
@@ -233,7 +266,7 @@ class BatchStream:
         out: list[Example] = []
         skipped_in_a_row = 0
         while len(out) < self.batch_size:
-            e = self.data.example(self._index(self.cursor))
+            e = self.data.example(self._index(self.cursor), epoch=self.cursor // len(self.data))
             self.cursor += 1
             if isinstance(e, str):
                 self.dropped[e] += 1

@@ -163,10 +163,17 @@ class ScheduleParams:
 
     speak: Int
     think: Int
+    # speak:think ratios the TiS training stages draw from, one per example per epoch (seeded); the
+    # drift constraints are recomputed for the drawn ratio. Empty: every example at speak:think.
+    mix: tuple[tuple[Int, Int], ...]
 
     def __post_init__(self) -> None:
         _check(self.speak >= 1 and self.think >= 1,
                f"schedule needs speak >= 1 and think >= 1, got speak={self.speak} think={self.think}")
+        for pair in self.mix:
+            _check(len(pair) == 2 and min(pair) >= 1,
+                   f"schedule.mix holds [speak, think] pairs, each >= 1; got {list(pair)}")
+        _check(len(set(self.mix)) == len(self.mix), f"schedule.mix lists a ratio twice: {[list(m) for m in self.mix]}")
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -258,6 +265,95 @@ class DvcParams:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class PackageParams:
+    """The `package` stage: the trained TiS model into the BentoML model store, then a Bento."""
+
+    model_name: Str  # BentoML model name (the service loads `<model_name>:<version>`)
+    bento_name: Str  # Bento name (`bentoml serve <bento_name>:latest`)
+
+    def __post_init__(self) -> None:
+        import re
+
+        for k in ("model_name", "bento_name"):
+            _check(bool(re.fullmatch(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?", getattr(self, k))),
+                   f"package.{k} must be a BentoML name (lowercase letters, digits, '.', '_', '-'), "
+                   f"got {getattr(self, k)!r}")
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ServeParams:
+    """The streaming service (service.py): where it listens and what a request may ask."""
+
+    host: Str  # 127.0.0.1 = this machine only; `bentoml serve --host 0.0.0.0` opens it up
+    port: Int
+    token_env: Str  # env var holding a bearer token every API call must send; unset or empty = no auth
+    max_active: Int  # sessions the model steps in turn (1 = one at a time, as moshi); more wait in line
+    admit_ahead_s: Float  # admit another only while every running answer has this much audio in hand
+    max_queue: Int  # requests waiting for a slot; more get 503
+    timeout_s: Float  # the longest a request may run (queue wait included)
+    keepalive_s: Float  # an SSE comment this often while a request waits (finds gone clients early)
+    max_body_mb: Float  # request body (upload or JSON) at most this
+    max_input_seconds: Float  # spoken question at most this long
+    min_sample_rate: Int  # uploads outside [min, max] Hz are refused; inside, resampled to 16 kHz
+    max_sample_rate: Int
+    silence_dbfs: Float  # a question whose RMS level is below this is refused as silent
+    max_text_chars: Int
+    default_max_new_tokens: Int  # thinker positions when a request does not say
+    max_new_tokens: Int  # the most a request may ask
+    max_schedule: Int  # speak and think each at most this
+    max_temperature: Float
+    max_audio_seconds: Float  # the spoken answer stops here if the talker never ends it
+    gpus: Int  # GPUs the service asks BentoML for (0 or 1); the model uses CUDA whenever torch sees one
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.port <= 65535, f"serve.port must be a TCP port, got {self.port}")
+        _check(self.max_active >= 1 and self.max_queue >= 0 and self.admit_ahead_s >= 0,
+               f"serve needs max_active >= 1, max_queue >= 0, admit_ahead_s >= 0, got {self.max_active}, "
+               f"{self.max_queue}, {self.admit_ahead_s}")
+        for k in ("timeout_s", "keepalive_s", "max_body_mb", "max_input_seconds", "max_audio_seconds"):
+            _check(getattr(self, k) > 0, f"serve.{k} must be > 0, got {getattr(self, k)}")
+        _check(0 < self.min_sample_rate <= self.max_sample_rate,
+               f"serve needs 0 < min_sample_rate <= max_sample_rate, got {self.min_sample_rate}, {self.max_sample_rate}")
+        _check(1 <= self.default_max_new_tokens <= self.max_new_tokens,
+               "serve needs 1 <= default_max_new_tokens <= max_new_tokens")
+        _check(self.max_text_chars >= 1 and self.max_schedule >= 1 and self.max_temperature >= 0,
+               "serve needs max_text_chars >= 1, max_schedule >= 1, max_temperature >= 0")
+        _check(self.gpus in (0, 1), f"serve.gpus must be 0 or 1 (one worker, one model copy), got {self.gpus}")
+
+
+@dataclass(frozen=True, config=_STRICT)
+class EvaluateParams:
+    """The `evaluate` stage (Spoken-MQA, tasks/evaluate): the questions, the decoding, the sweep."""
+
+    benchmark: Str  # "proxy" (made offline from held-out generator seeds), a hub id, or a local copy
+    splits: tuple[Str, ...]
+    limit_per_split: Int  # questions per split (proxy: made; real: AudioBench's seed-42 subset); 0 = all
+    input: Literal["audio", "text"]  # audio: the spoken question (Spoken-MQA); text: its transcript
+    audio_per_split: Int  # answers per split also spoken (talker + codec): first-audio latency, gaps, wavs
+    max_new_tokens: Int  # thinker positions at schedule speak:think; other ratios get as many speak slots
+    max_audio_seconds: Float  # a spoken answer stops here if the talker never ends it
+    temperature: Float  # 0 = greedy
+    seed: Int  # proxy questions and sampling
+    sweep: tuple[tuple[Int, Int], ...]  # speak:think ratios the TiS model is also decoded at
+    sweep_per_split: Int  # the first questions of each split that the sweep decodes; 0 = no sweep
+    ray_workers: Int  # 0: decode in this process; N: N Ray Data actors (RAY_ADDRESS joins a cluster)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.benchmark), "evaluate.benchmark is empty; use proxy, a hub id or a local path")
+        _check(bool(self.splits) and len(set(self.splits)) == len(self.splits),
+               f"evaluate.splits must list splits once each, got {list(self.splits)}")
+        for k in ("limit_per_split", "audio_per_split", "sweep_per_split", "ray_workers"):
+            _check(getattr(self, k) >= 0, f"evaluate.{k} must be >= 0, got {getattr(self, k)}")
+        _check(self.max_new_tokens >= 1, f"evaluate.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        _check(self.max_audio_seconds > 0, f"evaluate.max_audio_seconds must be > 0, got {self.max_audio_seconds}")
+        _check(self.temperature >= 0, f"evaluate.temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        for pair in self.sweep:
+            _check(len(pair) == 2 and min(pair) >= 1,
+                   f"evaluate.sweep holds [speak, think] pairs, each >= 1; got {list(pair)}")
+        _check(len(set(self.sweep)) == len(self.sweep), f"evaluate.sweep lists a ratio twice: {[list(m) for m in self.sweep]}")
+
+
+@dataclass(frozen=True, config=_STRICT)
 class Params:
     seed: Int
     schedule: ScheduleParams
@@ -272,8 +368,11 @@ class Params:
     text_tis: StageParams
     acoustic_tis: StageParams
     talker: StageParams
+    evaluate: EvaluateParams
     mlflow: MlflowParams
     dvc: DvcParams
+    package: PackageParams
+    serve: ServeParams
 
     def __post_init__(self) -> None:
         _check(bool(self.formats) and len(set(self.formats)) == len(self.formats),

@@ -47,9 +47,12 @@ def run_name(stage: str, fmt: str | None) -> str:
 
 
 def params_of(p: Params, keys: list[str]) -> dict[str, Any]:
+    """The params a stage reads, by dvc.yaml key (``schedule`` or a dotted ``schedule.speak``)."""
     out = {}
     for k in keys:
-        v = getattr(p, k)
+        v = p
+        for part in k.split("."):
+            v = getattr(v, part)
         out[k] = to_dict(v) if hasattr(v, "__dataclass_fields__") else v
     return out
 

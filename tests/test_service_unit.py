@@ -1,0 +1,258 @@
+"""service.py's parts without a server: the scheduler that owns the model thread (fake sessions), the
+audio checks of an upload, the option schema and the SSE framing. The real server is in
+tests/test_service.py.
+
+    .venv/bin/python -m pytest tests/test_service_unit.py -q
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service_client import audio_file, parse_frame, voiced
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # service.py sits at the repository root
+import service  # noqa: E402
+from service import AskOptions, Busy, Job, Scheduler, decode_audio  # noqa: E402
+
+
+class FakeSession:
+    """Steps ``n`` times, one event each, then done; records which thread stepped it and when."""
+
+    log: list[tuple[str, int]] = []
+
+    def __init__(self, name: str, n: int, fail_at: int | None = None, delay: float = 0.0) -> None:
+        self.name, self.n, self.fail_at, self.delay = name, n, fail_at, delay
+        self.i, self.done, self.closed = 0, False, False
+        self.threads: set[str] = set()
+
+    def step(self):
+        from models.events import DoneEvent, ErrorEvent, TextEvent
+
+        assert not self.closed, "stepped after close"
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay)
+        FakeSession.log.append((self.name, self.i))
+        self.i += 1
+        if self.fail_at is not None and self.i == self.fail_at:
+            self.done = True
+            return [ErrorEvent("boom")]
+        if self.i == self.n:
+            self.done = True
+            return [DoneEvent(self.name, "", {})]
+        return [TextEvent(f"{self.name}{self.i}", self.i)]
+
+    def close(self) -> None:
+        self.closed = True
+        self.done = True
+
+
+class FakeSpeaker(FakeSession):
+    """Each step produces ``chunk`` seconds of audio (16 kHz PCM16 zeros)."""
+
+    def __init__(self, name: str, n: int, chunk: float = 0.1) -> None:
+        super().__init__(name, n)
+        self.chunk = chunk
+
+    def step(self):
+        from models.events import AudioEvent
+
+        events = super().step()
+        return [AudioEvent(b"\0\0" * int(self.chunk * 16000), 16000, self.i - 1, 0)] + events
+
+
+async def _drain(job: Job, timeout: float = 10) -> list:
+    out = []
+    while True:
+        batch = await asyncio.wait_for(job.queue.get(), timeout)
+        if batch is None:
+            return out
+        out += batch
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def test_scheduler_interleaves_active_sessions_and_queues_the_rest():
+    async def main():
+        FakeSession.log = []
+        sched = Scheduler(max_active=2, max_queue=8)
+        loop = asyncio.get_running_loop()
+        jobs = [Job(str(i), FakeSession(f"s{i}", 4), loop) for i in range(3)]
+        for j in jobs:
+            sched.submit(j)
+        outs = await asyncio.gather(*(_drain(j) for j in jobs))
+        sched.close()
+        return jobs, outs, list(FakeSession.log), sched
+
+    jobs, outs, log, sched = _run(main())
+    # Each job got exactly its own events, in order, ending with its done.
+    for j, out in zip(jobs, outs):
+        assert [e.delta for e in out[:-1]] == [f"{j.session.name}{i}" for i in range(1, 4)]
+        assert out[-1].type == "done" and out[-1].response == j.session.name
+        assert j.state == "done" and j.session.closed
+        assert j.session.threads == {"omni-tis-model"}  # every step on the one model thread
+    # s0 and s1 alternate step by step; s2 waits for a free slot.
+    first = [name for name, _ in log[:4]]
+    assert first == ["s0", "s1", "s0", "s1"], log
+    assert log.index(("s2", 0)) > min(log.index(("s0", 3)), log.index(("s1", 3)))
+    assert sched.counts["served"] == 3 and sched.active == 0 and sched.waiting == 0
+
+
+def test_scheduler_steps_the_emptiest_listener_and_admits_only_with_audio_in_hand():
+    async def main():
+        FakeSession.log = []
+        sched = Scheduler(max_active=4, max_queue=8, admit_ahead_s=0.35)
+        loop = asyncio.get_running_loop()
+        jobs = [Job(name, FakeSpeaker(name, 12), loop) for name in ("a", "b")]
+        quiet = Job("t", FakeSession("t", 3), loop, speaks=False)  # text only: never blocks admission
+        for j in jobs + [quiet]:
+            sched.submit(j)
+        await asyncio.gather(*(_drain(j) for j in jobs + [quiet]))
+        sched.close()
+        return list(FakeSession.log)
+
+    log = [name for name, _ in _run(main())]
+    # b waits until a has >= 0.35 s of audio beyond real time (4 chunks of 0.1 s; steps take microseconds)...
+    assert log[:4] == ["a"] * 4, log
+    # ... then b (no audio yet) steps until it has caught up with a, before a steps again.
+    first_b = log.index("b")
+    assert log[first_b:first_b + 4] == ["b"] * 4, log
+    # t was admitted once b had audio in hand too, and then shared the model.
+    assert log.index("t") > first_b and log.count("t") == 3
+
+
+def test_scheduler_cancel_frees_waiting_and_active_jobs():
+    async def main():
+        sched = Scheduler(max_active=1, max_queue=8)
+        loop = asyncio.get_running_loop()
+        long = Job("a", FakeSession("a", 10_000, delay=0.001), loop)
+        waiting = Job("b", FakeSession("b", 3), loop)
+        sched.submit(long)
+        sched.submit(waiting)
+        await asyncio.wait_for(long.queue.get(), 5)  # a is running
+        sched.cancel(waiting)
+        assert waiting.state == "cancelled" and waiting.session.closed and sched.waiting == 0
+        sched.cancel(long)
+        rest = await _drain(long)
+        assert long.state == "cancelled" and long.session.closed
+        assert long.session.i < 10_000 and all(e.type == "text" for e in rest)
+        assert await asyncio.wait_for(waiting.queue.get(), 1) is None  # its reader is told it ended
+        steps = long.session.i
+        await asyncio.sleep(0.05)
+        assert long.session.i == steps  # never stepped again
+        sched.cancel(long)  # finished: a no-op
+        counts = dict(sched.counts)
+        sched.close()
+        return counts
+
+    counts = _run(main())
+    assert counts["cancelled"] == 2 and counts["served"] == 0
+
+
+def test_scheduler_refuses_past_the_queue_and_counts_failures():
+    async def main():
+        sched = Scheduler(max_active=1, max_queue=1)
+        loop = asyncio.get_running_loop()
+        running = Job("a", FakeSession("a", 10_000, delay=0.001), loop)
+        sched.submit(running)
+        await asyncio.wait_for(running.queue.get(), 5)
+        waiting = Job("b", FakeSession("b", 2), loop)
+        assert sched.submit(waiting) == 0
+        with pytest.raises(Busy):
+            sched.submit(Job("c", FakeSession("c", 2), loop))
+        sched.cancel(running)
+        await asyncio.gather(_drain(running), _drain(waiting))
+        bad = Job("d", FakeSession("d", 5, fail_at=2), loop)
+        sched.submit(bad)
+        out = await _drain(bad)
+        counts = dict(sched.counts)
+        sched.close()
+        return out, counts
+
+    out, counts = _run(main())
+    assert out[-1].type == "error"
+    assert counts["rejected"] == 1 and counts["failed"] == 1 and counts["served"] == 1
+
+
+def test_close_ends_every_job():
+    async def main():
+        sched = Scheduler(max_active=1, max_queue=4)
+        loop = asyncio.get_running_loop()
+        jobs = [Job(str(i), FakeSession(str(i), 10_000, delay=0.001), loop) for i in range(3)]
+        for j in jobs:
+            sched.submit(j)
+        await asyncio.wait_for(jobs[0].queue.get(), 5)
+        await asyncio.to_thread(sched.close)
+        await asyncio.gather(*(_drain(j) for j in jobs))
+        return jobs
+
+    for j in _run(main()):
+        assert j.session.closed and j.state == "cancelled"
+
+
+# ----------------------------------------------------------------------------------------- uploads
+def _code(fn, *a) -> tuple[int, str]:
+    from fastapi import HTTPException
+
+    with pytest.raises(HTTPException) as e:
+        fn(*a)
+    return e.value.status_code, str(e.value.detail)
+
+
+@pytest.mark.parametrize("sr,channels,fmt,subtype", [(16000, 1, "WAV", None), (44100, 2, "WAV", "FLOAT"),
+                                                     (11025, 1, "FLAC", None), (22050, 1, "OGG", "VORBIS"),
+                                                     (8000, 1, "MP3", None), (48000, 2, "OGG", "OPUS")])
+def test_accepted_audio(sr, channels, fmt, subtype):
+    wave, got_sr, kind = decode_audio(audio_file(voiced(1.0, sr, channels=channels), sr, fmt, subtype))
+    assert got_sr == sr and kind == {"WAV": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}[fmt]
+    assert wave.shape[0] > 0.9 * sr and (wave.ndim == 1 if channels == 1 else wave.shape[1] == channels)
+
+
+def test_refused_audio():
+    s = service.SERVE
+    cases = {
+        "empty": (b"", 422, "empty"),
+        "corrupt": (b"RIFF\x00\x00\x00\x00WAVEfmt garbage" * 10, 422, "could not decode"),
+        "truncated": (audio_file(voiced(1.0), 16000)[:30], 422, "could not decode"),
+        "not audio": (b"%PDF-1.4 hello", 422, "could not decode"),
+        "silent": (audio_file(np.zeros(16000, np.float32), 16000), 422, "silent"),
+        "quiet": (audio_file(voiced(1.0) * 1e-4, 16000), 422, "silent"),
+        "no samples": (audio_file(np.zeros(0, np.float32), 16000), 422, "no samples"),
+        "nan": (audio_file(np.full(1600, np.nan, np.float32), 16000, "WAV", "FLOAT"), 422, "NaN"),
+        "too long": (audio_file(voiced(0.1, 8000).repeat(int(s.max_input_seconds * 10) + 20), 8000), 413, "lasts"),
+        "rate too low": (audio_file(voiced(1.0, 4000), 4000), 422, "sample rate 4000"),
+        "aiff": (audio_file(voiced(0.5), 16000, "AIFF"), 415, "AIFF"),
+    }
+    for name, (data, status, words) in cases.items():
+        code, msg = _code(decode_audio, data)
+        assert (code, True) == (status, words in msg), (name, code, msg)
+
+
+def test_options_are_strict_and_bounded():
+    from pydantic import ValidationError
+
+    s = service.SERVE
+    assert AskOptions().max_new_tokens == s.default_max_new_tokens and AskOptions().show_reasoning is False
+    assert AskOptions.model_validate({"temperature": 1}).temperature == 1.0  # an int is a number
+    for bad in [{"max_new_tokens": "5"}, {"max_new_tokens": 5.0}, {"seed": True}, {"show_reasoning": "yes"},
+                {"max_new_tokens": s.max_new_tokens + 1}, {"max_new_tokens": 0}, {"speak": 0},
+                {"think": s.max_schedule + 1}, {"temperature": -0.1}, {"temperature": s.max_temperature * 10},
+                {"seed": -1}, {"top_p": 0.9}]:
+        with pytest.raises(ValidationError):
+            AskOptions.model_validate(bad)
+
+
+def test_sse_frames_hold_one_data_line():
+    text = service._sse("text", {"type": "text", "delta": "two\nlines\r\n and: colons", "position": 3}).decode()
+    assert text.endswith("\n\n") and text.count("\n") == 3
+    event, data = parse_frame(text[:-2])
+    assert event == "text" and data["delta"] == "two\nlines\r\n and: colons"
