@@ -28,7 +28,8 @@ NAME = f"full-pipeline/{DEPLOYMENT}"
 RESULTS = RUN / "last_pipeline.json"
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
+def kill_tree(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Terminate ``proc`` and all its children (then kill what is left); no-op when already gone."""
     import psutil
 
     try:
@@ -41,9 +42,12 @@ def _kill_tree(proc: subprocess.Popen) -> None:
             p.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=10)
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
     for p in alive:
-        p.kill()
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def _tail(path: Path, stop: threading.Event, start_at: int) -> None:
@@ -109,7 +113,7 @@ def main() -> int:
         rc = 130
     finally:
         stop_tail.set()
-        _kill_tree(serve)
+        kill_tree(serve)
     out = r.stdout if r is not None else ""
     flow_run = next((ln.split()[-1] for ln in out.splitlines() if "UUID" in ln), "")
     print()

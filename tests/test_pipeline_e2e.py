@@ -80,6 +80,7 @@ def servers_env(tiny_repo, tmp_path):
             _kill_leftovers(tiny_repo)
 
 
+@pytest.mark.timeout(2400)
 def test_make_pipeline_path_end_to_end(tiny_repo, servers_env, tmp_path):
     repo, env = tiny_repo, servers_env
     stages = subprocess.run([str(Path(sys.executable).parent / "dvc"), "stage", "list", "--name-only"],
@@ -105,7 +106,9 @@ def test_make_pipeline_path_end_to_end(tiny_repo, servers_env, tmp_path):
     # on the flow run; the package stage ends with a Bento that carries the TiS model.
     for fmt in ("tis", "think_first"):
         m = json.loads((repo / "reports" / "evaluate" / fmt / "metrics.json").read_text())
-        assert 0.0 <= m["overall/accuracy"] <= 1.0 and m["overall/spoken_words"] > 0, m
+        assert 0.0 <= m["overall/accuracy"] <= 1.0 and m["overall/spoken_words"] >= 0, m  # 6 steps: may say nothing
+        assert {f"{sp}/accuracy" for sp in ("short_digit", "long_digit", "single_step_reasoning",
+                                            "multi_step_reasoning")} <= m.keys(), m
         preds = (repo / "reports" / "evaluate" / fmt / "predictions.jsonl").read_text().splitlines()
         assert preds and all({"question", "gold", "output", "extracted", "correct"} <= json.loads(x).keys()
                              for x in preds)
