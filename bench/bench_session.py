@@ -95,6 +95,93 @@ def tiny_engine(problems: int, steps: int, talker_steps: int, seed: int = 0):
     return Engine(model, tok, codec), [p.question for p in probs], info
 
 
+# Shapes for --shape: random weights at a real model's size, to measure speed where no checkpoint is
+# at hand (the session's cost depends on the shapes, not on what the weights learned). The thinker
+# and audio encoder are Qwen2.5-Omni-3B's (its config.json: 2048 hidden, 36 layers, 16 heads / 2
+# key-value heads, FFN 11008, vocabulary 151936; audio encoder 1280 x 32 layers); the talker is a
+# 0.4B model (896 hidden, 24 layers, 14 heads / 2 key-value heads, FFN 4864); the codec is Mimi
+# (24 kHz, 12.5 frames/s, 2048 codes per codebook) with 8 of its codebooks. "smoke" is the same
+# path at a size a CPU test runs in seconds.
+SHAPES = {
+    "qwen2.5-omni-3b": dict(
+        dims=dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
+                  intermediate_size=11008, max_position_embeddings=32768, audio_d_model=1280, audio_layers=32,
+                  audio_heads=20, audio_ffn_dim=5120, talker_hidden_size=896, talker_layers=24, talker_heads=14),
+        vocab_size=151936, talker_kv_heads=2, talker_ffn=4864, codebooks=8, mimi={},
+    ),
+    "smoke": dict(
+        dims=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=128, audio_d_model=32, audio_layers=1, audio_heads=2, audio_ffn_dim=64,
+                  talker_hidden_size=32, talker_layers=1, talker_heads=2),
+        vocab_size=4096, talker_kv_heads=1, talker_ffn=64, codebooks=3,
+        mimi=dict(sampling_rate=16000, hidden_size=32, num_filters=8, upsampling_ratios=[8, 5, 4],
+                  num_hidden_layers=1, intermediate_size=64, num_attention_heads=2, num_key_value_heads=2,
+                  head_dim=16, codebook_size=64, codebook_dim=16, num_quantizers=4,
+                  vector_quantization_hidden_dimension=16, upsample_groups=32),
+    ),
+}
+
+
+def shaped_engine(shape: str, device: str | None, dtype: str, seed: int = 0, codebooks: int | None = None):
+    """A random-weight model of ``SHAPES[shape]`` (built on ``device`` in ``dtype``) with a random Mimi
+    codec, as an Engine; plus questions. The tokenizer is the tiny BPE (ids past it decode to nothing)."""
+    import torch
+    from transformers import MimiConfig, MimiModel, Qwen2_5OmniForConditionalGeneration
+
+    from models.codec import MimiCodec
+    from models.omni import TinyDims, default_speaker, quiet_transformers, tiny_config
+    from models.session import Engine
+    from models.tokenizer import train_bpe
+    from tasks.synth.builtin import generate_problems
+
+    spec = SHAPES[shape]
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    corpus = generate_problems(400, seed=123)
+    tok = train_bpe((t for p in corpus for t in (p.question, p.reasoning, p.response)), 800)
+    quiet_transformers()
+    torch.manual_seed(seed)
+    with torch.device(device):
+        codec = MimiCodec(MimiModel(MimiConfig(**spec["mimi"])), n_codebooks=codebooks or spec["codebooks"])  # fp32
+        dims = TinyDims(**spec["dims"], talker_vocab_size=codec.vocab_size + 4)
+        cfg = tiny_config(dims, tok)
+        cfg.thinker_config.text_config.vocab_size = spec["vocab_size"]
+        cfg.talker_config.num_key_value_heads = spec["talker_kv_heads"]
+        cfg.talker_config.intermediate_size = spec["talker_ffn"]
+        prev = torch.get_default_dtype()
+        torch.set_default_dtype(dt)
+        try:
+            model = Qwen2_5OmniForConditionalGeneration(cfg)
+        finally:
+            torch.set_default_dtype(prev)
+    model.speaker_map = {"default": default_speaker(model, tok)}
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    th = model.thinker
+    params = {"thinker_llm": count(th.model.language_model) + count(th.lm_head), "audio_encoder": count(th.model.audio_tower),
+              "talker": count(model.talker), "codec": count(codec.model)}
+    info = {"shape": shape, "weights": "random", "dtype": dtype, "params_millions": {k: round(v / 1e6, 1) for k, v in params.items()},
+            "thinker_vocab": spec["vocab_size"], "codec": "mimi (random weights)"}
+    questions = [p.question for p in generate_problems(3, seed=7, kinds=("short_digit", "single_step"))]
+    return Engine(model.eval(), tok, codec, device), questions, info
+
+
+def spoken_latency(engine, seconds: float, max_new_tokens: int, max_audio_seconds: float = 30.0) -> dict:
+    """A spoken question of ``seconds`` (noise: the cost does not depend on what is said): prefill
+    (audio encoder + prompt) and time to the first spoken token and the first audio chunk, TiS."""
+    import numpy as np
+
+    from models.session import Options
+
+    wave = np.random.default_rng(0).normal(0, 0.1, int(16000 * seconds)).astype(np.float32)
+    runs = []
+    for _ in range(3):
+        done = list(engine.session(audio=(wave, 16000), options=Options(max_new_tokens=max_new_tokens, max_audio_seconds=max_audio_seconds)))[-1]
+        runs.append(done.timings)
+    pick = lambda k: round(1000 * statistics.median(r[k] for r in runs), 1) if all(r[k] is not None for r in runs) else None
+    return {"audio_seconds_in": seconds, "prompt_tokens": len(engine.session(audio=(wave, 16000)).prompt_ids),
+            "ms_to_first_text": pick("seconds_to_first_text"), "ms_to_first_audio": pick("seconds_to_first_audio")}
+
+
 def throughput(engine, questions, max_new_tokens: int, repeats: int) -> dict:
     import torch
 
@@ -127,7 +214,7 @@ def throughput(engine, questions, max_new_tokens: int, repeats: int) -> dict:
             "generate_tokens_per_s": round(g, 1), "ratio": round(s / g, 3), "goal_ratio": 0.95}
 
 
-def latency(engine, questions, fmt: str, max_new_tokens: int) -> dict:
+def latency(engine, questions, fmt: str, max_new_tokens: int, max_audio_seconds: float = 30.0) -> dict:
     from models.session import Options
 
     keys = ("positions_to_first_text", "seconds_to_first_text", "positions_to_first_audio",
@@ -135,7 +222,8 @@ def latency(engine, questions, fmt: str, max_new_tokens: int) -> dict:
             "audio_seconds", "seconds", "audio_gaps", "tokens_per_s")
     runs = []
     for q in questions:
-        done = list(engine.session(text=q, options=Options(fmt=fmt, max_new_tokens=max_new_tokens)))[-1]
+        done = list(engine.session(text=q, options=Options(fmt=fmt, max_new_tokens=max_new_tokens,
+                                                                    max_audio_seconds=max_audio_seconds)))[-1]
         runs.append({k: done.timings[k] for k in keys} | {"finish_reason": done.finish_reason})
 
     def med(k):
@@ -151,13 +239,13 @@ def latency(engine, questions, fmt: str, max_new_tokens: int) -> dict:
     return out
 
 
-def paced(engine, questions, rate: float, max_new_tokens: int) -> dict:
+def paced(engine, questions, rate: float, max_new_tokens: int, max_audio_seconds: float = 30.0) -> dict:
     """Step each session with thinker positions at exactly ``rate`` per second; report audio gaps."""
     from models.session import Options
 
     gaps, firsts = [], []
     for q in questions:
-        s = engine.session(text=q, options=Options(max_new_tokens=max_new_tokens))
+        s = engine.session(text=q, options=Options(max_new_tokens=max_new_tokens, max_audio_seconds=max_audio_seconds))
         t0 = time.perf_counter()
         i, done = 0, None
         while not s.done:
@@ -180,6 +268,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", default=None, help="checkpoint dir (model/ + tokenizer/); default: train a tiny one")
     ap.add_argument("--codec", default=None, help="codec dir for --model")
     ap.add_argument("--questions", nargs="*", default=None, help="questions for --model")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default=None,
+                    help="random weights at this size instead of a trained model (speed only)")
+    ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
+    ap.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="--shape weights' dtype")
+    ap.add_argument("--spoken-seconds", type=float, default=4.0, help="length of the spoken question timed")
+    ap.add_argument("--codebooks", type=int, default=None, help="--shape: Mimi codebooks the talker writes")
+    ap.add_argument("--max-audio-seconds", type=float, default=30.0, help="talker stops here without eos")
+    ap.add_argument("--paced-rates", type=float, nargs="+", default=[50.0, 60.0, 40.0])
     ap.add_argument("--problems", type=int, default=4, help="tiny model: problems to train on")
     ap.add_argument("--train-steps", type=int, default=150)
     ap.add_argument("--talker-steps", type=int, default=200)
@@ -194,8 +290,12 @@ def main(argv: list[str] | None = None) -> dict:
     from models.session import Engine
 
     t0 = time.perf_counter()
-    if args.model:
-        engine = Engine.load(args.model, args.codec)
+    if args.model and args.shape:
+        ap.error("--model and --shape exclude each other")
+    if args.shape:
+        engine, questions, info = shaped_engine(args.shape, args.device, args.dtype, codebooks=args.codebooks)
+    elif args.model:
+        engine = Engine.load(args.model, args.codec, device=args.device)
         questions = args.questions or ["What is 51 minus 20?", "Ben has 6 apples and gets 3 more. How many now?"]
         info = {"model": args.model, "codec": args.codec}
     else:
@@ -212,9 +312,13 @@ def main(argv: list[str] | None = None) -> dict:
         "goal": {"positions_to_first_audio": 12, "talker_steps_to_first_audio": 40, "no_gaps_at_tokens_per_s": 50,
                  "session_vs_generate_ratio": 0.95},
         "throughput": throughput(engine, questions, args.max_new_tokens, args.repeats),
-        "latency": {f: latency(engine, questions, f, args.max_new_tokens) for f in ("tis", "think_first")},
-        "paced": [paced(engine, questions, r, args.max_new_tokens) for r in (50.0, 60.0, 40.0)],
+        "latency": {f: latency(engine, questions, f, args.max_new_tokens, args.max_audio_seconds)
+                    for f in ("tis", "think_first")},
+        "paced": [paced(engine, questions, r, args.max_new_tokens, args.max_audio_seconds) for r in args.paced_rates],
+        "spoken": spoken_latency(engine, args.spoken_seconds, 64, args.max_audio_seconds),
     }
+    if engine.device.type == "cuda":
+        result["cuda_max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     print(__import__("json").dumps(result, indent=2))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

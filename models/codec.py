@@ -584,12 +584,17 @@ class MimiCodec(Codec):
         if not 1 <= n <= cfg.num_quantizers:
             raise CodecError(f"n_codebooks={n} must be in [1, {cfg.num_quantizers}] for this Mimi checkpoint")
         self.codebook_sizes = (int(cfg.codebook_size),) * n
-        block = max(1, int(round(self.frame_rate / 2)))
+        # Mimi is causal (Moshi decodes it frame by frame), so one frame of lookahead is enough. Blocks
+        # of 160 ms (2 frames at 12.5 Hz) after a first block one frame longer: the first audio
+        # needs 4 frames (32 talker steps with 8 codebooks) past the first response position, and a
+        # talker making frames exactly as fast as they play keeps one frame (80 ms) to spare. Each
+        # block re-decodes 1 s of left context.
+        block = max(1, int(round(0.16 * self.frame_rate)))
         self.stream = StreamParams(
             block_frames=block,
-            first_block_frames=block,
+            first_block_frames=block + max(1, int(round(0.08 * self.frame_rate))),
             context_frames=max(2, int(round(self.frame_rate))),
-            lookahead_frames=2,
+            lookahead_frames=1,
             crossfade=min(self.hop // 2, int(0.01 * self.sample_rate)),
             max_shift=0,
         )
@@ -612,6 +617,7 @@ class MimiCodec(Codec):
         import torch
 
         x = torch.from_numpy(resample(wave, sr, self.sample_rate))[None, None]  # (1, 1, samples)
+        x = x.to(self.model.device, next(self.model.parameters()).dtype)
         with torch.inference_mode():
             codes = self.model.encode(x, num_quantizers=self.codebooks).audio_codes  # (1, n, T)
         return codes[0].T.cpu().numpy().astype(np.int64)
@@ -621,7 +627,7 @@ class MimiCodec(Codec):
 
         if len(codes) == 0:
             return np.zeros(0)
-        c = torch.from_numpy(np.ascontiguousarray(codes.T))[None]  # (1, n, T)
+        c = torch.from_numpy(np.ascontiguousarray(codes.T))[None].to(self.model.device)  # (1, n, T)
         with torch.inference_mode():
             y = self.model.decode(c).audio_values  # (1, 1, samples)
         return y.reshape(-1).float().cpu().numpy()

@@ -251,3 +251,40 @@ def test_mimi_wrapper_tiny_random(tmp_path, waves):
     y = codec.decode(codes)
     assert len(y) == len(codes) * codec.hop and np.isfinite(y).all()
     assert len(np.concatenate(list(codec.decode_stream(codes)))) == len(y)
+
+
+def test_mimi_stream_first_audio_early_and_real_time_pace_keeps_a_frame(waves):
+    """Frames arriving exactly as fast as they play (one thinker position per frame at the frame
+    rate): the first chunk needs at most 4 frames at 12.5 Hz (first block + 1 lookahead), and every
+    later chunk is there at least one frame before the one before it has played out."""
+    pytest.importorskip("torch")
+    from transformers import MimiConfig, MimiModel
+
+    for rate, sr, ratios in ((12.5, 24000, [8, 6, 5, 4]), (50.0, 16000, [8, 5, 4])):
+        cfg = MimiConfig(
+            sampling_rate=sr, frame_rate=rate, hidden_size=32, num_filters=8, upsampling_ratios=ratios,
+            num_hidden_layers=1, intermediate_size=64, num_attention_heads=2, num_key_value_heads=2, head_dim=16,
+            codebook_size=64, codebook_dim=16, num_quantizers=4, vector_quantization_hidden_dimension=16,
+            upsample_groups=32,
+        )
+        codec = MimiCodec(MimiModel(cfg), n_codebooks=2)
+        assert codec.hop * rate == sr
+        if rate == 12.5:
+            assert codec.stream.first_frames <= 4
+        codes = np.random.default_rng(0).integers(0, 64, (int(4 * rate), 2))
+        dec = codec.stream_decoder()
+        play_end, samples = None, 0  # play_end in frames
+        for i in range(len(codes)):
+            chunk = dec.push(codes[i : i + 1])
+            samples += len(chunk)
+            if not len(chunk):
+                continue
+            arrived = i + 1  # frames received so far = time in frames
+            if play_end is None:
+                assert arrived <= codec.stream.first_frames
+                play_end = arrived
+            else:
+                assert arrived <= play_end - 1, f"chunk at frame {arrived}, previous audio ends at {play_end}"
+            play_end += len(chunk) / codec.hop
+        assert play_end is not None
+        assert samples + len(dec.flush()) == len(codes) * codec.hop
