@@ -29,6 +29,15 @@ import time
 from pathlib import Path
 
 
+def bench_tokenizer():
+    """The tiny BPE tokenizer both bench models use, trained on 400 generated problems."""
+    from models.tokenizer import train_bpe
+    from tasks.synth.builtin import generate_problems
+
+    corpus = generate_problems(400, seed=123)
+    return train_bpe((t for p in corpus for t in (p.question, p.reasoning, p.response)), 800)
+
+
 def tiny_engine(problems: int, steps: int, talker_steps: int, seed: int = 0):
     """A tiny model trained here (see the module docstring) and its codec, as an Engine; plus questions."""
     import torch
@@ -39,13 +48,12 @@ def tiny_engine(problems: int, steps: int, talker_steps: int, seed: int = 0):
     from models.omni import TinyDims, build_tiny
     from models.session import Engine
     from models.talker import talker_loss, thinker_states
-    from models.tokenizer import control_ids, encode, text_prompt, train_bpe
+    from models.tokenizer import control_ids, encode, text_prompt
     from models.tts import EspeakTTS
     from models.wave import resample
     from tasks.synth.builtin import generate_problems
 
-    corpus = generate_problems(400, seed=123)
-    tok = train_bpe((t for p in corpus for t in (p.question, p.reasoning, p.response)), 800)
+    tok = bench_tokenizer()
     torch.manual_seed(seed)
     model = build_tiny(TinyDims(), tok, seed=seed)
     ids = control_ids(tok)
@@ -131,14 +139,12 @@ def shaped_engine(shape: str, device: str | None, dtype: str, seed: int = 0, cod
     from models.codec import MimiCodec
     from models.omni import TinyDims, default_speaker, quiet_transformers, tiny_config
     from models.session import Engine
-    from models.tokenizer import train_bpe
     from tasks.synth.builtin import generate_problems
 
     spec = SHAPES[shape]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
-    corpus = generate_problems(400, seed=123)
-    tok = train_bpe((t for p in corpus for t in (p.question, p.reasoning, p.response)), 800)
+    tok = bench_tokenizer()
     quiet_transformers()
     torch.manual_seed(seed)
     with torch.device(device):

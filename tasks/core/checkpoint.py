@@ -33,7 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from models.atomic import remove_partial, write_json
+from models.atomic import remove_partial, replace_dir, write_json
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 FAILPOINT_ENV = "OMNI_TIS_FAILPOINT"
@@ -174,8 +174,7 @@ def save(out_dir: Path, step: int, engine, model, tokenizer, state: dict[str, An
     dist.barrier()
     if rank == 0:
         failpoint("save:before_rename")
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, out_dir / name)
+        replace_dir(tmp, out_dir / name)
         prune(out_dir, keep)
     dist.barrier()
     return out_dir / name
