@@ -16,13 +16,23 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-# Real GSM8K/SVAMP sit beside the clone (never inside it). Missing locally: skip; missing in CI: fail,
-# so a green CI cannot hide that the real-data tests never ran.
-needs_shared_data = pytest.mark.skipif(
-    not (SHARED_DATA / "gsm8k" / "test.jsonl").exists() and not os.environ.get("CI"),
-    reason=f"{SHARED_DATA} not present (real GSM8K/SVAMP test data)",
-)
+# Real GSM8K/SVAMP sit beside the clone (never inside it), or where OMNI_TIS_SHARED_DATA points.
+SHARED_DATA = Path(os.environ.get("OMNI_TIS_SHARED_DATA") or ROOT.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")  # session scope: checked before any module fixture reads the data
+def shared_data_present():
+    """Missing locally: skip; missing in CI: fail, so a green CI cannot hide that the real-data tests
+    never ran."""
+    if not (SHARED_DATA / "gsm8k" / "test.jsonl").exists():
+        msg = (f"the real GSM8K/SVAMP test data is not at {SHARED_DATA}: put the shared/ folder beside the "
+               "checkout (shared/data/gsm8k, shared/data/svamp) or set OMNI_TIS_SHARED_DATA to its data folder")
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+needs_shared_data = pytest.mark.usefixtures("shared_data_present")
 os.environ.setdefault("OMNI_TIS_MLFLOW", "0")  # unit tests log nowhere unless they ask
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
