@@ -20,13 +20,21 @@ def audio_kwargs(batch: dict) -> dict:
     return {k: batch[k] for k in ("input_features", "feature_attention_mask") if batch.get(k) is not None}
 
 
+def positions(attention_mask):
+    """(3, B, T) rope positions ``0 .. n-1`` over each right-padded row: the 1-D positions streaming
+    decoding uses (``models.decode``), and what Qwen2.5-Omni's ``get_rope_index`` computes for text and
+    audio prompts, without its per-sample Python loop (measured ~2-4x the forward's time on the tiny model)."""
+    pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+    return pos[None].expand(3, *pos.shape)
+
+
 def thinker_loss(model, batch: dict, reduction: str = "sum"):
     """Next-token cross-entropy of the thinker over the labelled positions (labels are not shifted:
     ``labels[t]`` is the token at position t, predicted from position t-1)."""
     import torch
 
     out = model.thinker(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        use_cache=False, **audio_kwargs(batch))
+                        position_ids=positions(batch["attention_mask"]), use_cache=False, **audio_kwargs(batch))
     logits = out.logits[:, :-1].float()  # (B, T-1, V)
     tgt = batch["labels"][:, 1:]  # (B, T-1)
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
@@ -39,7 +47,7 @@ def talker_loss_sum(model, batch: dict, reduction: str = "sum", *, codebooks: in
     from models.talker import talker_loss, thinker_states
 
     hidden, embeds = thinker_states(model, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                    **audio_kwargs(batch))
+                                    position_ids=positions(batch["attention_mask"]), **audio_kwargs(batch))
     codes = [[int(x) for x in row if x != IGNORE] for row in batch["codes"].tolist()]
     return talker_loss(model, hidden, embeds, batch["roles"], codes, reduction=reduction, codebooks=codebooks)
 

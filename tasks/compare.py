@@ -3,7 +3,8 @@
 Reads ``reports/evaluate/<format>/metrics.json`` and ``predictions.jsonl`` for every format in
 params.yaml's ``formats`` and writes ``reports/compare/``:
 
-    table.md / table.json  per split and format: accuracy, spoken words, response and reasoning tokens,
+    table.md / table.json  per split and format: accuracy (of the main input, and with the spoken question
+                           and with its transcript), spoken words, response and reasoning tokens,
                            thinker positions and seconds to the first spoken token and the first audio,
                            audio gaps, decode tokens/s (table.json: {"columns": [...], "rows": [[...]]})
     sweep.json             the TiS model at each speak:think ratio, think-first on the same questions
@@ -32,6 +33,8 @@ LABELS = {"tis": "TiS", "think_first": "think-first"}
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("questions", "n", "{:.0f}"),
     ("accuracy %", "accuracy", "pct"),
+    ("audio input accuracy %", "audio_accuracy", "pct"),
+    ("text input accuracy %", "text_accuracy", "pct"),
     ("spoken words", "spoken_words", "{:.1f}"),
     ("response tokens", "response_tokens", "{:.1f}"),
     ("reasoning tokens", "reasoning_tokens", "{:.1f}"),
@@ -149,7 +152,8 @@ def run(p: Params, reports: Path = EVALUATE, out_dir: Path = OUT) -> StageResult
                         out_dir / "sweep.png", trained)]
     flat: dict[str, Any] = {}
     for fmt, m in metrics.items():
-        for k in ("accuracy", "spoken_words", "positions_to_first_text", "seconds_to_first_audio"):
+        for k in ("accuracy", "audio_accuracy", "text_accuracy", "spoken_words", "positions_to_first_text",
+                  "seconds_to_first_audio"):
             if f"overall/{k}" in m:
                 flat[f"{fmt}/{k}"] = m[f"overall/{k}"]
     if "tis" in metrics and "think_first" in metrics:

@@ -143,6 +143,8 @@ def run(
         n_val = max(1, round(len(kept) * cfg.validation_fraction))
         splits = {"validation": kept[:n_val], "train": kept[n_val:]}
         stats = _stats(cfg, records, per_source, skipped, kept, splits, rejected, batch_stats, time.time() - t0)
+        if cfg.text_pool:
+            splits["text"], stats["text_pool"] = _text_pool(cfg, tok, p, kept, use_ray)
         write_dataset(out_dir, splits, stats, extra_dir=audio_dir)
     finally:
         shutil.rmtree(stage_root, ignore_errors=True)
@@ -151,6 +153,40 @@ def run(
 
             ray.shutdown()
     return stats
+
+
+def _text_pool(cfg: SynthesizeParams, tok, p: Params, spoken: list[dict], use_ray: bool) -> tuple[list[dict], dict]:
+    """``cfg.text_pool`` more built-in problems through the same rewriting and verification, as text only
+    (no TTS, so tens of thousands cost seconds): what the text stages learn arithmetic from. Seeds apart
+    from the spoken set's; a question the spoken set (train or validation) holds is dropped, so the
+    validation split stays held out. Written as ``text.parquet`` (read lazily by the trainer)."""
+    import json
+
+    from tasks.synth.builtin import generate_problems
+    from tasks.synth.pipeline import Rules
+
+    t0 = time.time()
+    taken = {r["question"] for r in spoken}
+    records = [{"idx": i, "id": f"pool-{prob.id}", "source": "builtin", "record": json.dumps(prob.to_dict())}
+               for i, prob in enumerate(generate_problems(cfg.text_pool, seed=cfg.seed + 1_000_003))
+               if prob.question not in taken]
+    rules = Rules(cfg, tok, p.schedule.speak, p.schedule.think, with_audio=False)
+    rows, rejected = [], collections.Counter()
+    for batch in _process(records, rules, cfg, use_ray):
+        for row in batch.to_dict("records"):
+            if row["reject"]:
+                rejected[row["reject"]] += 1
+            elif row["question"] not in taken:
+                taken.add(row["question"])  # a pool question once
+                rows.append(_save_audio(row, Path(), cfg.tts.audio_format))
+    rows.sort(key=lambda r: r["idx"])
+    stats = {"records": len(records), "kept": len(rows), "rejected": dict(sorted(rejected.items())),
+             "kinds": dict(collections.Counter(r["kind"] for r in rows)),
+             "tokens_per_sample": round(statistics.mean(r["n_tokens"] for r in rows), 1) if rows else None,
+             "seconds": round(time.time() - t0, 2)}
+    log.info("synthesize: text pool %d of %d problems kept (rejected %s) in %.0f s", len(rows), len(records),
+             dict(rejected), stats["seconds"])
+    return rows, stats
 
 
 EXAMPLES_PER_REASON = 3
@@ -237,6 +273,8 @@ def work(p: Params, fmt: str | None = None, tracker=None) -> StageResult:
             **{f"data/rejected_{k}": v for k, v in stats["rejected"].items()}}
     if stats["tts_rtf"] is not None:
         flat["data/tts_rtf"] = stats["tts_rtf"]
+    if stats.get("text_pool"):
+        flat["data/text_pool"] = stats["text_pool"]["kept"]
     audio = [(f, "audio_samples") for f in sorted((OUT / "audio").glob("*"))[:6]]  # a few pairs to listen to
     examples = [{"reason": r, **e} for r, ex in stats["rejected_examples"].items() for e in ex]
     return StageResult(stats, f"kept {stats['kept']} of {stats['records']} records (rejected {stats['rejected']}) "

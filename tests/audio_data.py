@@ -96,7 +96,8 @@ def tiny_setup(n: int = 16) -> Tiny:
         atexit.register(shutil.rmtree, root, True)
         tok = make_init(root / "init")
         make_audio_dataset(root / "data", tok, n=n, validation_fraction=0.15)
-        p = load_params(overrides={"codec": {"fit_clips": 8},
+        no_probe = {"probe_every": 0, "probe_problems": 0}  # tests of the probe turn it on themselves
+        p = load_params(overrides={"codec": {"fit_clips": 8}, "text_tis": no_probe, "acoustic_tis": no_probe,
                                    "trainer": {"log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 3}})
         codec_stage.run(p, root / "data", root / "codec", workers=1)
         _TINY[n] = Tiny(root, root / "init", root / "data", root / "codec", p, tok)

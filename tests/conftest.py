@@ -39,13 +39,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Small enough that a whole pipeline run takes a minute or two on 2 cores.
 TINY_OVERRIDES = {
     "model": {"tokenizer_corpus": 300, "tokenizer_vocab_size": 600},
-    "synthesize": {"num_problems": 100, "asr_fraction": 0.1, "ray": {"shards": 2}},
+    "synthesize": {"num_problems": 100, "text_pool": 150, "asr_fraction": 0.1, "ray": {"shards": 2}},
     "codec": {"fit_clips": 20},
     "trainer": {"log_every": 1, "checkpoint_every": 4},
     "align": {"steps": 4, "batch_size": 4, "warmup_steps": 1},
     "pretrain": {"steps": 4, "batch_size": 4, "warmup_steps": 1},
-    "text_tis": {"steps": 6, "batch_size": 4, "warmup_steps": 1},
-    "acoustic_tis": {"steps": 4, "batch_size": 4, "warmup_steps": 1},
+    "text_tis": {"steps": 6, "batch_size": 4, "warmup_steps": 1, "probe_every": 3, "probe_problems": 3},
+    "acoustic_tis": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "probe_every": 4, "probe_problems": 2},
     "talker": {"steps": 3, "batch_size": 2, "warmup_steps": 1},
     "evaluate": {"limit_per_split": 2, "audio_per_split": 1, "sweep_per_split": 1, "max_audio_seconds": 2.0,
                  "max_new_tokens": 96},

@@ -164,7 +164,9 @@ def test_bad_mixtures_name_the_key(mix, match):
 @pytest.mark.parametrize("change, match", [
     ({"sweep": [[1, 0]]}, r"evaluate.sweep holds"),
     ({"limit_per_split": -1}, r"evaluate.limit_per_split must be >= 0"),
-    ({"input": "video"}, r"evaluate.input"),
+    ({"inputs": ["video"]}, r"evaluate.inputs"),
+    ({"inputs": ["text", "text"]}, r"evaluate.inputs must list"),
+    ({"inputs": []}, r"evaluate.inputs must list"),
     ({"splits": []}, r"evaluate.splits"),
     ({"max_new_tokens": 0}, r"evaluate.max_new_tokens"),
 ])

@@ -254,3 +254,67 @@ def test_trainer_talker_loss_sees_only_response_positions(tiny, monkeypatch):
         moved = talker_loss_sum(model, batch, codebooks=data.codes.codebooks)
     assert torch.equal(base, other)
     assert abs(float(moved) - float(base)) > 1e-2, (float(base), float(moved))
+
+
+def test_probe_curve_is_logged_bounded_and_survives_a_resume(tiny, tmp_path):
+    """The held-out probe runs every probe_every steps and after the last, on validation rows spread over
+    the problem kinds; a resumed run keeps the earlier points; an untrained model that never stops costs
+    no more than its reference answers' length."""
+    from tasks.core.probe import Probe
+    from tasks.core.trainer import train
+
+    sp = _sp(tiny, "text_tis", steps=3, batch_size=2, warmup_steps=0, max_len=1024, probe_every=2, probe_problems=3)
+    logged = []
+
+    class Tracker:
+        def metrics(self, values, step=None):
+            logged.append((step, values))
+
+    first = train("text_tis", tiny.p, sp, tiny.data, tiny.init, tmp_path / "o", tracker=Tracker(), stop_after=2)
+    assert [s for s, _ in first.probes] == [2]
+    res = train("text_tis", tiny.p, sp, tiny.data, tiny.init, tmp_path / "o", tracker=Tracker())
+    assert res.resumed and [s for s, _ in res.probes] == [2, 3]
+    for _, m in res.probes:
+        assert 0.0 <= m["probe/accuracy"] <= 1.0 and len(m) >= 2  # overall + at least one kind
+    assert [s for s, v in logged if "probe/accuracy" in v] == [2, 3]
+    probe = Probe(_data(tiny, "text_tis", split="validation"), "tis", 3, max_new_tokens=1024)
+    data = _data(tiny, "text_tis", split="validation")
+    refs = [sum(r != 0 for r in e.roles) for e in data.all_examples()[0]]
+    assert len(probe) == 3 and max(probe.limits) <= max(refs) + 16
+
+
+def test_probe_scores_the_stated_answer():
+    from tasks.core.probe import is_right
+
+    assert is_right("Forty plus two is 42. The answer is 42.", "42")
+    assert is_right("It comes to 1,200. The answer is 1200.", "1200.0")
+    assert not is_right("42 is close. The answer is 24.", "42")
+    assert not is_right("I do not know.", "42")
+
+
+def test_text_prompts_mix_digits_and_words_and_the_pool_replaces_train_rows(tiny, tmp_path):
+    """words_fraction: that share of text prompts reads the spoken question (numbers in words), drawn anew
+    each epoch; text_pool: a text stage trains on text.parquet when the dataset has one."""
+    import shutil
+
+    from tasks.core.examples import in_words
+
+    draws = [in_words(i, 0, 0.5, 0) for i in range(400)]
+    assert 0.4 < sum(draws) / len(draws) < 0.6
+    assert draws != [in_words(i, 1, 0.5, 0) for i in range(400)]  # another epoch, other rows in words
+    assert not any(in_words(i, 0, 0.0, 0) for i in range(50))
+    data = _data(tiny, "text_tis", words_fraction=1.0, text_pool=False)
+    i = next(i for i in range(len(data)) if any(c.isdigit() for c in data.rows[i]["question"]))
+    e, row = data.example(i), data.rows[i]
+    text = tiny.tok.decode(e.input_ids)
+    assert row["spoken_question"] in text and row["question"] not in text
+    pooled = tmp_path / "data"
+    shutil.copytree(tiny.data, pooled)
+    shutil.copy(pooled / "validation.parquet", pooled / "text.parquet")
+    from tasks.core.examples import StageData
+
+    sp = _sp(tiny, "text_tis", text_pool=True)
+    assert len(StageData(pooled, "train", tiny.tok, tiny.p, spec("text_tis"), sp, "tis")) == len(
+        StageData(pooled, "validation", tiny.tok, tiny.p, spec("text_tis"), sp, "tis"))
+    audio = StageData(pooled, "train", tiny.tok, tiny.p, spec("acoustic_tis"), _sp(tiny, "acoustic_tis"), "tis")
+    assert not audio.pooled

@@ -30,7 +30,7 @@ from tasks.core.stages import StageSpec
 log = logging.getLogger("trainer")
 
 # Columns a training stage reads (the dataset contract is tasks/core/dataset.py).
-COLUMNS = ["id", "question", "spoken_question", "response", "reasoning", "response_ids", "reasoning_ids",
+COLUMNS = ["id", "kind", "question", "spoken_question", "response", "reasoning", "answer", "response_ids", "reasoning_ids",
            "min_block", "question_audio", "response_audio"]
 
 
@@ -60,6 +60,16 @@ def uses_audio(index: int, input: str, text_fraction: float, seed: int) -> bool:
         return input == "audio"
     h = hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "big") / 2**64 >= text_fraction
+
+
+def in_words(index: int, epoch: int, words_fraction: float, seed: int) -> bool:
+    """Does row ``index`` get its text prompt with the numbers in words (the spoken question's text, as
+    a transcript reads it) rather than digits, in ``epoch``? A seeded ``words_fraction`` share, drawn
+    anew each epoch, so a row is seen in both forms; the same on every rank and after a resume."""
+    if words_fraction <= 0.0:
+        return False
+    h = hashlib.blake2b(f"{seed}/words/{epoch}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2**64 < words_fraction
 
 
 def schedule_for(index: int, epoch: int, schedules, seed: int):
@@ -168,7 +178,10 @@ class StageData:
         from models.tokenizer import control_ids
 
         self.data_dir = Path(data_dir)
-        self.rows = RowStore(self.data_dir / f"{split}.parquet", COLUMNS)
+        # Text-only stages may train on the dataset's larger text pool (no audio: it costs no TTS).
+        pool = self.data_dir / "text.parquet"
+        self.pooled = split == "train" and spec.input == "text" and getattr(sp, "text_pool", False) and pool.exists()
+        self.rows = RowStore(pool if self.pooled else self.data_dir / f"{split}.parquet", COLUMNS)
         self.tok, self.p, self.spec, self.sp, self.fmt = tokenizer, p, spec, sp, fmt
         self.ids = control_ids(tokenizer)
         self.schedule = Schedule(p.schedule.speak, p.schedule.think)  # the one the dataset's min_block is for
@@ -177,6 +190,7 @@ class StageData:
         self.schedules = tuple(Schedule(s, t) for s, t in p.schedule.mix) if mixed else (self.schedule,)
         self.drawn: collections.Counter = collections.Counter()  # (speak, think) -> examples built
         self.text_fraction = getattr(sp, "text_fraction", 0.0)
+        self.words_fraction = getattr(sp, "words_fraction", 0.0)
         self.codes = CodesIndex(Path(codec_dir)) if spec.t.codec else None
         self.cache = FeatureCache(p.trainer.feature_cache_mb if feature_cache_mb is None else feature_cache_mb)
 
@@ -206,7 +220,8 @@ class StageData:
             info = sf.info(str(audio))
             prompt = audio_prompt(self.tok, n_audio_tokens(mel_frames(info.frames, info.samplerate)))
         else:
-            prompt = text_prompt(self.tok, row["question"])
+            words = in_words(i, epoch, self.words_fraction, self.p.seed) and row["spoken_question"]
+            prompt = text_prompt(self.tok, row["spoken_question"] if words else row["question"])
         schedule = schedule_for(i, epoch, self.schedules, self.p.seed)
         if schedule != self.schedule:
             row = {**row, "min_block": min_block_for(row, self.tok, schedule)}

@@ -130,6 +130,7 @@ class RayParams:
 class SynthesizeParams:
     sources: tuple[SourceSpec, ...]
     num_problems: Int  # problems the builtin source makes when its limit is 0
+    text_pool: Int  # extra built-in problems verified as text only (no TTS) for the text stages; 0 = none
     validation_fraction: Float
     seed: Int
     max_len: Int  # TiS sequence length (tokens, prompt included) above which a sample is dropped
@@ -144,8 +145,9 @@ class SynthesizeParams:
     def __post_init__(self) -> None:
         if not self.sources:
             raise ParamsError("synthesize.sources is empty; add at least {kind: builtin}")
-        if self.num_problems < 0:
-            raise ParamsError(f"synthesize.num_problems must be >= 0, got {self.num_problems}")
+        if self.num_problems < 0 or self.text_pool < 0:
+            raise ParamsError(f"synthesize.num_problems and text_pool must be >= 0, got {self.num_problems}, "
+                              f"{self.text_pool}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ParamsError("synthesize.validation_fraction must be strictly between 0 and 1")
         if not 0.0 <= self.asr_fraction <= 1.0 or not 0.0 <= self.asr_min_recall <= 1.0:
@@ -230,10 +232,37 @@ class StageParams:
 @dataclass(frozen=True, config=_STRICT)
 class PretrainParams(StageParams):
     text_fraction: Float  # share of problems given as text instead of audio (seeded, same every epoch)
+    words_fraction: Float  # share of text prompts whose numbers are words (as a transcript reads them)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check(0.0 <= self.text_fraction <= 1.0, f"text_fraction must be within [0, 1], got {self.text_fraction}")
+        _check(0.0 <= self.words_fraction <= 1.0, f"words_fraction must be within [0, 1], got {self.words_fraction}")
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TisStageParams(StageParams):
+    """acoustic_tis (and text_tis): a held-out accuracy probe while training (tasks/core/probe.py)."""
+
+    probe_every: Int  # every N steps (and after the last) decode probe_problems validation problems; 0 = off
+    probe_problems: Int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.probe_every >= 0 and self.probe_problems >= 0,
+               f"probe_every and probe_problems must be >= 0, got {self.probe_every}, {self.probe_problems}")
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TextTisParams(TisStageParams):
+    """text_tis: text prompts, in digits or words, from the spoken set or the larger text pool."""
+
+    words_fraction: Float  # share of text prompts whose numbers are words (as a transcript reads them)
+    text_pool: Bool  # train on the dataset's text-only pool (text.parquet) when it has one
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0.0 <= self.words_fraction <= 1.0, f"words_fraction must be within [0, 1], got {self.words_fraction}")
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -328,7 +357,9 @@ class EvaluateParams:
     benchmark: Str  # "proxy" (made offline from held-out generator seeds), a hub id, or a local copy
     splits: tuple[Str, ...]
     limit_per_split: Int  # questions per split (proxy: made; real: AudioBench's seed-42 subset); 0 = all
-    input: Literal["audio", "text"]  # audio: the spoken question (Spoken-MQA); text: its transcript
+    # Each question asked with each input: audio (the spoken question, Spoken-MQA) and/or text (its
+    # transcript). The first is the main one: the sweep, the spoken answers and the plain split/metric keys.
+    inputs: tuple[Literal["audio", "text"], ...]
     audio_per_split: Int  # answers per split also spoken (talker + codec): first-audio latency, gaps, wavs
     max_new_tokens: Int  # thinker positions at schedule speak:think; other ratios get as many speak slots
     max_audio_seconds: Float  # a spoken answer stops here if the talker never ends it
@@ -340,6 +371,8 @@ class EvaluateParams:
 
     def __post_init__(self) -> None:
         _check(bool(self.benchmark), "evaluate.benchmark is empty; use proxy, a hub id or a local path")
+        _check(bool(self.inputs) and len(set(self.inputs)) == len(self.inputs),
+               f"evaluate.inputs must list audio and/or text once each, got {list(self.inputs)}")
         _check(bool(self.splits) and len(set(self.splits)) == len(self.splits),
                f"evaluate.splits must list splits once each, got {list(self.splits)}")
         for k in ("limit_per_split", "audio_per_split", "sweep_per_split", "ray_workers"):
@@ -365,8 +398,8 @@ class Params:
     codec: CodecParams
     align: StageParams
     pretrain: PretrainParams
-    text_tis: StageParams
-    acoustic_tis: StageParams
+    text_tis: TextTisParams
+    acoustic_tis: TisStageParams
     talker: StageParams
     evaluate: EvaluateParams
     mlflow: MlflowParams

@@ -39,6 +39,7 @@ class TrainResult:
     first_val_loss: float | None = None  # validation loss of the starting weights (when measured)
     dropped: dict[str, int] = field(default_factory=dict)
     grad_norms: list[float] = field(default_factory=list)  # global gradient norm (before clipping) per step in this call
+    probes: list[tuple[int, dict]] = field(default_factory=list)  # (step, held-out probe metrics), whole run
 
 
 def lr_lambda(sp: StageParams):
@@ -170,7 +171,7 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
                                                  config=ds_config(t, micro, world))
 
     # --- resume
-    start, cursor, history = 0, 0, []
+    start, cursor, history, state = 0, 0, [], {}
     if resume is not None:
         state = ck.load(resume, engine, rank)
         start, cursor = state["step"], state.get("cursor", 0)
@@ -180,6 +181,21 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
         torch.manual_seed(p.seed + rank)
     stream = BatchStream(train_data, sp.batch_size, p.seed, cursor)
     first_val = evaluate(engine, val_data, pad_id, micro, rank, world) if measure_start and start == 0 else None
+    probe_every = getattr(sp, "probe_every", 0)
+    probe = None
+    if probe_every and getattr(sp, "probe_problems", 0) and rank == 0 and spec.t.loss == "thinker" and t.zero_stage < 3:
+        from tasks.core.probe import Probe
+
+        probe = Probe(val_data, fmt, sp.probe_problems, max_new_tokens=sp.max_len)
+    probes = [(int(s), dict(m)) for s, m in (state.get("probes", []) if resume is not None else [])]
+
+    def run_probe(at: int) -> None:
+        if probe is None or not len(probe) or (probes and probes[-1][0] == at):
+            return
+        m = probe(module.model, tok)
+        probes.append((at, m))
+        if tracker:
+            tracker.metrics(m, step=at)
 
     trainable_set = set(trainable)
     applied = None  # the phase whose trainable set is in force; switch only when it changes
@@ -201,7 +217,7 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
         state = {"stage": stage, "format": fmt, "fingerprint": fp, "world": world, "cursor": stream.cursor,
                  "config": {"stage": asdict(sp), "trainer": asdict(t), "schedule": asdict(p.schedule),
                             "seed": p.seed, "data": str(data_dir), "init": str(init_ckpt)},
-                 "history": history}
+                 "history": history, "probes": probes}
         return ck.save(out_dir, at, engine, module.model, tok, state, rank, t.zero_stage, t.keep_checkpoints)
 
     # --- steps
@@ -242,6 +258,8 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
             if tracker:
                 tracker.metrics({"train/loss": last_loss, "train/lr": lr, "train/tokens_per_s": tps,
                                  "train/grad_norm": grad_norms[-1]}, step=step)
+        if probe_every and (step % probe_every == 0 or step == sp.steps):
+            run_probe(step)
         if step % t.checkpoint_every == 0 or step == sp.steps:
             save(step)
         if stop_after is not None and done_this_call >= stop_after:
@@ -256,7 +274,7 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
     # Throughput of the training loop itself (checkpoints inside it included; final save and eval not).
     return TrainResult(stage, step, start, last_loss, val_loss, tokens_seen * world / max(loop_s, 1e-9),
                        ck.latest(out_dir), history, resumed=resume is not None, seconds=loop_s,
-                       first_val_loss=first_val, dropped=dict(stream.dropped), grad_norms=grad_norms)
+                       first_val_loss=first_val, dropped=dict(stream.dropped), grad_norms=grad_norms, probes=probes)
 
 
 def evaluate(engine, data, pad_id: int, micro: int, rank: int, world: int) -> float | None:

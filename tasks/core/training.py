@@ -28,7 +28,8 @@ def run(stage: str, p: Params, fmt: str | None = None, tracker=None, data_dir: P
         init_dir: Path | None = None, out_dir: Path | None = None, codec_dir: Path | None = None,
         metrics_dir: Path | None = None) -> StageResult:
     """Train ``stage`` (in sequence format ``fmt`` for format-dependent stages)."""
-    from tasks.core.plots import loss_curve
+    from models.atomic import write_json
+    from tasks.core.plots import loss_curve, probe_curve
     from tasks.core.trainer import train
 
     d, i, o = paths(stage, fmt)
@@ -41,12 +42,21 @@ def run(stage: str, p: Params, fmt: str | None = None, tracker=None, data_dir: P
         metrics["val/loss"] = res.val_loss
     if res.history:
         metrics["train/first_loss"] = res.history[0][1]
-    png = loss_curve(res.history, Path(metrics_dir or stage_mod.METRICS_DIR) / f"{name}_loss.png", name, res.val_loss)
+    mdir = Path(metrics_dir or stage_mod.METRICS_DIR)
+    png = loss_curve(res.history, mdir / f"{name}_loss.png", name, res.val_loss)
+    artifacts = [(png, "plots")]
+    if getattr(p.stage(stage), "probe_every", 0):
+        # The accuracy curve: a DVC plot (one row per probe) and a PNG beside the loss.
+        rows = [{"step": s, **{k.split("/", 1)[1]: round(v, 4) for k, v in m.items()}} for s, m in res.probes]
+        write_json(mdir / f"{name}_probe.json", rows)
+        artifacts.append((probe_curve(res.probes, mdir / f"{name}_probe.png", f"{name}: held-out probe"), "plots"))
+        if res.probes:
+            metrics.update({k: round(v, 4) for k, v in res.probes[-1][1].items()})
     first = f"{res.history[0][1]:.4f}" if res.history else "nan"
     val = f"{res.val_loss:.4f}" if res.val_loss is not None else "-"
     return StageResult(metrics, f"{res.steps} steps (from {res.start_step}), loss {first} -> {res.final_loss:.4f}, "
                        f"val {val}, {res.tokens_per_s:.0f} tok/s; checkpoint {res.checkpoint}",
-                       artifacts=[(png, "plots")], tags={"checkpoint": str(res.checkpoint), "resumed": str(res.resumed)})
+                       artifacts=artifacts, tags={"checkpoint": str(res.checkpoint), "resumed": str(res.resumed)})
 
 
 def training_main(stage: str, params: list[str], argv: list[str] | None = None) -> StageResult:

@@ -422,7 +422,8 @@ def load_training_questions(source: Iterable[str] | str | Path) -> list[str]:
             raise BenchmarkError(f"training questions must be strings, got {type(bad[0]).__name__} {bad[0]!r:.60}")
         return qs
     p = Path(source).expanduser()
-    files = [f for f in (p / "train.parquet", p / "validation.parquet") if f.is_file()] if p.is_dir() else [p]
+    files = [f for f in (p / "train.parquet", p / "validation.parquet", p / "text.parquet") if f.is_file()] \
+        if p.is_dir() else [p]
     if not files or not files[0].is_file():
         raise BenchmarkError(
             f"training set {p} not found: give the synthesize stage's output (data/synthesize with "

@@ -52,6 +52,7 @@ class Job:
     sweep: bool  # decoded only for the speak:think sweep
     audio: np.ndarray | None = None
     sample_rate: int = 0
+    input: str = "audio"  # how the question was asked: audio (spoken) or text (transcript)
 
     @property
     def ratio(self) -> str:
@@ -122,6 +123,7 @@ def answer(engine, job: Job) -> tuple[dict[str, Any], bytes]:
     extracted = extract_answer(response)
     row = {
         "id": job.item_id, "split": job.split, "format": job.fmt, "ratio": job.ratio, "sweep": job.sweep,
+        "input": "audio" if job.audio is not None else "text",
         "question": job.transcript, "gold": job.answer, "output": response, "extracted": extracted,
         "correct": bool(done) and is_correct(response, job.answer, job.split),
         "response": response, "reasoning": done.reasoning if done else "",

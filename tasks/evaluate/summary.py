@@ -82,15 +82,23 @@ def ratio_key(ratio: str) -> str:
 
 
 def summarize(rows: Sequence[dict], splits: Sequence[str], sweep_ids: set[str] | None = None,
-              main_ratio: str = "") -> dict[str, Any]:
-    """Flat metrics: ``<split>/<metric>`` and ``overall/<metric>`` over the main rows, and
-    ``ratio_<s>_<t>/<metric>`` over the sweep's questions (``sweep_ids``) at each ratio."""
-    main = [r for r in rows if not r["sweep"]]
+              main_ratio: str = "", inputs: Sequence[str] = ()) -> dict[str, Any]:
+    """Flat metrics: ``<split>/<metric>`` and ``overall/<metric>`` over the main rows (asked with the
+    first of ``inputs``), ``<split>/<input>_accuracy`` for every input, and ``ratio_<s>_<t>/<metric>``
+    over the sweep's questions (``sweep_ids``) at each ratio."""
+    inputs = list(inputs) or sorted({r.get("input", "audio") for r in rows if not r["sweep"]})
+    asked = [r for r in rows if not r["sweep"]]
+    main = [r for r in asked if r.get("input", "audio") == inputs[0]] if inputs else asked
     out: dict[str, Any] = {}
     for name, group in [(s, [r for r in main if r["split"] == s]) for s in splits] + [("overall", main)]:
         for k, v in group_metrics(group).items():
             if v is not None:
                 out[f"{name}/{k}"] = v
+    for inp in inputs:  # the same questions asked another way: accuracy (and answers) per input
+        mine = [r for r in asked if r.get("input", "audio") == inp]
+        for name, group in [(s, [r for r in mine if r["split"] == s]) for s in splits] + [("overall", mine)]:
+            if group:
+                out[f"{name}/{inp}_accuracy"] = round(sum(bool(r["correct"]) for r in group) / len(group), 4)
     if sweep_ids and not main_ratio:
         # A model without a ratio (think-first) on the sweep's questions: the sweep's reference.
         m = group_metrics([r for r in main if r["id"] in sweep_ids])

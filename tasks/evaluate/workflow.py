@@ -2,8 +2,8 @@
 
 ``run(p, fmt)`` loads the benchmark (``evaluate.benchmark``: the offline proxy, made from generator
 seeds disjoint from training and filtered against ``data/synthesize``; a hub id; or a local copy),
-decodes every question through the streaming session (``decode.py``; spoken questions, or their
-transcripts with ``evaluate.input: text``), speaks the first ``audio_per_split`` answers of each
+decodes every question through the streaming session (``decode.py``) with each of ``evaluate.inputs``
+(the spoken question, its transcript), speaks the first ``audio_per_split`` answers of each
 split through talker + codec, and for TiS also decodes the first ``sweep_per_split`` questions at each
 ``evaluate.sweep`` ratio. It writes ``reports/evaluate/<fmt>/``:
 
@@ -72,20 +72,21 @@ def make_jobs(p: Params, fmt: str, items: dict) -> tuple[list, set[str]]:
     main = (sch.speak, sch.think)
     jobs: list[Job] = []
 
-    def add(it, k: int, ratio: tuple[int, int], sweep: bool) -> None:
-        spoken = k < e.audio_per_split
+    def add(it, k: int, ratio: tuple[int, int], sweep: bool, inp: str) -> None:
+        spoken = k < e.audio_per_split and inp == e.inputs[0]
         jobs.append(Job(
             index=len(jobs), item_id=it.id, split=it.split, transcript=it.transcript, answer=it.answer, fmt=fmt,
             speak=ratio[0], think=ratio[1],
             max_new_tokens=max_new_for(e.max_new_tokens, main, ratio) if fmt == "tis" else e.max_new_tokens,
             temperature=e.temperature, seed=item_seed(e.seed, it.id), speak_answer=spoken,
             max_audio_seconds=min(SWEEP_AUDIO_SECONDS, e.max_audio_seconds) if sweep else e.max_audio_seconds,
-            sweep=sweep, audio=it.audio if e.input == "audio" else None,
-            sample_rate=it.sample_rate if e.input == "audio" else 0))
+            sweep=sweep, audio=it.audio if inp == "audio" else None,
+            sample_rate=it.sample_rate if inp == "audio" else 0, input=inp))
 
-    for its in items.values():
-        for k, it in enumerate(its):
-            add(it, k, main, False)
+    for inp in e.inputs:
+        for its in items.values():
+            for k, it in enumerate(its):
+                add(it, k, main, False, inp)
     sweep_ids: set[str] = set()
     if e.sweep_per_split > 0 and e.sweep:
         # Every format reports its numbers on the sweep's questions: think-first is the sweep's reference.
@@ -97,7 +98,7 @@ def make_jobs(p: Params, fmt: str, items: dict) -> tuple[list, set[str]]:
                 continue  # the main rows of the same questions stand for it
             for its in items.values():
                 for k, it in enumerate(its[: e.sweep_per_split]):
-                    add(it, k, tuple(ratio), True)
+                    add(it, k, tuple(ratio), True, e.inputs[0])
     return jobs, sweep_ids
 
 
@@ -135,22 +136,23 @@ def run(p: Params, fmt: str = "tis", tracker=None, *, model_dir: Path | None = N
         items = load_items(p, Path(data_dir or DATA))
     bench_digest = digest(items)
     jobs, sweep_ids = make_jobs(p, fmt, items)
-    n_main = sum(not j.sweep for j in jobs)
-    log.info("evaluate@%s: %d questions (%s), %d sweep answers; model %s", fmt, n_main,
-             ", ".join(f"{s} {len(v)}" for s, v in items.items()), len(jobs) - n_main, ckpt)
+    n_main = sum(not j.sweep and j.input == e.inputs[0] for j in jobs)
+    log.info("evaluate@%s: %d questions (%s) x inputs %s, %d sweep answers; model %s", fmt, n_main,
+             ", ".join(f"{s} {len(v)}" for s, v in items.items()), "+".join(e.inputs),
+             sum(j.sweep for j in jobs), ckpt)
     wants_audio = any(j.speak_answer for j in jobs)
     rows: list[dict] = []
     wavs: list[tuple[str, bytes, int]] = []
     for row, pcm in decode(jobs, ckpt, codec_dir if wants_audio else None, workers=e.ray_workers,
                            what=f"evaluate@{fmt}", engine=engine):
-        if pcm and not row["sweep"]:
+        if pcm and not row["sweep"] and row["input"] == e.inputs[0]:
             row["wav"] = f"wavs/{_wav_name(row['id'])}"
             wavs.append((row["wav"], pcm, row["audio_sample_rate"]))
         rows.append(row)
     if rows and all(r["error"] for r in rows):
         raise RuntimeError(f"every answer failed; the first error: {rows[0]['error']}")
     main_ratio = f"{p.schedule.speak}:{p.schedule.think}" if fmt == "tis" else ""
-    metrics: dict[str, Any] = summarize(rows, list(items), sweep_ids, main_ratio)
+    metrics: dict[str, Any] = summarize(rows, list(items), sweep_ids, main_ratio, inputs=e.inputs)
     seconds = round(time.time() - t0, 1)
     metrics.update({"evaluate/seconds": seconds, "evaluate/answers": len(rows)})
 
@@ -164,7 +166,9 @@ def run(p: Params, fmt: str = "tis", tracker=None, *, model_dir: Path | None = N
     pngs = [plots.split_bars({fmt: metrics}, list(items), out / "splits.png", f"{label}: Spoken-MQA ({e.benchmark})"),
             plots.latency({fmt: rows}, out / "latency.png", f"{label}: latency per answer")]
     m = metrics
-    summary = (f"accuracy {100 * m.get('overall/accuracy', 0):.1f}% ({m.get('overall/correct', 0)}/{n_main}), "
+    summary = (f"accuracy {100 * m.get('overall/accuracy', 0):.1f}% ({m.get('overall/correct', 0)}/{n_main}, "
+               f"{e.inputs[0]} input; "
+               + ", ".join(f"{i} {100 * m.get(f'overall/{i}_accuracy', 0):.1f}%" for i in e.inputs) + "), "
                f"{m.get('overall/spoken_words', 0):.1f} spoken words, first spoken token after "
                f"{m.get('overall/positions_to_first_text', float('nan')):.1f} positions / "
                f"{m.get('overall/seconds_to_first_text', float('nan')):.3f} s, first audio after "
@@ -174,7 +178,8 @@ def run(p: Params, fmt: str = "tis", tracker=None, *, model_dir: Path | None = N
         metrics, summary,
         artifacts=[(f, "plots") for f in pngs] + [(preds, "predictions"), (out / "wavs", "wavs")],
         tables={"predictions.json": [_flat(r) for r in rows]},
-        tags={"benchmark": e.benchmark, "benchmark_digest": bench_digest, "checkpoint": str(ckpt), "input": e.input})
+        tags={"benchmark": e.benchmark, "benchmark_digest": bench_digest, "checkpoint": str(ckpt), "input": e.inputs[0],
+              "inputs": ",".join(e.inputs)})
 
 
 def work(p: Params, fmt: str | None, tracker) -> StageResult:

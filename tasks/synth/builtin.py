@@ -2,7 +2,9 @@
 
 Four kinds, matching Spoken-MQA's splits: ``short_digit`` and ``long_digit`` arithmetic,
 ``single_step`` and ``multi_step`` word problems. Every problem has an exact integer answer, a
-reasoning trace (may keep symbols) and a concise spoken response ending "The answer is N.".
+reasoning trace that works the arithmetic out digit by digit (``tasks.synth.scratchpad``: columns with
+carries and borrows, partial products, long division; a word problem names its quantities and the
+operation first) and a concise spoken response ending "The answer is N.".
 The response only states numbers after the reasoning has derived them (or that the question gave).
 
     python -m tasks.synth.builtin 5      # print five problems
@@ -13,6 +15,8 @@ from __future__ import annotations
 import random
 import sys
 from dataclasses import asdict, dataclass
+
+from tasks.synth.scratchpad import trace, value
 
 KINDS = ("short_digit", "long_digit", "single_step", "multi_step")
 
@@ -43,8 +47,8 @@ def _arith(rng: random.Random, lo: int, hi: int) -> tuple[str, str, str, int]:
         a, b = b, a
     if op == "*" and hi > 100:  # keep long products readable
         b = rng.randint(2, 99)
-    val = {"+": a + b, "-": a - b, "*": a * b}[op]
-    return f"What is {a} {OPS[op]} {b}?", f"{a} {op} {b} = {val}", f"{a} {OPS[op]} {b}", val
+    val = value(a, op, b)
+    return f"What is {a} {OPS[op]} {b}?", trace(a, op, b), f"{a} {OPS[op]} {b}", val
 
 
 def short_digit(rng: random.Random) -> tuple[str, str, str, int]:
@@ -61,29 +65,30 @@ def single_step(rng: random.Random) -> tuple[str, str, str, int]:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     a, b = rng.randint(2, 60), rng.randint(2, 40)
     form = rng.randrange(4)
+    # Reasoning: the quantities, the operation, then its scratchpad (tasks/synth/scratchpad.py).
     if form == 0:
         val = a + b
         q = f"{name} has {a} {item}. {name} gets {b} more {item}. How many {item} does {name} have now?"
-        r = f"{name} starts with {a} {item} and gets {b} more. {a} + {b} = {val}."
+        r = f"Has {a}, gets {b} more. {trace(a, '+', b)}."
         s = f"{name} had {a} {item} and got {b} more, so {name} now has {val}."
     elif form == 1:
         a, b = max(a, b) + 5, min(a, b)
         val = a - b
         q = f"{name} had {a} {item} and gave away {b}. How many {item} are left?"
-        r = f"{name} gave away {b} of {a} {item}. {a} - {b} = {val}."
+        r = f"Had {a}, gave away {b}. {trace(a, '-', b)}."
         s = f"Giving away {b} of {a} leaves {val} {item}."
     elif form == 2:
         a, b = rng.randint(2, 12), rng.randint(2, 12)
         val = a * b
         q = f"There are {a} boxes with {b} {item} in each box. How many {item} are there in all?"
-        r = f"{a} boxes of {b} {item} each. {a} * {b} = {val}."
+        r = f"{a} boxes of {b}. {trace(a, '*', b)}."
         s = f"With {a} boxes of {b} each, there are {val} {item}."
     else:
         b = rng.randint(2, 9)
         val = rng.randint(2, 15)
         a = b * val
         q = f"{name} shares {a} {item} equally among {b} friends. How many {item} does each friend get?"
-        r = f"{a} {item} shared by {b} friends. {a} / {b} = {val}."
+        r = f"{a} shared by {b}. {trace(a, '/', b)}."
         s = f"Sharing {a} {item} among {b} friends gives each friend {val}."
     return q, r, f"{s} The answer is {val}.", val
 
@@ -98,7 +103,7 @@ def multi_step(rng: random.Random) -> tuple[str, str, str, int]:
         val = paid - cost
         q = (f"{item.capitalize()} cost {price} dollars each. {name} buys {count} {item} and pays with "
              f"{paid} dollars. How much change does {name} get?")
-        r = f"Cost: {count} * {price} = {cost}. Change: {paid} - {cost} = {val}."
+        r = f"Cost: {trace(price, '*', count)}. Change: {trace(paid, '-', cost)}."
         s = f"{count} {item} cost {cost} dollars, so the change from {paid} is {val} dollars."
     elif form == 1:
         a, b, c = rng.randint(5, 40), rng.randint(5, 40), rng.randint(1, 20)
@@ -107,7 +112,7 @@ def multi_step(rng: random.Random) -> tuple[str, str, str, int]:
         val = total - c
         q = (f"{name} collected {a} {item} on Monday and {b} {item} on Tuesday, then lost {c}. "
              f"How many {item} does {name} have?")
-        r = f"Collected: {a} + {b} = {total}. After losing {c}: {total} - {c} = {val}."
+        r = f"Collected: {trace(a, '+', b)}. Lost {c}: {trace(total, '-', c)}."
         s = f"{name} collected {total} {item} in two days and after losing {c} has {val} left."
     else:
         rows, per, extra = rng.randint(2, 9), rng.randint(2, 9), rng.randint(1, 30)
@@ -115,7 +120,7 @@ def multi_step(rng: random.Random) -> tuple[str, str, str, int]:
         val = prod + extra
         q = (f"A garden has {rows} rows of {per} plants, and {extra} more plants by the fence. "
              "How many plants are in the garden?")
-        r = f"Rows: {rows} * {per} = {prod}. With the fence: {prod} + {extra} = {val}."
+        r = f"Rows: {trace(rows, '*', per)}. With the fence: {trace(prod, '+', extra)}."
         s = f"The rows hold {prod} plants, and with the fence the garden has {val} plants."
     return q, r, f"{s} The answer is {val}.", val
 

@@ -1,0 +1,288 @@
+"""The learnability ladder: one small arithmetic task through the project's own stack, one rung at a time.
+
+Every rung uses the project's tokenizer (a BPE trained as ``init_model`` trains it), the tiny
+Qwen2.5-Omni built from ``params.yaml``'s ``model.tiny``, the sequence format (``models.format``),
+the pipeline's trainer (``tasks.core.trainer.train``: DeepSpeed engine, lazy data, the stage's freeze
+table) and the streaming session (``models.session``, greedy) scored by AudioBench's rule. A rung
+changes one thing from the one before, so a drop in held-out accuracy points at what loses it:
+
+    a  plain_lm   text question (digits) -> "reasoning response", plain LM     (pretrain stage, text only)
+    b  think_first text question (digits) -> think-first layout                 (text_tis stage)
+    c  tis        text question (digits) -> TiS interleaved layout (speak:think) (text_tis stage)
+    d  words      like c, but the question's numbers are words (as a transcript reads them)
+    e  audio      like c, but the question is spoken (TTS) and heard through the audio encoder
+                  (align -> acoustic_tis stages on the same problems)
+    f  stages     the full stage sequence: align -> pretrain -> text_tis -> acoustic_tis, audio question
+
+    .venv/bin/python -m bench.bench_ladder --task add --rungs a,b,c,d --steps 600
+    .venv/bin/python -m bench.bench_ladder --task mul --trace one_line,scratchpad --rungs c
+
+Prints a table and writes bench/results/ladder-<task>.json (accuracy per rung and trace, seconds of
+training, steps, examples seen, and a few decoded answers to read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+RUNGS = {
+    "a": ("plain_lm", "pretrain", "plain", "digits"),
+    "b": ("think_first", "text_tis", "think_first", "digits"),
+    "c": ("tis", "text_tis", "tis", "digits"),
+    "d": ("words", "text_tis", "tis", "words"),
+    "e": ("audio", "acoustic_tis", "tis", "audio"),
+    "f": ("stages", "all", "tis", "audio"),
+}
+OPS = {"add": "+", "sub": "-", "mul": "*", "builtin": ""}
+WORD = {"+": "plus", "-": "minus", "*": "times"}
+
+
+def make_problem(rng: random.Random, task: str, trace_style: str) -> dict:
+    """One problem of ``task``: 2-digit + 2-digit, 2-digit - 2-digit (a >= b), or 2-digit x 1-digit."""
+    from tasks.synth.scratchpad import trace, value
+
+    op = OPS[task]
+    a = rng.randint(10, 99)
+    b = rng.randint(2, 9) if op == "*" else rng.randint(10, 99)
+    if op == "-" and b > a:
+        a, b = b, a
+    v = value(a, op, b)
+    return {"question": f"What is {a} {WORD[op]} {b}?", "reasoning": trace(a, op, b, trace_style),
+            "response": f"{a} {WORD[op]} {b} is {v}. The answer is {v}.", "answer": str(v), "key": (a, b)}
+
+
+def builtin_problems(n_train: int, n_test: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """The pipeline's own generator (all four kinds, scratchpad traces); held-out problems from other
+    seeds and never a question of the training set, as the proxy benchmark draws them."""
+    from tasks.synth.builtin import generate_problems
+
+    as_dict = lambda p: {"question": p.question, "reasoning": p.reasoning, "response": p.response,  # noqa: E731
+                         "answer": p.answer, "kind": p.kind}
+    train = [as_dict(p) for p in generate_problems(n_train, seed=seed)]
+    seen = {p["question"] for p in train}
+    test = [as_dict(p) for p in generate_problems(n_test * 2, seed=seed + 7919) if p.question not in seen][:n_test]
+    return train, test
+
+
+def problems(task: str, n_train: int, n_test: int, seed: int, trace_style: str) -> tuple[list[dict], list[dict]]:
+    """Disjoint train and held-out problems (no (a, b) pair in both)."""
+    if task == "builtin":
+        return builtin_problems(n_train, n_test, seed)
+    rng = random.Random(seed)
+    test, keys = [], set()
+    while len(test) < n_test:
+        p = make_problem(rng, task, trace_style)
+        if p["key"] not in keys:
+            keys.add(p["key"])
+            test.append(p)
+    train = []
+    while len(train) < n_train:
+        p = make_problem(rng, task, trace_style)
+        if p["key"] not in keys:
+            train.append(p)
+    return train, test
+
+
+def rows(probs: list[dict], tok, schedule, tts=None, audio_dir: Path | None = None, prefix: str = "x") -> list[dict]:
+    """Dataset rows (tasks/core/dataset.py's contract); spoken questions when ``tts`` is given."""
+    from models.drift import tokenize_sample
+    from tasks.synth.verbalize import speakable
+
+    out = []
+    for i, p in enumerate(probs):
+        t = tokenize_sample(tok, p["question"], p["response"], p["reasoning"], schedule)
+        spoken = speakable(p["question"])
+        r = {"id": f"{prefix}-{i}", "source": "ladder", "kind": p.get("kind", "ladder"), "question": p["question"],
+             "spoken_question": spoken, "reasoning": p["reasoning"], "response": p["response"],
+             "answer": p["answer"], "question_ids": t.question_ids, "response_ids": t.response_ids,
+             "reasoning_ids": t.reasoning_ids, "min_block": t.min_block}
+        if tts is not None:
+            import soundfile as sf
+
+            wav, sr = tts.synthesize(spoken)
+            rel = f"audio/{prefix}-{i}.flac"
+            sf.write(str(audio_dir / rel), wav, sr)
+            r.update(question_audio=rel, question_seconds=len(wav) / sr)
+        out.append(r)
+    return out
+
+
+def score(ckpt: Path, test: list[dict], fmt: str, form: str, p, data_dir: Path, max_new: int) -> tuple[float, list]:
+    """Greedy answers through the streaming session; AudioBench's rule on the spoken response."""
+    import soundfile as sf
+
+    from models.session import Engine, Options
+    from models.events import DoneEvent
+    from tasks.evaluate.metric import is_correct
+    from tasks.synth.verbalize import speakable
+
+    engine = Engine.load(ckpt)
+    if fmt == "plain":
+        return _score_plain(engine, test, max_new)
+    opts = Options(fmt=fmt, speak=p.schedule.speak, think=p.schedule.think, max_new_tokens=max_new, audio=False)
+    correct, shown, per = 0, [], {}
+    for i, q in enumerate(test):
+        if form == "audio":
+            wav, sr = sf.read(str(data_dir / q["question_audio"]), dtype="float32")
+            session = engine.session(audio=(wav, sr), options=opts)
+        else:
+            session = engine.session(text=q["question"] if form == "digits" else speakable(q["question"]), options=opts)
+        done = next(ev for ev in session if isinstance(ev, DoneEvent))
+        ok = is_correct(done.response, q["answer"], "short_digit")
+        correct += ok
+        k = per.setdefault(q.get("kind", "ladder"), [0, 0])
+        k[0] += ok
+        k[1] += 1
+        if len(shown) < 4 or (not ok and len(shown) < 6):
+            shown.append({"question": q["question"], "gold": q["answer"], "response": done.response,
+                          "reasoning": done.reasoning, "correct": ok})
+    shown.append({"per_kind": {k: round(a / n, 4) for k, (a, n) in per.items()}})
+    return correct / max(1, len(test)), shown
+
+
+def _score_plain(engine, test: list[dict], max_new: int) -> tuple[float, list]:
+    """Rung a: a plain LM, no format: greedy ``generate`` from the text prompt to eos, the whole output scored."""
+    import torch
+
+    from models.tokenizer import text_prompt
+    from tasks.evaluate.metric import is_correct
+
+    tok, th = engine.tokenizer, engine.model.thinker
+    correct, shown = 0, []
+    for q in test:
+        x = torch.tensor([text_prompt(tok, q["question"])])
+        with torch.inference_mode():
+            y = th.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new, do_sample=False,
+                            eos_token_id=engine.ids.eos, pad_token_id=tok.pad_token_id)
+        text = tok.decode(y[0, x.shape[1]:], skip_special_tokens=True)
+        ok = is_correct(text, q["answer"], "short_digit")
+        correct += ok
+        if len(shown) < 4:
+            shown.append({"question": q["question"], "gold": q["answer"], "output": text, "correct": ok})
+    return correct / max(1, len(test)), shown
+
+
+def run_rung(rung: str, task: str, trace_style: str, args, work: Path) -> dict:
+    from models.format import Schedule
+    from models.omni import build_tiny, save
+    from models.tts import make_tts
+    from tasks.core.checkpoint import latest
+    from tasks.core.dataset import write_dataset
+    from tasks.core.params import load_params
+    from tasks.core.trainer import train
+    from tasks.init_model import build_tokenizer
+
+    name, stage, fmt, form = RUNGS[rung]
+    sp = {"steps": args.steps, "batch_size": args.batch, "lr": args.lr, "warmup_steps": 20, "max_len": 640}
+    no_probe = {"probe_every": 0, "probe_problems": 0}
+    # Rung d: every text prompt says its numbers in words (as a transcript does), in training and here.
+    words = 1.0 if form == "words" else 0.0
+    overrides = {"seed": args.seed,
+                 "trainer": {"log_every": max(1, args.steps // 5), "checkpoint_every": 10**6, "keep_checkpoints": 1},
+                 "pretrain": {**sp, "text_fraction": 1.0, "words_fraction": words},
+                 "text_tis": {**sp, **no_probe, "words_fraction": words, "text_pool": False},
+                 "acoustic_tis": {**sp, **no_probe},
+                 "align": {**sp, "steps": args.align_steps, "lr": args.align_lr}}
+    if args.dims:
+        overrides["model"] = {"tiny": json.loads(args.dims)}
+    p = load_params(overrides=overrides)
+    schedule = Schedule(p.schedule.speak, p.schedule.think)
+    d = work / f"{task}-{trace_style}-{rung}"
+    tok = build_tokenizer(p)
+    init = d / "init_model"
+    model = build_tiny(p.model.tiny, tok, seed=p.seed)
+    save(model, init / "model")
+    tok.save_pretrained(str(init / "tokenizer"))
+    train_p, test_p = problems(task, args.train, args.test, args.seed, trace_style)
+    data = d / "data"
+    spoken = form == "audio"
+    (data / "audio").mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    tts = make_tts("espeak") if spoken else None
+    train_rows = rows(train_p, tok, schedule, tts, data, "train")
+    test_rows = rows(test_p, tok, schedule, tts, data, "test")
+    tts_s = time.time() - t0
+    # write_dataset writes atomically into data/: keep the audio beside it
+    audio_tmp = d / "audio"
+    (data / "audio").rename(audio_tmp)
+    write_dataset(data, {"train": train_rows, "validation": test_rows[:64]}, {}, extra_dir=audio_tmp)
+    stages = {"a": ["pretrain"], "b": ["text_tis"], "c": ["text_tis"], "d": ["text_tis"],
+              "e": ["align", "acoustic_tis"], "f": ["align", "pretrain", "text_tis", "acoustic_tis"]}[rung]
+    src, seconds, history = init, 0.0, {}
+    for st in stages:
+        sp_st = getattr(p, st)
+        if rung == "f" and st == "pretrain":
+            p = load_params(overrides={**overrides, "pretrain": {**sp, "text_fraction": 0.5, "words_fraction": 0.0}})
+            sp_st = p.pretrain
+        out = d / st
+        res = train(st, p, sp_st, data, src, out, fmt=fmt if st not in ("align", "pretrain") else "tis")
+        seconds += res.seconds
+        history[st] = {"first": res.history[0][1], "last": res.final_loss, "val": res.val_loss,
+                       "seconds": round(res.seconds, 1), "steps": res.steps}
+        src = out
+    acc, shown = score(latest(src), test_rows, fmt, form, p, data, args.max_new)
+    per_kind = shown.pop()["per_kind"] if shown and "per_kind" in shown[-1] else {}
+    return {"per_kind": per_kind, "rung": rung, "name": name, "task": task, "trace": trace_style, "format": fmt, "input": form,
+            "stages": stages, "accuracy": round(acc, 4), "train_seconds": round(seconds, 1),
+            "tts_seconds": round(tts_s, 1), "steps": args.steps, "batch": args.batch, "lr": args.lr,
+            "examples_seen": args.steps * args.batch, "train_problems": args.train, "held_out": args.test,
+            "losses": history, "examples": shown}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m bench.bench_ladder", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--task", default="add", choices=sorted(OPS))
+    ap.add_argument("--rungs", default="a,b,c,d")
+    ap.add_argument("--trace", default="scratchpad", help="comma list of one_line, scratchpad")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=0.003)
+    ap.add_argument("--align-steps", type=int, default=300)
+    ap.add_argument("--align-lr", type=float, default=0.002)
+    ap.add_argument("--train", type=int, default=2000)
+    ap.add_argument("--test", type=int, default=200)
+    ap.add_argument("--max-new", type=int, default=160)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--dims", default="", help="JSON overrides of model.tiny, e.g. '{\"hidden_size\": 256}'")
+    ap.add_argument("--out", default="", help="JSON path (default bench/results/ladder-<task>.json)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="ladder-") as tmp:
+        for style in args.trace.split(","):
+            for rung in args.rungs.split(","):
+                r = run_rung(rung, args.task, style, args, Path(tmp))
+                results.append(r)
+                print(f"[ladder] {args.task} {style:10s} rung {rung} ({r['name']:11s}): {100 * r['accuracy']:5.1f} % "
+                      f"held-out {r['per_kind'] if len(r['per_kind']) > 1 else ''}, {r['train_seconds']:.0f} s training",
+                      flush=True)
+    out = {"task": args.task, "args": vars(args), "results": results,
+           "torch_threads": __import__("torch").get_num_threads()}
+    path = Path(args.out) if args.out else RESULTS / f"ladder-{args.task}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+    print(f"{'task':5s} {'trace':11s} {'rung':4s} {'name':12s} {'acc %':>6s} {'train s':>8s}")
+    for r in results:
+        print(f"{r['task']:5s} {r['trace']:11s} {r['rung']:4s} {r['name']:12s} {100 * r['accuracy']:6.1f} "
+              f"{r['train_seconds']:8.0f}")
+    print(f"wrote {path}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

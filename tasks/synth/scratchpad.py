@@ -1,0 +1,149 @@
+"""Reasoning traces a small transformer can learn: arithmetic written out digit by digit.
+
+A one-line trace (``38417 * 56 = 2151352``) asks a model for the whole result in one step; small
+transformers do not learn that from thousands of examples. Lee et al., *Teaching Arithmetic to Small
+Transformers* (arXiv 2307.03381), show that a detailed scratchpad (one column at a time, carries and
+borrows written out) makes multi-digit arithmetic learnable with far fewer samples. The TiS format
+has ``think`` silent positions for every ``speak`` spoken one: room for exactly such a scratchpad.
+
+Every step is local (a column's digits, the carry just written) and the digits are single tokens
+(the tokenizer splits numbers into digits), so each next token depends on a few earlier ones:
+
+    add(47, 38)    -> "47+38: 7+8=15 c1|4+3+1=8|85"
+    sub(47, 38)    -> "47-38: 7-8+10=9 b1|4-1-3=0|9"
+    mul(47, 6)     -> "47*6: 7*6=42 c4|4*6+4=28|282"
+    mul(347, 56)   -> "347*56: 347*6: ...|2082; 347*5: ...|1735; 2082+17350: ...|19432"
+    div(126, 9)    -> "126/9: 1/9=0 r1|12/9=1 r3|36/9=4 r0|14"
+
+The trace ends with the result's digits, so the response may say the result only after it (the
+drift rule in ``models.drift``). ``trace(a, op, b)`` picks the routine; ``one_line`` is the baseline.
+
+    python -m tasks.synth.scratchpad 38417 '*' 56
+"""
+
+from __future__ import annotations
+
+import sys
+
+OPS = ("+", "-", "*", "/")
+
+
+def _digits(n: int) -> list[int]:
+    """Least significant digit first."""
+    return [int(c) for c in reversed(str(n))]
+
+
+def add(a: int, b: int, head: bool = True) -> str:
+    """Column addition, right to left: ``a_i+b_i(+carry)=s`` and ``c1`` when a carry goes on."""
+    if a < 0 or b < 0:
+        raise ValueError(f"add() takes non-negative integers, got {a} and {b}")
+    da, db = _digits(a), _digits(b)
+    cols, carry = [], 0
+    for i in range(max(len(da), len(db))):
+        x, y = (da[i] if i < len(da) else 0), (db[i] if i < len(db) else 0)
+        s = x + y + carry
+        last = i == max(len(da), len(db)) - 1
+        col = f"{x}+{y}" + ("+1" if carry else "") + f"={s}"
+        carry = s // 10
+        if carry and not last:
+            col += " c1"
+        cols.append(col)
+    body = "|".join(cols) + f"|{a + b}"
+    return f"{a}+{b}: {body}" if head else body
+
+
+def sub(a: int, b: int, head: bool = True) -> str:
+    """Column subtraction of ``b <= a``: ``a_i(-1)-b_i(+10)=d`` and ``b1`` when a borrow goes on."""
+    if not 0 <= b <= a:
+        raise ValueError(f"sub() takes 0 <= b <= a, got {a} - {b}; swap them or handle the sign first")
+    da, db = _digits(a), _digits(b)
+    cols, borrow = [], 0
+    for i in range(len(da)):
+        x, y = da[i], (db[i] if i < len(db) else 0)
+        top = x - borrow
+        out = top < y
+        col = f"{x}" + ("-1" if borrow else "") + f"-{y}" + ("+10" if out else "") + f"={top - y + 10 * out}"
+        if out:
+            col += " b1"
+        borrow = int(out)
+        cols.append(col)
+    body = "|".join(cols) + f"|{a - b}"
+    return f"{a}-{b}: {body}" if head else body
+
+
+def _mul_digit(a: int, d: int) -> str:
+    """``a`` times one digit ``d``, right to left: ``a_i*d(+carry)=v`` and ``cK`` for the carry."""
+    da = _digits(a)
+    cols, carry = [], 0
+    for i, x in enumerate(da):
+        v = x * d + carry
+        col = f"{x}*{d}" + (f"+{carry}" if carry else "") + f"={v}"
+        carry = v // 10
+        if carry and i < len(da) - 1:
+            col += f" c{carry}"
+        cols.append(col)
+    return "|".join(cols) + f"|{a * d}"
+
+
+def mul(a: int, b: int, head: bool = True) -> str:
+    """``a * b``: one digit of the multiplier at a time, then the shifted partial products added in columns."""
+    if a < 0 or b < 0:
+        raise ValueError(f"mul() takes non-negative integers, got {a} and {b}")
+    if b >= 10 and a < 10:
+        a, b = b, a  # the one-digit factor is the multiplier
+    if b < 10:
+        body = _mul_digit(a, b)
+    else:
+        parts, total = [], 0
+        for k, d in enumerate(_digits(b)):
+            partial = a * d * 10**k
+            parts.append(f"{a}*{d}: {_mul_digit(a, d)}")
+            if k:
+                parts.append(add(total, partial))
+            total += partial
+        body = "; ".join(parts)
+        if not body.endswith(f"|{a * b}"):  # a multiplier with one non-zero digit ends on its product
+            body += f"|{a * b}"
+    return f"{a}*{b}: {body}" if head else body
+
+
+def div(a: int, b: int, head: bool = True) -> str:
+    """Long division of ``a`` by ``b`` (exact or not), one digit of ``a`` at a time: ``cur/b=q rR``."""
+    if b <= 0 or a < 0:
+        raise ValueError(f"div() takes a >= 0 and b > 0, got {a} / {b}")
+    cols, rem = [], 0
+    for c in str(a):
+        cur = rem * 10 + int(c)
+        q, rem = divmod(cur, b)
+        cols.append(f"{cur}/{b}={q} r{rem}")
+    body = "|".join(cols) + f"|{a // b}"
+    return f"{a}/{b}: {body}" if head else body
+
+
+ROUTINES = {"+": add, "-": sub, "*": mul, "/": div}
+
+
+def value(a: int, op: str, b: int) -> int:
+    if op not in ROUTINES:
+        raise ValueError(f"unknown operation {op!r}; use one of {OPS}")
+    return {"+": a + b, "-": a - b, "*": a * b, "/": a // b if b else 0}[op]
+
+
+def trace(a: int, op: str, b: int, style: str = "scratchpad") -> str:
+    """The reasoning for ``a op b``: ``scratchpad`` (column by column) or ``one_line`` (``a op b = v``)."""
+    if style == "one_line":
+        return one_line(a, op, b)
+    if style != "scratchpad":
+        raise ValueError(f"unknown trace style {style!r}; use scratchpad or one_line")
+    if op not in ROUTINES:
+        raise ValueError(f"unknown operation {op!r}; use one of {OPS}")
+    return ROUTINES[op](a, b)
+
+
+def one_line(a: int, op: str, b: int) -> str:
+    return f"{a} {op} {b} = {value(a, op, b)}"
+
+
+if __name__ == "__main__":
+    x, o, y = sys.argv[1:4] if len(sys.argv) > 3 else ("38417", "*", "56")
+    print(trace(int(x), o, int(y)))
