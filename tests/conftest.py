@@ -134,4 +134,5 @@ def synth_params(**kw):
             return [plain(x) for x in v]
         return v
 
+    kw.setdefault("text_pool", 0)  # the text-only pool is its own test (test_synth_stage)
     return load_params(overrides={"synthesize": {k: plain(v) for k, v in kw.items()}}).synthesize

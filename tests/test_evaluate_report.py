@@ -59,6 +59,18 @@ def test_summarize_keys_splits_overall_and_sweep():
     assert tf["sweep_questions/n"] == 2 and not any(k.startswith("ratio_") for k in tf)
 
 
+def test_each_input_gets_its_accuracy_and_the_first_is_the_main():
+    """evaluate.inputs [audio, text]: the same questions asked both ways; split/metric keys describe the
+    main (first) input, <split>/<input>_accuracy each one."""
+    audio = [{**row("short_digit-0"), "input": "audio"}, {**row("short_digit-1", correct=False), "input": "audio"}]
+    text = [{**row("short_digit-0"), "input": "text"}, {**row("short_digit-1"), "input": "text"}]
+    m = summarize(audio + text, ["short_digit"], set(), "2:8", inputs=["audio", "text"])
+    assert (m["short_digit/n"], m["short_digit/accuracy"]) == (2, 0.5)
+    assert (m["short_digit/audio_accuracy"], m["short_digit/text_accuracy"], m["overall/text_accuracy"]) == (0.5, 1.0, 1.0)
+    m = summarize(audio + text, ["short_digit"], set(), "2:8", inputs=["text", "audio"])
+    assert m["short_digit/accuracy"] == 1.0 and m["overall/n"] == 2
+
+
 def test_every_ratio_gets_as_many_speak_slots():
     assert max_new_for(288, (2, 8), (2, 8)) == 288
     assert max_new_for(288, (2, 8), (1, 9)) == 576  # 48 speak slots, 48 blocks of 12
@@ -117,7 +129,7 @@ def test_compare_stage_writes_the_table_and_plots(reports, tmp_path):
     assert set(t) == {"columns", "rows"} and len(t["rows"]) == 4
     assert json.loads((out / "sweep.json").read_text())["rows"][0][:2] == ["TiS", "1:9"]
     md = (out / "table.md").read_text()
-    assert "| overall | think-first | 4 | 75.0 | 30.0 |" in md and "speak:think sweep" in md
+    assert "| overall | think-first | 4 | 75.0 | – | – | 30.0 |" in md and "speak:think sweep" in md
     for png in ("accuracy_vs_words", "splits", "latency", "sweep"):
         assert (out / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert res.metrics["tis_vs_think_first/spoken_words_ratio"] == pytest.approx(20 / 30, abs=1e-4)

@@ -44,6 +44,26 @@ def check_output(out: Path, stats: dict) -> list[dict]:
     return rows
 
 
+def test_text_pool_is_verified_text_only_and_apart_from_the_spoken_set(tmp_path):
+    """synthesize.text_pool: more built-in problems through the same checks, no audio, written as
+    text.parquet; no pool question is a spoken-set (train or validation) question."""
+    import pyarrow.parquet as pq
+
+    from tasks import synthesize
+
+    cfg = synth_params(sources=(SourceSpec("builtin", limit=8),), asr_fraction=0.0, validation_fraction=0.25,
+                       text_pool=40)
+    stats = synthesize.run(P(), cfg, out_dir=tmp_path / "synth", tokenizer=small_tokenizer(), use_ray=False)
+    pool = pq.read_table(tmp_path / "synth" / "text.parquet").to_pylist()
+    assert stats["text_pool"]["kept"] == len(pool) >= 30 and stats["text_pool"]["records"] <= 40
+    spoken = {r["question"] for s in ("train", "validation") for r in load_samples(tmp_path / "synth", s)}
+    assert not spoken & {r["question"] for r in pool} and len({r["question"] for r in pool}) == len(pool)
+    assert all(r["question_audio"] == "" and r["response_audio"] == "" and r["reasoning_ids"] for r in pool)
+    assert all(r["response"].endswith(f"The answer is {r['answer']}.") for r in pool)
+    assert {r["kind"] for r in pool} == {"short_digit", "long_digit", "single_step", "multi_step"}
+    assert not (tmp_path / "synth" / "audio").exists() or len(list((tmp_path / "synth" / "audio").iterdir())) == 16
+
+
 def test_stage_in_process(tmp_path):
     from tasks import synthesize
 

@@ -280,7 +280,7 @@ def test_probe_curve_is_logged_bounded_and_survives_a_resume(tiny, tmp_path):
     probe = Probe(_data(tiny, "text_tis", split="validation"), "tis", 3, max_new_tokens=1024)
     data = _data(tiny, "text_tis", split="validation")
     refs = [sum(r != 0 for r in e.roles) for e in data.all_examples()[0]]
-    assert len(probe) == 3 and max(probe.limits) <= max(refs) + 16
+    assert len(probe) == min(3, len(refs)) and max(probe.limits) <= max(refs) + 16
 
 
 def test_probe_scores_the_stated_answer():
@@ -303,18 +303,25 @@ def test_text_prompts_mix_digits_and_words_and_the_pool_replaces_train_rows(tiny
     assert 0.4 < sum(draws) / len(draws) < 0.6
     assert draws != [in_words(i, 1, 0.5, 0) for i in range(400)]  # another epoch, other rows in words
     assert not any(in_words(i, 0, 0.0, 0) for i in range(50))
-    data = _data(tiny, "text_tis", words_fraction=1.0, text_pool=False)
-    i = next(i for i in range(len(data)) if any(c.isdigit() for c in data.rows[i]["question"]))
-    e, row = data.example(i), data.rows[i]
-    text = tiny.tok.decode(e.input_ids)
-    assert row["spoken_question"] in text and row["question"] not in text
+    import pyarrow.parquet as pq
+
+    from tasks.core.examples import StageData
+    from tasks.synth.verbalize import speakable
+
     pooled = tmp_path / "data"
     shutil.copytree(tiny.data, pooled)
-    shutil.copy(pooled / "validation.parquet", pooled / "text.parquet")
-    from tasks.core.examples import StageData
-
-    sp = _sp(tiny, "text_tis", text_pool=True)
-    assert len(StageData(pooled, "train", tiny.tok, tiny.p, spec("text_tis"), sp, "tis")) == len(
-        StageData(pooled, "validation", tiny.tok, tiny.p, spec("text_tis"), sp, "tis"))
+    t = pq.read_table(pooled / "validation.parquet")  # the pool: validation rows, spoken form in words
+    words = [speakable(q) for q in t.column("question").to_pylist()]
+    t = t.set_column(t.schema.get_field_index("spoken_question"), "spoken_question", __import__("pyarrow").array(words))
+    pq.write_table(t, pooled / "text.parquet")
+    sp = _sp(tiny, "text_tis", text_pool=True, words_fraction=1.0)
+    data = StageData(pooled, "train", tiny.tok, tiny.p, spec("text_tis"), sp, "tis")
+    assert data.pooled and len(data) == t.num_rows
+    i = next(i for i in range(len(data)) if any(c.isdigit() for c in data.rows[i]["question"]))
+    text = tiny.tok.decode(data.example(i).input_ids)
+    assert data.rows[i]["spoken_question"] in text and data.rows[i]["question"] not in text
+    digits = StageData(pooled, "train", tiny.tok, tiny.p, spec("text_tis"), replace(sp, words_fraction=0.0), "tis")
+    assert data.rows[i]["question"] in tiny.tok.decode(digits.example(i).input_ids)
+    assert not StageData(pooled, "train", tiny.tok, tiny.p, spec("text_tis"), replace(sp, text_pool=False), "tis").pooled
     audio = StageData(pooled, "train", tiny.tok, tiny.p, spec("acoustic_tis"), _sp(tiny, "acoustic_tis"), "tis")
     assert not audio.pooled
