@@ -40,6 +40,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import threading
 import time
 import uuid
@@ -62,6 +63,7 @@ WEB = HERE / "web"
 PARAMS_ENV = "OMNI_TIS_PARAMS"  # another params.yaml (tests: small limits)
 MODEL_DIR_ENV = "OMNI_TIS_MODEL_DIR"  # serve a packaged model directory instead of the model store's
 MODEL_ENV = "OMNI_TIS_MODEL"  # the model store tag when no build argument pins it
+MAX_JSON_DEPTH = 8  # the request schema nests 2 deep; deeper is a mistake or an attack on the parser
 AUDIO_FORMATS = {"WAV": "wav", "WAVEX": "wav", "RF64": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}
 
 _PARAMS = load_params(os.environ.get(PARAMS_ENV) or HERE / "params.yaml")
@@ -96,7 +98,9 @@ class AskJSON(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    text: str | None = Field(None, min_length=1, max_length=SERVE.max_text_chars, description="the question")
+    # The length limit is checked after validation (413, as /openapi.json says), so it is only documented here.
+    text: str | None = Field(None, min_length=1, json_schema_extra={"maxLength": SERVE.max_text_chars},
+                             description="the question (at most serve.max_text_chars characters, else 413)")
     audio: str | None = Field(None, min_length=1, description="base64 of a wav, flac, ogg or mp3 file")
     options: AskOptions = Field(default_factory=AskOptions)
 
@@ -106,7 +110,7 @@ class AskForm(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     audio: bytes | None = Field(None, json_schema_extra={"format": "binary"}, description="wav/flac/ogg/mp3 file")
-    text: str | None = Field(None, max_length=SERVE.max_text_chars)
+    text: str | None = Field(None, json_schema_extra={"maxLength": SERVE.max_text_chars})
     options: str | None = Field(None, description="a JSON object of options, as in the JSON body")
 
 
@@ -124,14 +128,24 @@ class Answer(BaseModel):
     wav: str | None = Field(description="base64 of a PCM16 mono WAV file (null when audio is off)")
 
 
-class Health(BaseModel):
+class Liveness(BaseModel):
+    """``/v1/health`` without the bearer token, when one is set: alive and ready, nothing more."""
+
     status: str
     ready: bool
+
+
+class Health(Liveness):
+    """``/v1/health`` with the token (or when none is set): the model, the device and the scheduler."""
+
     model: str
     device: str
     sample_rate: int | None
     schedule: dict[str, int]
     max_active: int
+    admit_ahead_s: float = Field(description="0: max_active answers run at once; > 0: another starts only while "
+                                             "every running spoken answer has this much audio in hand")
+    slot_seconds: float | None = Field(description="mean seconds recent answers held a slot (estimates waits)")
     active: int
     waiting: int
     served: int
@@ -148,8 +162,36 @@ class Question:
     source: str  # "text", or the audio's container ("wav", "mp3", ...)
 
 
-def _bad(status: int, message: str) -> HTTPException:
-    return HTTPException(status_code=status, detail=message)
+def _bad(status: int, message: str, headers: dict[str, str] | None = None) -> HTTPException:
+    return HTTPException(status_code=status, detail=message, headers=headers)
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` (parsed JSON) nests lists and objects; stops counting past MAX_JSON_DEPTH."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        v, d = todo.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            if d > MAX_JSON_DEPTH:
+                break
+            todo.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def load_json(raw: bytes | str, where: str, status: int) -> Any:
+    """``raw`` parsed, or a ``status`` 4xx naming ``where``: not JSON, or nested deeper than
+    MAX_JSON_DEPTH (json's C parser raises RecursionError past ~1000 levels: without this, a 500)."""
+    try:
+        data, deep = json.loads(raw), False
+    except RecursionError:
+        data, deep = None, True
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _bad(status, f"{where} is not valid JSON: {e}") from None
+    if deep or _depth(data) > MAX_JSON_DEPTH:
+        raise _bad(status, f"{where} nests lists or objects deeper than {MAX_JSON_DEPTH} levels; "
+                           "send the flat object the API documents")
+    return data
 
 
 def _explain(e: ValidationError, prefix: str = "") -> str:
@@ -197,15 +239,27 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, int, str]:
 
 
 async def _read_body(request: Request) -> bytes:
+    """The whole body, within serve.max_body_mb (413) and with no pause over serve.body_timeout_s (408,
+    and the connection closes: the rest of a stalled body must not be read as the next request). A
+    client that goes away raises starlette's ClientDisconnect (answered by ``_Guard``: no traceback)."""
     limit = int(SERVE.max_body_mb * 2**20)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _bad(413, f"the request body is {int(declared)} bytes; at most {limit} (serve.max_body_mb)")
     body = bytearray()
-    async for chunk in request.stream():
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), SERVE.body_timeout_s)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise _bad(408, f"the upload stalled: nothing arrived for {SERVE.body_timeout_s:g} s "
+                            f"(serve.body_timeout_s) after {len(body)} bytes; send the body without pauses",
+                       {"Connection": "close"}) from None
         body += chunk
         if len(body) > limit:
-            raise _bad(413, f"the request body is over {limit} bytes (serve.max_body_mb)")
+            raise _bad(413, f"the request body is over {limit} bytes (serve.max_body_mb)", {"Connection": "close"})
     return bytes(body)
 
 
@@ -226,10 +280,7 @@ async def parse_question(request: Request) -> Question:
                         "({\"text\": ...} or {\"audio\": base64}) or multipart/form-data (audio file or text)")
     body = await _read_body(request)
     if ctype == "application/json":
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise _bad(400, f"the body is not valid JSON: {e}") from None
+        data = load_json(body, "the body", 400)
         try:
             ask = AskJSON.model_validate(data)
         except ValidationError as e:
@@ -249,7 +300,7 @@ async def parse_question(request: Request) -> Question:
         if not text.strip():
             raise _bad(422, "text is blank")
         if len(text) > SERVE.max_text_chars:
-            raise _bad(422, f"text has {len(text)} characters; at most {SERVE.max_text_chars} (serve.max_text_chars)")
+            raise _bad(413, f"text has {len(text)} characters; at most {SERVE.max_text_chars} (serve.max_text_chars)")
         return Question(text, None, options, "text")
     wave, sr, kind = await asyncio.to_thread(decode_audio, audio)
     return Question(None, (wave, sr), options, kind)
@@ -289,10 +340,7 @@ async def _parse_form(request: Request, body: bytes) -> tuple[str | None, bytes 
         raise _bad(422, "text and options are plain form fields, not files")
     raw = None
     if o is not None:
-        try:
-            raw = json.loads(o)
-        except ValueError as e:
-            raise _bad(422, f"options: not a JSON object: {e}") from None
+        raw = load_json(o, "options", 422)
         if not isinstance(raw, dict):
             raise _bad(422, "options: must be a JSON object")
     return t, audio, _options(raw, "options")
@@ -315,12 +363,14 @@ class Job:
     audio_seconds: float = 0.0  # audio produced so far
     first_audio: float | None = None  # when its first chunk was produced
     last_turn: int = -1  # the scheduler's step counter when this job last stepped
+    wait_estimate: float = 0.0  # seconds it was expected to wait in line when it was submitted
 
     def ahead(self, now: float) -> float:
         """Seconds of audio the listener has in hand beyond real-time playback (from the first chunk
-        on); minus infinity while the first chunk is still coming, 0 for a text-only answer."""
+        on); minus infinity while the first chunk is still coming, infinity for a text-only answer
+        (nobody listens: it never holds admission back)."""
         if not self.speaks:
-            return 0.0
+            return math.inf
         if self.first_audio is None:
             return -math.inf
         return self.audio_seconds - (now - self.first_audio)
@@ -333,17 +383,32 @@ class Job:
 
 
 class Busy(Exception):
-    """The line is full (serve.max_queue)."""
+    """The line is full (serve.max_queue); ``retry_after``: seconds until a place is likely free."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after(seconds: float) -> str:
+    """An HTTP Retry-After value: whole seconds, at least 1."""
+    return str(max(1, math.ceil(seconds)))
 
 
 class Scheduler:
     """One thread owns the model and steps one session at a time, always the one whose listener is
     closest to running out of audio (least audio in hand beyond real time; an answer still on its way to
-    its first chunk comes first; ties go to the least recently stepped). A waiting request is admitted
-    while fewer than ``max_active`` run and every running answer has at least ``admit_ahead_s`` of audio
-    in hand: requests the model cannot keep in real time wait in line instead of making every
-    listener stutter. ``admit_ahead_s=0`` admits at once up to ``max_active`` (plain interleaving);
-    ``max_active=1`` is one session at a time (moshi's lock)."""
+    its first chunk comes first; ties go to the least recently stepped).
+
+    Admission (the rule, in full): a waiting request starts as soon as fewer than ``max_active`` run
+    (``admit_ahead_s=0``, the default: ``max_active`` answers run at once; ``max_active=1`` is one at a
+    time, moshi's lock). With ``admit_ahead_s > 0`` it also waits until every running *spoken* answer
+    has at least that much audio in hand beyond real time (text-only answers never hold it back): on a
+    model slower than real time fewer than ``max_active`` then run, and the rest wait in line instead
+    of every listener stuttering. The line holds ``max_queue``; past it ``submit`` raises ``Busy``
+    with a wait estimated from the measured queue (``estimate_wait``)."""
+
+    RECENT = 32  # finished answers whose slot times estimate the wait
 
     def __init__(self, max_active: int, max_queue: int, admit_ahead_s: float = 0.0) -> None:
         self.max_active, self.max_queue, self.admit_ahead_s = max_active, max_queue, admit_ahead_s
@@ -352,6 +417,7 @@ class Scheduler:
         self._active: list[Job] = []
         self._stop = False
         self._turn = 0
+        self._slot_seconds: collections.deque[float] = collections.deque(maxlen=self.RECENT)
         self.counts = {"served": 0, "cancelled": 0, "failed": 0, "rejected": 0}
         self._thread = threading.Thread(target=self._run, name="omni-tis-model", daemon=True)
         self._thread.start()
@@ -364,13 +430,35 @@ class Scheduler:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    @property
+    def slot_seconds(self) -> float | None:
+        """Mean seconds a recent answer held its slot (admission to end); None before the first."""
+        with self._cv:
+            return statistics.fmean(self._slot_seconds) if self._slot_seconds else None
+
+    def estimate_wait(self, ahead: int) -> float:
+        """Seconds until a request with ``ahead`` requests before it in line starts: the slots free up
+        ``max_active`` per mean slot time, so it starts after (ahead + 1) / max_active of them (0 while a
+        slot is free and nobody waits). Before any answer has finished, the longest a running answer
+        has held its slot so far stands in for the mean (at least 1 s)."""
+        with self._cv:
+            now = time.perf_counter()
+            if ahead == 0 and not self._waiting and self._admissible(now):
+                return 0.0
+            per = (statistics.fmean(self._slot_seconds) if self._slot_seconds else
+                   max([now - j.started for j in self._active if j.started is not None] + [1.0]))
+            return per * (ahead + 1) / self.max_active
+
     def submit(self, job: Job) -> int:
         """Queue ``job``; returns how many wait before it. Raises ``Busy`` when the line is full."""
         with self._cv:
             ahead = len(self._waiting)
             if ahead >= self.max_queue and not self._admissible(time.perf_counter()):
                 self.counts["rejected"] += 1
-                raise Busy(f"{len(self._active)} answers are running and {ahead} wait; try again shortly")
+                wait = self.estimate_wait(ahead)
+                raise Busy(f"{len(self._active)} answers are running and {ahead} wait (serve.max_queue); "
+                           f"a place is likely free in about {wait:.0f} s", wait)
+            job.wait_estimate = self.estimate_wait(ahead)
             self._waiting.append(job)
             self._cv.notify()
             return ahead
@@ -400,6 +488,8 @@ class Scheduler:
         return self.admit_ahead_s <= 0 or all(j.ahead(now) >= self.admit_ahead_s for j in self._active)
 
     def _finish(self, job: Job, state: str) -> None:  # holding self._cv
+        if job.started is not None and job.state == "active":
+            self._slot_seconds.append(time.perf_counter() - job.started)
         job.session.close()
         job.state = state
         self.counts["served" if state == "done" else state] += 1
@@ -513,11 +603,21 @@ _BODY = {
         "multipart/form-data": {"schema": {"$ref": "#/components/schemas/AskForm"}},
     },
 }
-_ERRORS = {code: {"description": what, "content": {"application/json": {"schema": {
-    "type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}}}}
-    for code, what in [(400, "malformed body"), (401, "missing or wrong bearer token"),
-                       (413, "body, audio or text over the limit"), (415, "content type or audio format not accepted"),
-                       (422, "invalid question or options"), (503, "busy or not ready")]}
+_ERROR_BODY = {"application/json": {"schema": {
+    "type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}}}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds until a place is likely free, from the measured queue",
+                                "schema": {"type": "integer", "minimum": 1}}}
+_ERRORS = {code: {"description": what, "content": _ERROR_BODY, **({"headers": _RETRY_AFTER} if code == 503 else {})}
+           for code, what in [
+               (400, "malformed body: not JSON, not a multipart form, or JSON nested deeper than 8 levels"),
+               (401, "missing or wrong bearer token"),
+               (408, "the upload stalled for serve.body_timeout_s (the connection closes)"),
+               (413, "body over serve.max_body_mb, audio over serve.max_input_seconds or text over "
+                     "serve.max_text_chars"),
+               (415, "content type or audio format not accepted"),
+               (422, "invalid question or options (unknown key, wrong type, out of range, silent audio, ...)"),
+               (500, "a fault in the service (a bug: every bad input gets a 4xx)"),
+               (503, "the line is full (serve.max_queue) or the model is still loading; see Retry-After")]}
 
 
 def _openapi() -> dict:
@@ -542,13 +642,17 @@ def _token() -> str:
     return os.environ.get(SERVE.token_env, "") if SERVE.token_env else ""
 
 
-def _authorized(request: Request) -> None:
+def _has_token(request: Request) -> bool:
+    """True when no token is set, or the request carries it."""
     token = _token()
     if not token:
-        return
-    got = request.headers.get("authorization", "")
-    scheme, _, value = got.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        return True
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+def _authorized(request: Request) -> None:
+    if not _has_token(request):
         raise HTTPException(401, "this service wants `Authorization: Bearer <token>` "
                                  f"(the value of ${SERVE.token_env} where it runs)",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -606,7 +710,7 @@ async def _start(svc: "OmniTiS", request: Request) -> tuple[Job, float, Question
         ahead = rt.scheduler.submit(job)
     except Busy as e:
         session.close()
-        raise HTTPException(503, str(e), headers={"Retry-After": "2"}) from None
+        raise HTTPException(503, str(e), headers={"Retry-After": retry_after(e.retry_after)}) from None
     log.info("request %s: %s question, options %s, %d ahead", job.id, q.source,
              q.options.model_dump(exclude_defaults=True), ahead)
     return job, t0, q, ahead
@@ -674,14 +778,19 @@ class OmniTiS:
         return FileResponse(WEB / "app.js", media_type="text/javascript")
 
     # -- API -------------------------------------------------------------------------------------
-    @app.get("/v1/health", response_model=Health, summary="Model, device and sessions")
-    def health(self) -> Health:
+    @app.get("/v1/health", response_model=Health | Liveness, responses={503: _ERRORS[503]},
+             summary="Liveness; with the bearer token (or none set) also model, device and sessions")
+    def health(self, request: Request) -> Health | Liveness:
         rt = self.runtime
         if rt is None:
-            raise _bad(503, "the model is still loading")
+            raise _bad(503, "the model is still loading", {"Retry-After": "5"})
+        if not _has_token(request):  # what runs where is for the operator, not for anyone who asks
+            return Liveness(status="ok", ready=rt.ready)
         s = rt.scheduler
+        slot = s.slot_seconds
         return Health(status="ok", ready=rt.ready, model=rt.tag, device=str(rt.engine.device),
                       sample_rate=rt.engine.sample_rate, schedule=rt.schedule, max_active=s.max_active,
+                      admit_ahead_s=s.admit_ahead_s, slot_seconds=None if slot is None else round(slot, 3),
                       active=s.active, waiting=s.waiting, **s.counts)
 
     @app.post("/v1/stream", summary="Ask; stream the spoken answer as Server-Sent Events",
@@ -696,7 +805,8 @@ class OmniTiS:
 
         async def frames() -> AsyncIterator[bytes]:
             firsts: dict[str, float] = {}
-            yield _sse("start", {"type": "start", "request_id": job.id, "queued": ahead, "sample_rate":
+            yield _sse("start", {"type": "start", "request_id": job.id, "queued": ahead,
+                                 "wait_estimate_s": round(job.wait_estimate, 3), "sample_rate":
                                  rt.engine.sample_rate if opts.audio else None,
                                  "schedule": {"speak": opts.speak or rt.schedule["speak"],
                                               "think": opts.think or rt.schedule["think"]},
@@ -768,3 +878,63 @@ def _wav(pcm16: bytes, sr: int) -> bytes:
 @app.exception_handler(HTTPException)
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+# Registered after every route: BentoML's own app would answer an unknown path with a plain-text 404.
+@app.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+               include_in_schema=False)
+async def _no_route(request: Request, path: str) -> JSONResponse:
+    known = {"/": ["GET", "HEAD"], "/app.js": ["GET", "HEAD"]}  # the page (not in the schema)
+    known.update({p: sorted(m.upper() for m in ops) for p, ops in app.openapi()["paths"].items()})
+    allowed = known.get("/" + path)
+    if allowed:
+        raise HTTPException(405, f"{request.method} is not allowed on /{path}; use {', '.join(allowed)}",
+                            headers={"Allow": ", ".join(allowed)})
+    raise HTTPException(404, f"no route /{path}; the API is POST /v1/stream, POST /v1/answer, GET /v1/health "
+                             "(schema at /openapi.json)")
+
+
+async def _send_json(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Guard:
+    """Outermost in the app (inside BentoML's server): nothing a request does escapes as an exception.
+    Uvicorn would log it twice with tracebacks, answer a plain-text 500 and drop the kept-alive
+    connection; BentoML's metrics would count it as a 500.
+
+    - a client that went away while its body was read (starlette's ClientDisconnect): one info line,
+      and 499 (nginx's "client closed request") for the metrics; the client hears nothing;
+    - anything else is a fault of this service: one traceback and a JSON 500, the connection kept."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        from starlette.requests import ClientDisconnect
+
+        try:
+            await self.app(scope, receive, tracked)
+        except ClientDisconnect:
+            log.info("%s %s: the client went away before its request was read", scope["method"], scope["path"])
+            if not started:
+                await _send_json(send, 499, "client closed the request")
+        except Exception:
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            if not started:
+                await _send_json(send, 500, "the service failed on this request (a bug; it is logged)")
+
+
+app.add_middleware(_Guard)

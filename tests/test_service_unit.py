@@ -256,3 +256,134 @@ def test_sse_frames_hold_one_data_line():
     assert text.endswith("\n\n") and text.count("\n") == 3
     event, data = parse_frame(text[:-2])
     assert event == "text" and data["delta"] == "two\nlines\r\n and: colons"
+
+
+# ------------------------------------------------------------------------------------ admission, waits
+def test_max_active_is_honoured_by_default():
+    """8 slots, 8 spoken answers that never get ahead of real time: all 8 run at once (the default
+    admission is by slots; only admit_ahead_s > 0 holds starts back for buffered audio)."""
+    async def main():
+        FakeSession.log = []
+        sched = Scheduler(max_active=8, max_queue=8)
+        loop = asyncio.get_running_loop()
+        jobs = [Job(str(i), FakeSpeaker(f"s{i}", 6, chunk=0.0), loop) for i in range(9)]
+        for j in jobs:
+            sched.submit(j)
+        await asyncio.gather(*(_drain(j) for j in jobs))
+        sched.close()
+        return list(FakeSession.log)
+
+    log = _run(main())
+    names = [name for name, _ in log]
+    assert set(names[:8]) == {f"s{i}" for i in range(8)}, names[:8]  # the first 8 steps: 8 different answers
+    first_done = min(log.index((f"s{i}", 5)) for i in range(8))
+    assert log.index(("s8", 0)) > first_done  # the ninth waited for a slot
+
+
+def test_text_only_answers_never_hold_admission():
+    async def main():
+        FakeSession.log = []
+        sched = Scheduler(max_active=4, max_queue=8, admit_ahead_s=0.35)
+        loop = asyncio.get_running_loop()
+        quiet = Job("t", FakeSession("t", 200, delay=0.0005), loop, speaks=False)
+        spoken = Job("a", FakeSpeaker("a", 3), loop)
+        sched.submit(quiet)
+        await asyncio.wait_for(quiet.queue.get(), 5)  # t is running
+        sched.submit(spoken)
+        await asyncio.gather(_drain(quiet), _drain(spoken))
+        sched.close()
+        return list(FakeSession.log)
+
+    log = [name for name, _ in _run(main())]
+    assert log.index("a") < log.index(("t")) + 10, log[:20]  # admitted at once, not after t's 200 steps
+
+
+def test_busy_retry_after_comes_from_the_measured_queue():
+    async def main():
+        sched = Scheduler(max_active=2, max_queue=3)
+        loop = asyncio.get_running_loop()
+        assert sched.estimate_wait(0) == 0.0  # a free slot, nobody waiting
+        warm = [Job(str(i), FakeSession(str(i), 10, delay=0.01), loop) for i in range(2)]
+        for j in warm:
+            sched.submit(j)
+        await asyncio.gather(*(_drain(j) for j in warm))
+        measured = sched.slot_seconds
+        long = [Job(f"l{i}", FakeSession(f"l{i}", 10_000, delay=0.001), loop) for i in range(5)]
+        for j in long[:2]:
+            sched.submit(j)
+            await asyncio.wait_for(j.queue.get(), 5)  # running
+        for j in long[2:]:
+            sched.submit(j)
+        with pytest.raises(Busy) as e:
+            sched.submit(Job("x", FakeSession("x", 2), loop))
+        queued = [j.wait_estimate for j in long[2:]]
+        for j in long:
+            sched.cancel(j)
+        await asyncio.gather(*(_drain(j) for j in long))
+        sched.close()
+        return measured, e.value, queued
+
+    measured, busy, queued = _run(main())
+    # Each answer held its slot ~10 x 0.01 s x 2 (two interleaved).
+    assert 0.1 < measured < 1.0
+    # The line holds 3: the refused request would have had 3 ahead, 2 slots: (3 + 1) / 2 slot times.
+    assert busy.retry_after == pytest.approx(measured * 4 / 2, rel=1e-6)
+    assert service.retry_after(busy.retry_after) == str(max(1, int(np.ceil(busy.retry_after))))
+    assert f"about {busy.retry_after:.0f} s" in str(busy)
+    # Queued requests were told their own estimate, growing with their place in line.
+    assert queued == pytest.approx([measured * k / 2 for k in (1, 2, 3)], rel=1e-6)
+
+
+def test_retry_after_is_whole_seconds_at_least_one():
+    assert [service.retry_after(x) for x in (0.0, 0.2, 1.0, 1.01, 75.3)] == ["1", "1", "1", "2", "76"]
+
+
+# ------------------------------------------------------------------------------------------ JSON, errors
+def test_json_nesting_is_bounded():
+    from fastapi import HTTPException
+
+    assert service.load_json(b'{"text": "hi", "options": {"seed": 1}}', "the body", 400)["options"] == {"seed": 1}
+    assert service.load_json("[" * 8 + "]" * 8, "x", 400) == [[[[[[[[]]]]]]]]
+    for raw in ("[" * 9 + "]" * 9, "[" * 100_000 + "]" * 100_000, '{"a": ' * 5000 + "1" + "}" * 5000):
+        with pytest.raises(HTTPException) as e:
+            service.load_json(raw, "options", 422)
+        assert e.value.status_code == 422 and "options nests" in e.value.detail
+    with pytest.raises(HTTPException) as e:
+        service.load_json(b"{nope", "the body", 400)
+    assert e.value.status_code == 400 and "not valid JSON" in e.value.detail
+
+
+def test_guard_turns_every_escape_into_json():
+    """A fault answers a JSON 500 (no exception escapes to the server, so the connection stays); a client
+    that went away is a 499, not a server error, and logs no traceback."""
+    from fastapi import FastAPI
+    from starlette.requests import ClientDisconnect
+    from starlette.testclient import TestClient
+
+    app = FastAPI()
+    app.add_middleware(service._Guard)
+
+    @app.get("/bug")
+    def bug():
+        raise RuntimeError("boom")
+
+    @app.get("/gone")
+    def gone():
+        raise ClientDisconnect()
+
+    c = TestClient(app, raise_server_exceptions=True)  # an escape would raise here
+    r = c.get("/bug")
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json" and "bug" in r.json()["detail"]
+    r = c.get("/gone")
+    assert r.status_code == 499 and r.json()["detail"] == "client closed the request"
+
+
+def test_openapi_documents_every_error_status_and_no_length_that_validation_would_answer_422():
+    schema = service.app.openapi()
+    for path in ("/v1/stream", "/v1/answer"):
+        codes = set(schema["paths"][path]["post"]["responses"])
+        assert {"400", "401", "408", "413", "415", "422", "500", "503"} <= codes, (path, codes)
+        assert "Retry-After" in schema["paths"][path]["post"]["responses"]["503"]["headers"]
+    text = schema["components"]["schemas"]["AskJSON"]["properties"]["text"]
+    assert text["maxLength"] == service.SERVE.max_text_chars  # documented (applies to the string branch)
+    service.AskJSON.model_validate({"text": "x" * (service.SERVE.max_text_chars + 1)})  # 413 later, not 422 here
