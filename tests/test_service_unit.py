@@ -260,11 +260,14 @@ def test_sse_frames_hold_one_data_line():
 
 # ------------------------------------------------------------------------------------ admission, waits
 def test_max_active_is_honoured_by_default():
-    """8 slots, 8 spoken answers that never get ahead of real time: all 8 run at once (the default
-    admission is by slots; only admit_ahead_s > 0 holds starts back for buffered audio)."""
+    """params.yaml's serve settings (8 slots), 8 spoken answers that never get ahead of real time: all 8
+    run at once (admission is by slots; only admit_ahead_s > 0 holds starts back for buffered audio)."""
+    s = service.SERVE
+    assert s.max_active == 8
+
     async def main():
         FakeSession.log = []
-        sched = Scheduler(max_active=8, max_queue=8)
+        sched = Scheduler(s.max_active, s.max_queue, s.admit_ahead_s)
         loop = asyncio.get_running_loop()
         jobs = [Job(str(i), FakeSpeaker(f"s{i}", 6, chunk=0.0), loop) for i in range(9)]
         for j in jobs:
