@@ -1,6 +1,6 @@
-"""service.py's parts without a server: the scheduler that owns the model thread (fake sessions), the
-audio checks of an upload, the option schema and the SSE framing. The real server is in
-tests/test_service.py.
+"""The service's parts (serve/) without a server: the scheduler that owns the model thread (fake
+sessions), admission and wait estimates, the audio checks of an upload, the option schema, bounded
+JSON, the error contract and the SSE framing. The real server is in tests/test_service.py.
 
     .venv/bin/python -m pytest tests/test_service_unit.py -q
 """
@@ -18,9 +18,11 @@ import pytest
 
 from service_client import audio_file, parse_frame, voiced
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # service.py sits at the repository root
-import service  # noqa: E402
-from service import AskOptions, Busy, Job, Scheduler, decode_audio  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # serve/ sits at the repository root
+from serve import errors, requests, routes  # noqa: E402
+from serve.config import SERVE  # noqa: E402
+from serve.requests import AskJSON, AskOptions, decode_audio  # noqa: E402
+from serve.scheduler import Busy, Job, Scheduler, retry_after  # noqa: E402
 
 
 class FakeSession:
@@ -218,7 +220,7 @@ def test_accepted_audio(sr, channels, fmt, subtype):
 
 
 def test_refused_audio():
-    s = service.SERVE
+    s = SERVE
     cases = {
         "empty": (b"", 422, "empty"),
         "corrupt": (b"RIFF\x00\x00\x00\x00WAVEfmt garbage" * 10, 422, "could not decode"),
@@ -240,7 +242,7 @@ def test_refused_audio():
 def test_options_are_strict_and_bounded():
     from pydantic import ValidationError
 
-    s = service.SERVE
+    s = SERVE
     assert AskOptions().max_new_tokens == s.default_max_new_tokens and AskOptions().show_reasoning is False
     assert AskOptions.model_validate({"temperature": 1}).temperature == 1.0  # an int is a number
     for bad in [{"max_new_tokens": "5"}, {"max_new_tokens": 5.0}, {"seed": True}, {"show_reasoning": "yes"},
@@ -252,7 +254,7 @@ def test_options_are_strict_and_bounded():
 
 
 def test_sse_frames_hold_one_data_line():
-    text = service._sse("text", {"type": "text", "delta": "two\nlines\r\n and: colons", "position": 3}).decode()
+    text = routes._sse("text", {"type": "text", "delta": "two\nlines\r\n and: colons", "position": 3}).decode()
     assert text.endswith("\n\n") and text.count("\n") == 3
     event, data = parse_frame(text[:-2])
     assert event == "text" and data["delta"] == "two\nlines\r\n and: colons"
@@ -262,7 +264,7 @@ def test_sse_frames_hold_one_data_line():
 def test_max_active_is_honoured_by_default():
     """params.yaml's serve settings (8 slots), 8 spoken answers that never get ahead of real time: all 8
     run at once (admission is by slots; only admit_ahead_s > 0 holds starts back for buffered audio)."""
-    s = service.SERVE
+    s = SERVE
     assert s.max_active == 8
 
     async def main():
@@ -331,28 +333,28 @@ def test_busy_retry_after_comes_from_the_measured_queue():
     assert 0.1 < measured < 1.0
     # The line holds 3: the refused request would have had 3 ahead, 2 slots: (3 + 1) / 2 slot times.
     assert busy.retry_after == pytest.approx(measured * 4 / 2, rel=1e-6)
-    assert service.retry_after(busy.retry_after) == str(max(1, int(np.ceil(busy.retry_after))))
+    assert retry_after(busy.retry_after) == str(max(1, int(np.ceil(busy.retry_after))))
     assert f"about {busy.retry_after:.0f} s" in str(busy)
     # Queued requests were told their own estimate, growing with their place in line.
     assert queued == pytest.approx([measured * k / 2 for k in (1, 2, 3)], rel=1e-6)
 
 
 def test_retry_after_is_whole_seconds_at_least_one():
-    assert [service.retry_after(x) for x in (0.0, 0.2, 1.0, 1.01, 75.3)] == ["1", "1", "1", "2", "76"]
+    assert [retry_after(x) for x in (0.0, 0.2, 1.0, 1.01, 75.3)] == ["1", "1", "1", "2", "76"]
 
 
 # ------------------------------------------------------------------------------------------ JSON, errors
 def test_json_nesting_is_bounded():
     from fastapi import HTTPException
 
-    assert service.load_json(b'{"text": "hi", "options": {"seed": 1}}', "the body", 400)["options"] == {"seed": 1}
-    assert service.load_json("[" * 8 + "]" * 8, "x", 400) == [[[[[[[[]]]]]]]]
+    assert requests.load_json(b'{"text": "hi", "options": {"seed": 1}}', "the body", 400)["options"] == {"seed": 1}
+    assert requests.load_json("[" * 8 + "]" * 8, "x", 400) == [[[[[[[[]]]]]]]]
     for raw in ("[" * 9 + "]" * 9, "[" * 100_000 + "]" * 100_000, '{"a": ' * 5000 + "1" + "}" * 5000):
         with pytest.raises(HTTPException) as e:
-            service.load_json(raw, "options", 422)
+            requests.load_json(raw, "options", 422)
         assert e.value.status_code == 422 and "options nests" in e.value.detail
     with pytest.raises(HTTPException) as e:
-        service.load_json(b"{nope", "the body", 400)
+        requests.load_json(b"{nope", "the body", 400)
     assert e.value.status_code == 400 and "not valid JSON" in e.value.detail
 
 
@@ -364,7 +366,7 @@ def test_guard_turns_every_escape_into_json():
     from starlette.testclient import TestClient
 
     app = FastAPI()
-    app.add_middleware(service._Guard)
+    app.add_middleware(errors.Guard)
 
     @app.get("/bug")
     def bug():
@@ -382,11 +384,11 @@ def test_guard_turns_every_escape_into_json():
 
 
 def test_openapi_documents_every_error_status_and_no_length_that_validation_would_answer_422():
-    schema = service.app.openapi()
+    schema = routes.app.openapi()
     for path in ("/v1/stream", "/v1/answer"):
         codes = set(schema["paths"][path]["post"]["responses"])
         assert {"400", "401", "408", "413", "415", "422", "500", "503"} <= codes, (path, codes)
         assert "Retry-After" in schema["paths"][path]["post"]["responses"]["503"]["headers"]
     text = schema["components"]["schemas"]["AskJSON"]["properties"]["text"]
-    assert text["maxLength"] == service.SERVE.max_text_chars  # documented (applies to the string branch)
-    service.AskJSON.model_validate({"text": "x" * (service.SERVE.max_text_chars + 1)})  # 413 later, not 422 here
+    assert text["maxLength"] == SERVE.max_text_chars  # documented (applies to the string branch)
+    AskJSON.model_validate({"text": "x" * (SERVE.max_text_chars + 1)})  # 413 later, not 422 here
