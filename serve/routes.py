@@ -303,11 +303,10 @@ async def answer(request: Request, rt: Runtime = Depends(runtime)) -> Answer:
     pcm: list[bytes] = []
     firsts: dict[str, float] = {}
     done = None
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, job, rt.scheduler))
     try:
         async for ev in _events(job, t0 + SERVE.timeout_s):
             if ev is None:
-                if await request.is_disconnected():
-                    break
                 continue
             firsts.setdefault(ev.type, time.perf_counter())
             if ev.type == "audio":
@@ -319,6 +318,7 @@ async def answer(request: Request, rt: Runtime = Depends(runtime)) -> Answer:
     except TimeoutError:
         raise HTTPException(504, f"the answer took over serve.timeout_s ({SERVE.timeout_s:g} s)") from None
     finally:
+        watcher.cancel()
         rt.scheduler.cancel(job)
     if done is None:
         raise HTTPException(499, "client closed the request")
@@ -328,6 +328,14 @@ async def answer(request: Request, rt: Runtime = Depends(runtime)) -> Answer:
                   reasoning=done["reasoning"], finish_reason=done["finish_reason"], timings=done["timings"],
                   sample_rate=sr, audio_seconds=round(len(data) / 2 / sr, 4) if sr else 0.0,
                   wav=base64.b64encode(_wav(data, sr)).decode("ascii") if sr else None)
+
+
+async def _cancel_on_disconnect(request: Request, job: Job, scheduler: Scheduler) -> None:
+    """Frees the job's slot the moment its client goes away (the body is read already, so the next
+    ASGI message is the disconnect); the streaming route gets the same from StreamingResponse."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    scheduler.cancel(job)
 
 
 def _wav(pcm16: bytes, sr: int) -> bytes:

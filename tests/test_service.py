@@ -448,6 +448,23 @@ def test_client_disconnect_stops_generation(server):
     assert again.types[-1] == "done"
 
 
+def test_answer_client_that_goes_away_frees_its_slot_at_once(server):
+    """/v1/answer sends nothing until the end; a client that closes meanwhile has its session cancelled
+    (not run to the end) and holds no slot."""
+    before = health(server)
+    body = json.dumps({"text": QUESTION, "options": {"max_new_tokens": 256}}).encode()
+    with _raw(server) as s:
+        s.sendall(_request("POST", "/v1/answer", body))
+        deadline = time.time() + 10
+        while health(server)["active"] == before["active"] and time.time() < deadline:
+            time.sleep(0.02)
+    deadline = time.time() + 10
+    while (h := health(server))["cancelled"] == before["cancelled"] and time.time() < deadline:
+        time.sleep(0.05)
+    assert h["cancelled"] == before["cancelled"] + 1 and h["served"] == before["served"], h
+    assert h["active"] == 0
+
+
 def test_16_concurrent_streams_are_correct_and_interleaved(server, engine):
     n = 16
     asks = [{"text": f"{QUESTION} Then {i} more arrive.",
