@@ -156,7 +156,7 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, int, str]:
 async def read_body(request: Request) -> bytes:
     """The whole body, within serve.max_body_mb (413) and with no pause over serve.body_timeout_s (408,
     and the connection closes: the rest of a stalled body must not be read as the next request). A
-    client that goes away raises starlette's ClientDisconnect (answered by ``_Guard``: no traceback)."""
+    client that goes away raises starlette's ClientDisconnect (answered by serve.errors.Guard: no traceback)."""
     limit = int(SERVE.max_body_mb * 2**20)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -1,6 +1,6 @@
 """Stage `package` (last): the trained TiS model into the BentoML model store, then a Bento serving it.
 
-1. One directory the service loads (``service.py``, ``Runtime``), laid out straight into the store
+1. One directory the service loads (``service.py``, ``serve.runtime.Runtime``), laid out straight into the store
    (``assemble`` lays it out anywhere, for tests and ``OMNI_TIS_MODEL_DIR``)::
 
        model/ tokenizer/   the latest talker@tis checkpoint (full Qwen2.5-Omni: thinker + trained talker)

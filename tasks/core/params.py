@@ -282,7 +282,7 @@ class PackageParams:
 
 @dataclass(frozen=True, config=_STRICT)
 class ServeParams:
-    """The streaming service (service.py): where it listens and what a request may ask."""
+    """The streaming service (service.py, serve/): where it listens and what a request may ask."""
 
     host: Str  # 127.0.0.1 = this machine only; `bentoml serve --host 0.0.0.0` opens it up
     port: Int
