@@ -40,7 +40,7 @@ class AskOptions(BaseModel):
                               description="reasoning tokens per block (default: the model's schedule)")
     max_new_tokens: int = Field(SERVE.default_max_new_tokens, ge=1, le=SERVE.max_new_tokens,
                                 description="thinker positions after the prompt")
-    temperature: float = Field(0.0, ge=0.0, le=SERVE.max_temperature, description="0 = greedy")
+    temperature: float = Field(0.0, ge=0.0, le=SERVE.max_temperature, allow_inf_nan=False, description="0 = greedy")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="same seed, same answer")
     show_reasoning: bool = Field(False, description="stream the silent reasoning too")
     audio: bool = Field(True, description="speak the answer (false: text only)")

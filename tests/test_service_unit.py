@@ -248,7 +248,7 @@ def test_options_are_strict_and_bounded():
     for bad in [{"max_new_tokens": "5"}, {"max_new_tokens": 5.0}, {"seed": True}, {"show_reasoning": "yes"},
                 {"max_new_tokens": s.max_new_tokens + 1}, {"max_new_tokens": 0}, {"speak": 0},
                 {"think": s.max_schedule + 1}, {"temperature": -0.1}, {"temperature": s.max_temperature * 10},
-                {"seed": -1}, {"top_p": 0.9}]:
+                {"seed": -1}, {"top_p": 0.9}, {"temperature": float("nan")}, {"temperature": float("inf")}]:
         with pytest.raises(ValidationError):
             AskOptions.model_validate(bad)
 
