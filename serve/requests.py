@@ -15,6 +15,7 @@ import base64
 import binascii
 import io
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,24 +155,28 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, int, str]:
 
 
 async def read_body(request: Request) -> bytes:
-    """The whole body, within serve.max_body_mb (413) and with no pause over serve.body_timeout_s (408,
-    and the connection closes: the rest of a stalled body must not be read as the next request). A
-    client that goes away raises starlette's ClientDisconnect (answered by serve.errors.Guard: no traceback)."""
+    """The whole body, within serve.max_body_mb (413), with no pause over serve.body_timeout_s and all
+    of it within serve.timeout_s (a client trickling bytes is stalled too): 408, and the connection
+    closes, so the rest of a stalled body is not read as the next request. A client that goes away
+    raises starlette's ClientDisconnect (answered by serve.errors.Guard: no traceback)."""
     limit = int(SERVE.max_body_mb * 2**20)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise bad(413, f"the request body is {int(declared)} bytes; at most {limit} (serve.max_body_mb)")
     body = bytearray()
     chunks = request.stream().__aiter__()
+    deadline = time.monotonic() + SERVE.timeout_s
     while True:
+        wait = min(SERVE.body_timeout_s, deadline - time.monotonic())
         try:
-            chunk = await asyncio.wait_for(chunks.__anext__(), SERVE.body_timeout_s)
+            chunk = await asyncio.wait_for(chunks.__anext__(), max(wait, 0.0))
         except StopAsyncIteration:
             break
         except asyncio.TimeoutError:
-            raise bad(408, f"the upload stalled: nothing arrived for {SERVE.body_timeout_s:g} s "
-                            f"(serve.body_timeout_s) after {len(body)} bytes; send the body without pauses",
-                       {"Connection": "close"}) from None
+            why = (f"nothing arrived for {SERVE.body_timeout_s:g} s (serve.body_timeout_s)"
+                   if wait == SERVE.body_timeout_s else f"it took over serve.timeout_s ({SERVE.timeout_s:g} s)")
+            raise bad(408, f"the upload stalled: {why} after {len(body)} bytes; send the body without pauses",
+                      {"Connection": "close"}) from None
         body += chunk
         if len(body) > limit:
             raise bad(413, f"the request body is over {limit} bytes (serve.max_body_mb)", {"Connection": "close"})

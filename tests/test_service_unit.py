@@ -392,3 +392,47 @@ def test_openapi_documents_every_error_status_and_no_length_that_validation_woul
     text = schema["components"]["schemas"]["AskJSON"]["properties"]["text"]
     assert text["maxLength"] == SERVE.max_text_chars  # documented (applies to the string branch)
     AskJSON.model_validate({"text": "x" * (SERVE.max_text_chars + 1)})  # 413 later, not 422 here
+
+
+def _request(messages, delay: float):
+    """A starlette Request whose body arrives as ``messages`` (ASGI dicts), one every ``delay`` s;
+    after them the client sends nothing more (a stall)."""
+    from starlette.requests import Request
+
+    it = iter(messages)
+
+    async def receive():
+        await asyncio.sleep(delay)
+        try:
+            return next(it)
+        except StopIteration:
+            await asyncio.sleep(3600)
+
+    return Request({"type": "http", "method": "POST", "path": "/v1/stream", "headers": []}, receive)
+
+
+def test_body_reads_time_out_on_a_stall_and_on_a_trickle(monkeypatch):
+    import dataclasses
+
+    from fastapi import HTTPException
+    from starlette.requests import ClientDisconnect
+
+    monkeypatch.setattr(requests, "SERVE", dataclasses.replace(SERVE, body_timeout_s=0.2, timeout_s=0.6))
+    chunk = {"type": "http.request", "body": b"x", "more_body": True}
+
+    async def read(messages, delay):
+        t0 = time.perf_counter()
+        try:
+            return await requests.read_body(_request(messages, delay)), time.perf_counter() - t0
+        except HTTPException as e:
+            return e, time.perf_counter() - t0
+
+    whole, _ = _run(read([chunk, {"type": "http.request", "body": b"y", "more_body": False}], 0.01))
+    assert whole == b"xy"
+    stalled, took = _run(read([chunk] * 2, 0.01))  # two bytes, then nothing
+    assert stalled.status_code == 408 and "serve.body_timeout_s" in stalled.detail and 0.2 <= took < 0.5
+    assert stalled.headers == {"Connection": "close"}
+    trickle, took = _run(read([chunk] * 20, 0.1))  # a byte every 0.1 s: never a pause of 0.2 s
+    assert trickle.status_code == 408 and "serve.timeout_s" in trickle.detail and 0.55 <= took < 0.9
+    with pytest.raises(ClientDisconnect):
+        _run(requests.read_body(_request([chunk, {"type": "http.disconnect"}], 0.01)))
