@@ -70,6 +70,8 @@ class Health(Liveness):
     admit_ahead_s: float = Field(description="0: max_active answers run at once; > 0: another starts only while "
                                              "every running spoken answer has this much audio in hand")
     slot_seconds: float | None = Field(description="mean seconds recent answers held a slot (estimates waits)")
+    held_for_audio: bool = Field(description="a request waits although a slot is free: admit_ahead_s holds it "
+                                             "until the running answers have audio in hand")
     active: int
     waiting: int
     served: int
@@ -257,6 +259,7 @@ def health(request: Request, rt: Runtime = Depends(runtime)) -> Health | Livenes
     return Health(status="ok", ready=rt.ready, model=rt.tag, device=str(rt.engine.device),
                   sample_rate=rt.engine.sample_rate, schedule=rt.schedule, max_active=s.max_active,
                   admit_ahead_s=s.admit_ahead_s, slot_seconds=None if slot is None else round(slot, 3),
+                  held_for_audio=s.held_for_audio,
                   active=s.active, waiting=s.waiting, **s.counts)
 
 

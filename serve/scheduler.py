@@ -105,6 +105,14 @@ class Scheduler:
         return len(self._waiting)
 
     @property
+    def held_for_audio(self) -> bool:
+        """True while a request waits although a slot is free: the admit_ahead_s rule holds it until the
+        running answers have audio in hand (the model is not keeping them in real time)."""
+        with self._cv:
+            return bool(self._waiting) and len(self._active) < self.max_active \
+                and not self._admissible(time.perf_counter())
+
+    @property
     def slot_seconds(self) -> float | None:
         """Mean seconds a recent answer held its slot (admission to end); None before the first."""
         with self._cv:

@@ -261,28 +261,32 @@ def test_sse_frames_hold_one_data_line():
 
 
 # ------------------------------------------------------------------------------------ admission, waits
-def test_max_active_is_honoured_by_default():
-    """params.yaml's serve settings (8 slots), 8 spoken answers that never get ahead of real time: all 8
-    run at once (admission is by slots; only admit_ahead_s > 0 holds starts back for buffered audio)."""
-    s = SERVE
-    assert s.max_active == 8
+def test_admission_rule_is_max_active_or_audio_in_hand_and_says_which():
+    """8 slots and 9 spoken answers that never get ahead of real time. With admit_ahead_s 0 all 8 run at
+    once; with params.yaml's admit_ahead_s (> 0) one runs and the others are held although slots are
+    free, and the scheduler says so (health's held_for_audio)."""
+    assert SERVE.max_active == 8 and SERVE.admit_ahead_s > 0
 
-    async def main():
+    async def main(admit: float):
         FakeSession.log = []
-        sched = Scheduler(s.max_active, s.max_queue, s.admit_ahead_s)
+        sched = Scheduler(SERVE.max_active, SERVE.max_queue, admit)
         loop = asyncio.get_running_loop()
         jobs = [Job(str(i), FakeSpeaker(f"s{i}", 6, chunk=0.0), loop) for i in range(9)]
         for j in jobs:
             sched.submit(j)
+        await asyncio.wait_for(jobs[0].queue.get(), 5)
+        held = sched.held_for_audio
         await asyncio.gather(*(_drain(j) for j in jobs))
         sched.close()
-        return list(FakeSession.log)
+        return list(FakeSession.log), held
 
-    log = _run(main())
+    log, held = _run(main(0.0))
     names = [name for name, _ in log]
     assert set(names[:8]) == {f"s{i}" for i in range(8)}, names[:8]  # the first 8 steps: 8 different answers
     first_done = min(log.index((f"s{i}", 5)) for i in range(8))
-    assert log.index(("s8", 0)) > first_done  # the ninth waited for a slot
+    assert log.index(("s8", 0)) > first_done and not held  # the ninth waited for a slot, nothing was held
+    log, held = _run(main(SERVE.admit_ahead_s))
+    assert [name for name, _ in log[:6]] == ["s0"] * 6 and held  # one at a time: no audio ever in hand
 
 
 def test_text_only_answers_never_hold_admission():

@@ -287,7 +287,7 @@ class ServeParams:
     host: Str  # 127.0.0.1 = this machine only; `bentoml serve --host 0.0.0.0` opens it up
     port: Int
     token_env: Str  # env var holding a bearer token every API call must send; unset or empty = no auth
-    max_active: Int  # sessions the model steps in turn (1 = one at a time, as moshi); more wait in line
+    max_active: Int  # at most this many sessions the model steps in turn (1 = one at a time, as moshi)
     admit_ahead_s: Float  # 0: admit up to max_active; > 0: also wait until every running spoken answer has this much audio in hand
     max_queue: Int  # requests waiting for a slot; more get 503 with a Retry-After from the measured queue
     timeout_s: Float  # the longest a request may run (queue wait included)
