@@ -199,7 +199,8 @@ async def _start(rt: Runtime, request: Request) -> tuple[Job, float, Question, i
         session = await asyncio.to_thread(rt.new_session, q)
     except ValueError as e:
         raise bad(422, str(e)) from None
-    job = Job(uuid.uuid4().hex[:12], session, asyncio.get_running_loop(), speaks=session.options.audio)
+    job = Job(uuid.uuid4().hex[:12], session, asyncio.get_running_loop(), speaks=session.options.audio,
+              audio_cap=session.options.max_audio_seconds)
     try:
         ahead = rt.scheduler.submit(job)
     except Busy as e:

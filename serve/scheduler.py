@@ -29,6 +29,7 @@ class Job:
     session: Any  # models.session.Session
     loop: asyncio.AbstractEventLoop
     speaks: bool = True  # False: a text-only answer (no audio to keep ahead of)
+    audio_cap: float = math.inf  # the answer's audio stops here (serve.max_audio_seconds)
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     submitted: float = field(default_factory=time.perf_counter)
     started: float | None = None
@@ -41,9 +42,9 @@ class Job:
 
     def ahead(self, now: float) -> float:
         """Seconds of audio the listener has in hand beyond real-time playback (from the first chunk
-        on); minus infinity while the first chunk is still coming, infinity for a text-only answer
-        (nobody listens: it never holds admission back)."""
-        if not self.speaks:
+        on); minus infinity while the first chunk is still coming, infinity for a text-only answer or
+        one whose audio reached its cap (nothing more to listen for: it never holds admission back)."""
+        if not self.speaks or self.audio_seconds >= self.audio_cap:  # no (more) audio to wait for
             return math.inf
         if self.first_audio is None:
             return -math.inf

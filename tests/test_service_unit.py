@@ -307,6 +307,31 @@ def test_text_only_answers_never_hold_admission():
     assert log.index("a") < log.index(("t")) + 10, log[:20]  # admitted at once, not after t's 200 steps
 
 
+def test_an_answer_whose_audio_is_complete_never_holds_admission():
+    """Its audio reached the cap (the thinker may still be reasoning): nothing more to buffer for."""
+    class Capped(FakeSpeaker):  # 0.2 s of audio in two chunks, then only text
+        def step(self):
+            events = super().step()
+            return events if self.i <= 2 else events[1:]
+
+    async def main():
+        FakeSession.log = []
+        sched = Scheduler(max_active=4, max_queue=8, admit_ahead_s=0.35)
+        loop = asyncio.get_running_loop()
+        capped = Job("c", Capped("c", 400, chunk=0.1), loop, audio_cap=0.2)
+        capped.session.delay = 0.0005
+        sched.submit(capped)
+        await asyncio.wait_for(capped.queue.get(), 5)
+        other = Job("a", FakeSpeaker("a", 3), loop)
+        sched.submit(other)
+        await asyncio.gather(_drain(capped), _drain(other))
+        sched.close()
+        return list(FakeSession.log)
+
+    log = [name for name, _ in _run(main())]
+    assert "a" in log[:20], log[:20]  # admitted once c had its 0.2 s, not after c's 400 steps
+
+
 def test_busy_retry_after_comes_from_the_measured_queue():
     async def main():
         sched = Scheduler(max_active=2, max_queue=3)
