@@ -80,8 +80,6 @@ class Health(Liveness):
     rejected: int
 
 
-
-
 app = FastAPI(
     title="omni-tis",
     version="1",

@@ -40,12 +40,18 @@ class Job:
     last_turn: int = -1  # the scheduler's step counter when this job last stepped
     wait_estimate: float = 0.0  # seconds it was expected to wait in line when it was submitted
 
+    @property
+    def listening(self) -> bool:
+        """More audio is to come for a listener: False for a text-only answer and for one whose audio
+        reached its cap (its reasoning may go on). Only listening answers hold admission back."""
+        return self.speaks and self.audio_seconds < self.audio_cap
+
     def ahead(self, now: float) -> float:
         """Seconds of audio the listener has in hand beyond real-time playback (from the first chunk
-        on); minus infinity while the first chunk is still coming, infinity for a text-only answer or
-        one whose audio reached its cap (nothing more to listen for: it never holds admission back)."""
-        if not self.speaks or self.audio_seconds >= self.audio_cap:  # no (more) audio to wait for
-            return math.inf
+        on); minus infinity while the first chunk is still coming; 0 when not listening (it steps
+        whenever the listeners have audio in hand)."""
+        if not self.listening:
+            return 0.0
         if self.first_audio is None:
             return -math.inf
         return self.audio_seconds - (now - self.first_audio)
@@ -168,7 +174,7 @@ class Scheduler:
     def _admissible(self, now: float) -> bool:  # holding self._cv
         if len(self._active) >= self.max_active:
             return False
-        return self.admit_ahead_s <= 0 or all(j.ahead(now) >= self.admit_ahead_s for j in self._active)
+        return self.admit_ahead_s <= 0 or all(j.ahead(now) >= self.admit_ahead_s for j in self._active if j.listening)
 
     def _finish(self, job: Job, state: str) -> None:  # holding self._cv
         if job.started is not None and job.state == "active":

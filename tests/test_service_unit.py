@@ -295,7 +295,7 @@ def test_text_only_answers_never_hold_admission():
         sched = Scheduler(max_active=4, max_queue=8, admit_ahead_s=0.35)
         loop = asyncio.get_running_loop()
         quiet = Job("t", FakeSession("t", 200, delay=0.0005), loop, speaks=False)
-        spoken = Job("a", FakeSpeaker("a", 3), loop)
+        spoken = Job("a", FakeSpeaker("a", 30), loop)
         sched.submit(quiet)
         await asyncio.wait_for(quiet.queue.get(), 5)  # t is running
         sched.submit(spoken)
@@ -305,6 +305,8 @@ def test_text_only_answers_never_hold_admission():
 
     log = [name for name, _ in _run(main())]
     assert log.index("a") < log.index(("t")) + 10, log[:20]  # admitted at once, not after t's 200 steps
+    # ... and t is not starved meanwhile: it steps whenever a has audio in hand.
+    assert "t" in log[log.index("a"):log.index("a") + 12], log[:30]
 
 
 def test_an_answer_whose_audio_is_complete_never_holds_admission():
