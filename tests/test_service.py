@@ -8,9 +8,16 @@ tasks.package.assemble (random talker: fine for the protocol).
 - what is streamed equals the same session run in this process (text, reasoning, PCM bytes), for
   typed and spoken questions (stereo 44.1 kHz and 11.025 kHz uploads are downmixed and resampled);
 - /v1/answer equals the stream for the same seed; a different seed answers differently;
-- every bad input gets its 4xx and a message, and the server stays healthy; the bearer token;
-- a client that disconnects has its session closed (the health counters say so);
+- every bad input gets its JSON 4xx and a message, listed in /openapi.json for its route, and the
+  server stays healthy (JSON nested 100,000 deep too, after which the kept-alive connection still
+  serves); unknown routes and methods answer JSON 404/405; the bearer token, and health without it
+  says only that the service is alive;
+- a client that disconnects has its session closed (the health counters say so), also from
+  /v1/answer at once; one that goes away mid-upload costs no traceback and counts as 499, not 500,
+  in /metrics; a stalled upload gets 408 after serve.body_timeout_s and the connection closes;
 - 16 concurrent streams each equal their own in-process reference, and they ran interleaved;
+- 64 at once against 4 slots and a line of 32: every one answered or refused with a JSON 503 and a
+  Retry-After from the measured queue;
 - a bounded schemathesis run (positive and negative cases) finds no 5xx and leaves the server alive;
 - headless Chromium loads the page, submits a wav through the file input and a recording from a
   fake microphone, and sees text arrive and audio scheduled (screenshot saved).
