@@ -383,23 +383,33 @@ def test_every_error_is_json(server, method, path, status):
 
 
 def test_64_concurrent_streams_get_clear_backpressure(server):
-    """64 at once against max_active 4 + max_queue 32: every one is answered or refused with a JSON 503
-    and a Retry-After from the measured queue; the server stays healthy."""
-    n = 64
+    """64 streams against max_active 4 + max_queue 32: every one is answered or refused with a JSON 503
+    and a Retry-After from the measured queue; the server stays healthy. Four long answers take the
+    slots first (so the line cannot drain during the burst however loaded the machine is), then 60
+    short ones come at once."""
+    n, slots = 64, SERVE["max_active"]
     before = health(server)
     results: list = [None] * n
-    barrier = threading.Barrier(n)
 
-    def one(i):
-        barrier.wait()
+    def one(i, barrier=None):
+        if barrier is not None:
+            barrier.wait()
+        long = i < slots
         results[i] = post_stream(server, json_body={"text": f"What is {i} plus 1?", "options": {
-            "max_new_tokens": 6, "audio": False}}, headers=AUTH, timeout=120)
+            "max_new_tokens": SERVE["max_new_tokens"] if long else 6, "audio": False}}, headers=AUTH, timeout=180)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    first = [threading.Thread(target=one, args=(i,)) for i in range(slots)]
+    for t in first:
+        t.start()
+    deadline = time.time() + 30
+    while health(server)["active"] < slots and time.time() < deadline:
+        time.sleep(0.02)
+    barrier = threading.Barrier(n - slots)
+    threads = [threading.Thread(target=one, args=(i, barrier)) for i in range(slots, n)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(timeout=180)
+    for t in first + threads:
+        t.join(timeout=240)
     codes = [r.status for r in results]
     assert set(codes) <= {200, 503}, codes
     ok, busy = [r for r in results if r.status == 200], [r for r in results if r.status == 503]
