@@ -2,7 +2,8 @@
 same session in process, and under concurrent clients.
 
     .venv/bin/python -m bench.bench_service [--model PACKAGED_DIR] [--hidden 512 --layers 8]
-                                            [--policies 1:0,8:0,8:0.5] [--out bench/results/service.json]
+                                            [--policies 1:0,8:0,8:0.5] [--clients 1,4,16,64]
+                                            [--max-queue 32] [--out bench/results/service.json]
 
 Without ``--model`` a random Qwen2.5-Omni of ``--hidden`` x ``--layers`` (default the tiny 128 x 2) is
 laid out by ``tasks.package.assemble`` with a WORLD codec fitted on espeak speech (tests/audio_data.py);
@@ -12,11 +13,15 @@ serving path, not answer quality. Both sides run torch on one thread (the bench 
 - ``single``: median seconds to the first text and the first audio of a typed question, in process
   (from ``engine.session(...)``) and over HTTP (from sending the POST to reading the SSE frame), and
   their ratio (goal <= 1.3).
-- ``concurrency[max_active=A,admit_ahead_s=S][clients=C]``: C clients each asking back to back (at
-  least 16 streams in all): streams/s, p50/p95 seconds to the first audio and to done, audio gaps per
-  answer (the session's count: playback from the first chunk at real time stalls). ``max_active=1``
-  is one session at a time (moshi's lock); more interleave sessions on the one model thread, and
-  ``admit_ahead_s`` > 0 starts another only while every running answer has that much audio buffered.
+- ``concurrency[max_active=A,admit_ahead_s=S][clients=C]``: C streams at once, over HTTP (C clients
+  each asking back to back, at least 16 streams in all; with ``serve.max_queue`` = ``--max-queue``, so
+  past A + Q at once the server refuses) and in process (C sessions submitted at once to the same
+  scheduler, serve/scheduler.py, no HTTP): p50/p95 seconds to the first text and the first audio,
+  aggregate thinker positions per second (tokens/s), streams/s, audio gaps per answer (the session's
+  count: playback from the first chunk at real time stalls), and the refusals: 429/503 counts and
+  their Retry-After (p50/max seconds). ``max_active=1`` is one session at a time (moshi's lock); more
+  interleave sessions on the one model thread, and ``admit_ahead_s`` > 0 starts another only while
+  every running answer has that much audio buffered.
 """
 
 from __future__ import annotations
@@ -90,26 +95,28 @@ def in_process(model_dir: Path, opts: dict, repeats: int, audio_seconds: float) 
     n_params = sum(p.numel() for p in engine.model.thinker.parameters())
     return {"seconds_to_first_text": statistics.median(first_text),
             "seconds_to_first_audio": statistics.median(first_audio), "seconds": statistics.median(total),
-            "thinker_params": n_params}
+            "thinker_params": n_params}, engine
 
 
 def http_runs(url: str, opts: dict, clients: int, per_client: int) -> list:
+    """[wall seconds, answered streams, refused responses (429/503)]; any other outcome raises."""
     import httpx
 
     from tests.service_client import post_stream
 
     results: list = []
+    refused: list = []
     lock = threading.Lock()
     barrier = threading.Barrier(clients)
 
     def client(k: int) -> None:
-        with httpx.Client(timeout=600) as c:
+        with httpx.Client(timeout=600, limits=httpx.Limits(max_connections=4)) as c:
             barrier.wait()
             for j in range(per_client):
                 q = QUESTIONS[(k + j) % len(QUESTIONS)]
                 s = post_stream(url, json_body={"text": q, "options": opts}, client=c)
                 with lock:
-                    results.append(s)
+                    (refused if s.status in (429, 503) else results).append(s)
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     t0 = time.perf_counter()
@@ -121,17 +128,68 @@ def http_runs(url: str, opts: dict, clients: int, per_client: int) -> list:
     bad = [s for s in results if s.status != 200 or s.types[-1:] != ["done"]]
     if bad:
         raise RuntimeError(f"{len(bad)} streams failed: {bad[0].status} {bad[0].body[:300]!r} {bad[0].types[-3:]}")
-    return [wall, results]
+    return [wall, results, refused]
+
+
+def in_process_concurrent(engine, opts: dict, clients: int, max_active: int, admit: float, max_queue: int,
+                          audio_seconds: float) -> dict:
+    """``clients`` sessions submitted at once to the service's scheduler in this process (the model
+    thread the service runs, without HTTP): seconds from submitting to each one's first text and first
+    audio, aggregate thinker positions per second, and how many the line refused."""
+    import asyncio
+
+    from models.session import Options
+    from serve.scheduler import Busy, Job, Scheduler
+
+    o = Options(max_new_tokens=opts["max_new_tokens"], temperature=0.0, seed=0, reasoning=True,
+                max_audio_seconds=audio_seconds)
+
+    async def run() -> dict:
+        sched = Scheduler(max_active, max_queue, admit)
+        loop = asyncio.get_running_loop()
+        # Sessions made first, then all submitted at once: the burst the line sees is exactly `clients`.
+        sessions = [engine.session(text=QUESTIONS[k % len(QUESTIONS)], options=o) for k in range(clients)]
+        t0 = time.perf_counter()
+        jobs, refused = [], 0
+        for k, session in enumerate(sessions):
+            job = Job(str(k), session, loop)
+            try:
+                sched.submit(job)
+                jobs.append(job)
+            except Busy:
+                job.session.close()
+                refused += 1
+
+        async def drain(job) -> dict:
+            first: dict[str, float] = {}
+            positions = 0
+            while (batch := await job.queue.get()) is not None:
+                for ev in batch:
+                    first.setdefault(ev.type, time.perf_counter() - t0)
+                    if ev.type == "done":
+                        positions = ev.timings["thinker_positions"]
+            return {"text": first.get("text"), "audio": first.get("audio"), "positions": positions}
+
+        got = await asyncio.gather(*(drain(j) for j in jobs))
+        wall = time.perf_counter() - t0
+        await asyncio.to_thread(sched.close)
+        return {"streams": len(got), "refused": refused, "wall_seconds": round(wall, 3),
+                "first_text_p50": pct([g["text"] for g in got], 0.5), "first_text_p95": pct([g["text"] for g in got], 0.95),
+                "first_audio_p50": pct([g["audio"] for g in got], 0.5),
+                "first_audio_p95": pct([g["audio"] for g in got], 0.95),
+                "tokens_per_s": round(sum(g["positions"] for g in got) / wall, 1)}
+
+    return asyncio.run(run())
 
 
 def serve_and_measure(model_dir: Path, params: Path, max_active: int, admit: float, opts: dict, repeats: int,
-                      levels: list[int], log_dir: Path) -> dict:
+                      levels: list[int], log_dir: Path, max_queue: int, engine, audio_seconds: float) -> dict:
     import yaml
 
     from tests.service_client import bentoml_serve, free_port
 
     data = yaml.safe_load(params.read_text())
-    data["serve"].update(max_active=max_active, admit_ahead_s=admit, max_queue=256)
+    data["serve"].update(max_active=max_active, admit_ahead_s=admit, max_queue=max_queue)
     p = log_dir / f"params-{max_active}-{admit}.yaml"
     p.write_text(yaml.safe_dump(data, sort_keys=False))
     env = {"OMNI_TIS_MODEL_DIR": str(model_dir), "OMNI_TIS_PARAMS": str(p), "OMP_NUM_THREADS": "1",
@@ -139,22 +197,30 @@ def serve_and_measure(model_dir: Path, params: Path, max_active: int, admit: flo
     out: dict = {}
     with bentoml_serve("service:OmniTiS", env, free_port(), log_dir=log_dir) as url:
         http_runs(url, opts, 1, 2)  # warm-up (first connection, first request)
-        _, single = http_runs(url, opts, 1, repeats)
+        _, single, _ = http_runs(url, opts, 1, repeats)
         out["single"] = {"seconds_to_first_text": statistics.median(s.first("text") for s in single),
                          "seconds_to_first_audio": statistics.median(s.first("audio") for s in single),
                          "seconds": statistics.median(s.first("done") for s in single)}
         for c in levels:
-            wall, res = http_runs(url, opts, c, max(1, 16 // c) if c < 16 else 1)
+            wall, res, refused = http_runs(url, opts, c, max(1, 16 // c) if c < 16 else 1)
+            ft = [s.first("text") for s in res]
             fa = [s.first("audio") for s in res]
             done = [s.first("done") for s in res]
             gaps = [s.done["timings"]["audio_gaps"] for s in res]
-            out[f"clients={c}"] = {"streams": len(res), "wall_seconds": round(wall, 3),
-                                   "streams_per_s": round(len(res) / wall, 3),
-                                   "first_audio_p50": pct(fa, 0.5), "first_audio_p95": pct(fa, 0.95),
-                                   "done_p50": pct(done, 0.5), "done_p95": pct(done, 0.95),
-                                   "audio_gaps_mean": round(statistics.mean(gaps), 2),
-                                   "queue_seconds_p95": pct([s.done["timings"]["request"]["queue_seconds"]
-                                                             for s in res], 0.95)}
+            retry = [float(r.headers.get("retry-after", "nan")) for r in refused]
+            out[f"clients={c}"] = {
+                "http": {"streams": len(res), "wall_seconds": round(wall, 3),
+                         "streams_per_s": round(len(res) / wall, 3),
+                         "tokens_per_s": round(sum(s.done["timings"]["thinker_positions"] for s in res) / wall, 1),
+                         "first_text_p50": pct(ft, 0.5), "first_text_p95": pct(ft, 0.95),
+                         "first_audio_p50": pct(fa, 0.5), "first_audio_p95": pct(fa, 0.95),
+                         "done_p50": pct(done, 0.5), "done_p95": pct(done, 0.95),
+                         "audio_gaps_mean": round(statistics.mean(gaps), 2),
+                         "queue_seconds_p95": pct([s.done["timings"]["request"]["queue_seconds"] for s in res], 0.95),
+                         "refused_429": sum(r.status == 429 for r in refused),
+                         "refused_503": sum(r.status == 503 for r in refused),
+                         "retry_after_p50": pct(retry, 0.5), "retry_after_max": max(retry, default=None)},
+                "in_process": in_process_concurrent(engine, opts, c, max_active, admit, max_queue, audio_seconds)}
     return out
 
 
@@ -168,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=8)
     ap.add_argument("--policies", default="1:0,8:0,8:0.5",
                     help="comma-separated serve.max_active:serve.admit_ahead_s pairs, one server each")
-    ap.add_argument("--clients", default="1,4,16")
+    ap.add_argument("--clients", default="1,4,16,64", help="streams at once, comma-separated")
+    ap.add_argument("--max-queue", type=int, default=32, help="serve.max_queue: past max_active + this, 503")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "service.json")
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -184,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     params.write_text(yaml.safe_dump(data, sort_keys=False))
     opts = {"max_new_tokens": args.max_new_tokens, "show_reasoning": True}
 
-    inproc = in_process(model_dir, opts, args.repeats, args.audio_seconds)
+    inproc, engine = in_process(model_dir, opts, args.repeats, args.audio_seconds)
     print(f"in process: first text {inproc['seconds_to_first_text'] * 1e3:.1f} ms, first audio "
           f"{inproc['seconds_to_first_audio'] * 1e3:.1f} ms, whole answer {inproc['seconds']:.2f} s", flush=True)
     levels = [int(x) for x in args.clients.split(",")]
@@ -192,20 +259,26 @@ def main(argv: list[str] | None = None) -> int:
     for pol in args.policies.split(","):
         a, admit = int(pol.split(":")[0]), float(pol.split(":")[1])
         name = f"max_active={a},admit_ahead_s={admit:g}"
-        conc[name] = serve_and_measure(model_dir, params, a, admit, opts, args.repeats, levels, work)
+        conc[name] = serve_and_measure(model_dir, params, a, admit, opts, args.repeats, levels, work,
+                                       args.max_queue, engine, args.audio_seconds)
         s = conc[name]
         print(f"{name}: HTTP first text {s['single']['seconds_to_first_text'] * 1e3:.1f} ms, first audio "
-              f"{s['single']['seconds_to_first_audio'] * 1e3:.1f} ms; " + "; ".join(
-                  f"{c} clients {s[f'clients={c}']['streams_per_s']:.2f} streams/s, first audio p50/p95 "
-                  f"{s[f'clients={c}']['first_audio_p50']:.3f}/{s[f'clients={c}']['first_audio_p95']:.3f} s, "
-                  f"gaps {s[f'clients={c}']['audio_gaps_mean']:.1f}"
-                  for c in levels), flush=True)
+              f"{s['single']['seconds_to_first_audio'] * 1e3:.1f} ms", flush=True)
+        for c in levels:
+            h, i = s[f"clients={c}"]["http"], s[f"clients={c}"]["in_process"]
+            print(f"  {c:>3} at once: HTTP {h['streams']} answered, {h['refused_429']} x 429, {h['refused_503']} x 503 "
+                  f"(Retry-After p50 {h['retry_after_p50']}), {h['tokens_per_s']:.0f} tokens/s, first text p50/p95 "
+                  f"{h['first_text_p50']}/{h['first_text_p95']} s, first audio p50/p95 {h['first_audio_p50']}/"
+                  f"{h['first_audio_p95']} s, gaps {h['audio_gaps_mean']:.1f} | in process {i['streams']} answered, "
+                  f"{i['refused']} refused, {i['tokens_per_s']:.0f} tokens/s, first text p50/p95 {i['first_text_p50']}/"
+                  f"{i['first_text_p95']} s, first audio p50/p95 {i['first_audio_p50']}/{i['first_audio_p95']} s",
+                  flush=True)
     http = conc[next(iter(conc))]["single"]
     result = {
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "model": {"dir": str(model_dir), "hidden": args.hidden, "layers": args.layers,
                   "thinker_params": inproc["thinker_params"], "max_new_tokens": args.max_new_tokens,
-                  "audio_seconds": args.audio_seconds},
+                  "audio_seconds": args.audio_seconds, "max_queue": args.max_queue},
         "single": {"in_process": {k: round(v, 4) for k, v in inproc.items() if k != "thinker_params"},
                    "http": {k: round(v, 4) for k, v in http.items()},
                    "ratio_first_text": round(http["seconds_to_first_text"] / inproc["seconds_to_first_text"], 3),

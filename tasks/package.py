@@ -1,14 +1,15 @@
 """Stage `package` (last): the trained TiS model into the BentoML model store, then a Bento serving it.
 
-1. One directory the service loads (``service.py``, ``Runtime``), laid out straight into the store
+1. One directory the service loads (``service.py``, ``serve.runtime.Runtime``), laid out straight into the store
    (``assemble`` lays it out anywhere, for tests and ``OMNI_TIS_MODEL_DIR``)::
 
        model/ tokenizer/   the latest talker@tis checkpoint (full Qwen2.5-Omni: thinker + trained talker)
        codec/              the codec stage's codec (codec.json + weights; not its training codes)
        params.yaml         the params the pipeline ran with
        metrics.json        evaluate@tis's metrics (reports/evaluate/tis/metrics.json)
-       omni_tis.json       manifest: format, schedule, source checkpoint, git revision, dvc.lock hash,
-                           the fingerprint of all of the above
+       omni_tis.json       manifest (models.manifest.Manifest, which the service reads): format,
+                           schedule, source checkpoint, git revision, dvc.lock hash, the fingerprint
+                           of all of the above
 
 2. ``bentoml.models.create(package.model_name)``, labelled with the fingerprint; a model with the
    same fingerprint is reused instead (DVC skips the stage anyway when
@@ -31,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from models.manifest import Manifest, Schedule
 from tasks.core.params import ROOT, Params
 from tasks.core.stage import StageResult, stage_main
 
@@ -41,10 +43,10 @@ TALKER = ROOT / "checkpoints" / "talker" / FORMAT
 CODEC = ROOT / "checkpoints" / "codec"
 METRICS = ROOT / "reports" / "evaluate" / FORMAT / "metrics.json"
 REPORT = ROOT / "reports" / "package.json"
-# What the Bento runs: its fingerprint covers these (bentofile.yaml's include list, same order).
-SERVICE_FILES = ("service.py", "bentofile.yaml", "params.yaml", "web", "models", "tasks/core/params.py")
+# What the Bento runs: its fingerprint covers these (bentofile.yaml's include list, same order;
+# tests/test_layers.py checks both cover every file the service imports).
+SERVICE_FILES = ("service.py", "bentofile.yaml", "params.yaml", "web", "serve", "models", "tasks/core/params.py")
 CODEC_SKIP = {"codes.parquet"}  # the codec stage's encoded training targets: not needed to speak
-MANIFEST = "omni_tis.json"
 
 
 def _files(path: Path) -> list[Path]:
@@ -92,7 +94,7 @@ def dvc_revision(root: Path = ROOT) -> dict:
 
 
 def manifest_for(checkpoint: Path, codec_dir: Path | None, metrics: dict, params_file: Path, schedule: dict,
-                 provenance: dict | None = None) -> dict:
+                 provenance: dict | None = None) -> Manifest:
     """What ``omni_tis.json`` says, with the fingerprint of every input (checked here: names the missing part)."""
     checkpoint = Path(checkpoint)
     for sub in ("model", "tokenizer"):
@@ -107,24 +109,26 @@ def manifest_for(checkpoint: Path, codec_dir: Path | None, metrics: dict, params
         fp.update(fingerprint([path], path.parent).encode())
     fp.update(json.dumps(metrics, sort_keys=True).encode())
     fp.update(Path(params_file).read_bytes())
-    return {"format": FORMAT, "schedule": dict(schedule), "checkpoint": str(checkpoint), "codec": bool(codec_dir),
-            "fingerprint": fp.hexdigest(), **(provenance or {})}
+    provenance = provenance or {}
+    return Manifest(format=FORMAT, schedule=Schedule(int(schedule["speak"]), int(schedule["think"])),
+                    checkpoint=str(checkpoint), codec=bool(codec_dir), fingerprint=fp.hexdigest(),
+                    git=provenance.get("git"), dvc=provenance.get("dvc"))
 
 
-def lay_out(dst: Path, manifest: dict, codec_dir: Path | None, metrics: dict, params_file: Path) -> None:
+def lay_out(dst: Path, manifest: Manifest, codec_dir: Path | None, metrics: dict, params_file: Path) -> None:
     """Copy the inputs ``manifest`` names into the existing, empty directory ``dst``."""
-    checkpoint = Path(manifest["checkpoint"])
+    checkpoint = Path(manifest.checkpoint)
     shutil.copytree(checkpoint / "model", dst / "model")
     shutil.copytree(checkpoint / "tokenizer", dst / "tokenizer")
     if codec_dir is not None:
         shutil.copytree(codec_dir, dst / "codec", ignore=lambda _d, names: [n for n in names if n in CODEC_SKIP])
     shutil.copy2(params_file, dst / "params.yaml")
     (dst / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    (dst / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    manifest.write(dst)
 
 
 def assemble(out_dir: Path, checkpoint: Path, codec_dir: Path | None, metrics: dict, params_file: Path,
-             schedule: dict, provenance: dict | None = None) -> dict:
+             schedule: dict, provenance: dict | None = None) -> Manifest:
     """The directory the service loads, at ``out_dir`` (atomically; tests and `OMNI_TIS_MODEL_DIR`
     use this without a model store); returns the manifest."""
     from models.atomic import atomic_dir
@@ -161,19 +165,19 @@ def _listed(lister, name: str) -> list:
         return []
 
 
-def store_model(name: str, manifest: dict, codec_dir: Path | None, metrics: dict, params_file: Path) -> tuple[str, bool]:
+def store_model(name: str, manifest: Manifest, codec_dir: Path | None, metrics: dict, params_file: Path) -> tuple[str, bool]:
     """Lay the model out straight into the store as ``name`` (BentoML removes a half-written one),
     unless a model with the same fingerprint is there; returns (tag, created)."""
     import bentoml
 
-    label = manifest["fingerprint"][:32]  # label values are at most 63 characters
+    label = manifest.fingerprint[:32]  # label values are at most 63 characters
     for m in sorted(_listed(bentoml.models.list, name), key=lambda m: m.info.creation_time, reverse=True):
         if m.info.labels.get("fingerprint") == label:
             return str(m.tag), False
-    labels = {"fingerprint": label, "format": manifest["format"],
-              "git_commit": str(manifest.get("git", {}).get("commit", "unknown"))[:40]}
-    metadata = _no_none({"schedule": manifest["schedule"], "git": manifest.get("git"), "dvc": manifest.get("dvc"),
-                         "checkpoint": manifest["checkpoint"], "metrics": _flat_numbers(metrics)})
+    labels = {"fingerprint": label, "format": manifest.format,
+              "git_commit": str((manifest.git or {}).get("commit", "unknown"))[:40]}
+    metadata = _no_none({"schedule": manifest.to_dict()["schedule"], "git": manifest.git, "dvc": manifest.dvc,
+                         "checkpoint": manifest.checkpoint, "metrics": _flat_numbers(metrics)})
     with bentoml.models.create(name, labels=labels, metadata=metadata) as ref:
         lay_out(Path(ref.path), manifest, codec_dir, metrics, params_file)
     return str(ref.tag), True
@@ -225,7 +229,7 @@ def run(p: Params, checkpoint_dir: Path = TALKER, codec_dir: Path = CODEC, metri
         "bento_tag": bento_tag,
         "model_created": created,
         "bento_built": built,
-        "fingerprint": manifest["fingerprint"],
+        "fingerprint": manifest.fingerprint,
         "service_fingerprint": service_fp,
         "checkpoint": str(Path(ckpt).relative_to(root)) if Path(ckpt).is_relative_to(root) else str(ckpt),
         "git": provenance["git"],

@@ -54,6 +54,7 @@ class Streamed:
     content_type: str
     frames: list[tuple[str, dict, float]] = field(default_factory=list)  # (event, data, seconds after sending)
     body: bytes = b""  # the response body when it was not a stream (errors)
+    headers: dict[str, str] = field(default_factory=dict)  # response headers, names in lower case
     keepalives: int = 0
 
     @property
@@ -102,7 +103,8 @@ def post_stream(url: str, *, json_body: dict | None = None, files: dict | None =
         t0 = time.perf_counter()
         with client.stream("POST", f"{url}/v1/stream", json=json_body, files=files, data=data, content=content,
                            headers=headers or {}) as r:
-            out = Streamed(r.status_code, r.headers.get("content-type", ""))
+            out = Streamed(r.status_code, r.headers.get("content-type", ""),
+                           headers={k.lower(): v for k, v in r.headers.items()})
             if r.status_code != 200:
                 out.body = r.read()
                 return out

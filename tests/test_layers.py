@@ -2,8 +2,12 @@
 
 - ``models/`` imports nothing from ``tasks/`` or ``flows/``; ``tasks/core/`` imports no stage module;
   ``tasks/`` imports nothing from ``flows/``; no import circle anywhere (function-level imports count).
+- The service (``service.py`` and ``serve/``) imports ``models/``, ``serve/`` and the params loader
+  (``tasks.core.params``) only: no stage module, nothing else of ``tasks/``, nothing of ``flows/``;
+  and nothing outside it imports it.
 - Every project file a DVC stage's command imports (transitively) is among that stage's ``deps``, so
-  a change there makes DVC rerun the stage.
+  a change there makes DVC rerun the stage; every file the service imports is in the Bento
+  (bentofile.yaml ``include``), in the package stage's fingerprint and in its deps.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("models", "tasks", "flows")
+PACKAGES = ("models", "tasks", "flows", "serve", "service")  # service: the root module service.py
+SERVICE_MAY_IMPORT = ("models.", "serve.", "serve", "tasks.core.params")
 
 
 def module_file(mod: str) -> Path | None:
@@ -54,7 +59,12 @@ def imports(mod: str) -> frozenset[str]:
 
 
 def all_modules() -> list[str]:
-    return sorted(module_name(f) for pkg in PACKAGES for f in (ROOT / pkg).rglob("*.py"))
+    return sorted(module_name(f) for pkg in PACKAGES if (ROOT / pkg).is_dir() for f in (ROOT / pkg).rglob("*.py")) \
+        + ["service"]
+
+
+def in_service(mod: str) -> bool:
+    return mod == "service" or mod == "serve" or mod.startswith("serve.")
 
 
 def closure(mod: str) -> set[str]:
@@ -77,7 +87,45 @@ def test_layers_read_top_down():
                 bad.append((m, dep))
             if m.startswith("tasks.core") and dep.startswith("tasks.") and not dep.startswith("tasks.core"):
                 bad.append((m, dep))
+            if in_service(m) and not (dep in ("tasks", "tasks.core") or dep.startswith(SERVICE_MAY_IMPORT)):
+                bad.append((m, dep))
+            if not in_service(m) and in_service(dep):
+                bad.append((m, dep))
     assert not bad, f"imports against the layers: {bad}"
+
+
+def _with_packages(mods: set[str]) -> set[str]:
+    """The modules' files plus every package __init__.py above them (a Bento without one cannot import)."""
+    files = set()
+    for m in mods:
+        files.add(module_file(m).relative_to(ROOT).as_posix())
+        parts = m.split(".")
+        for i in range(1, len(parts)):
+            init = module_file(".".join(parts[:i]))
+            if init is not None:
+                files.add(init.relative_to(ROOT).as_posix())
+    return files
+
+
+def test_the_bento_and_the_package_stage_cover_what_the_service_imports():
+    import fnmatch
+
+    from tasks.package import SERVICE_FILES
+
+    files = _with_packages(closure("service"))
+    assert {"serve/routes.py", "serve/requests.py", "serve/scheduler.py", "models/manifest.py",
+            "tasks/core/params.py"} <= files, sorted(files)
+    bentofile = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
+    include = bentofile["include"]
+    not_packed = sorted(f for f in files if not any(fnmatch.fnmatch(f, pat) for pat in include))
+    assert not not_packed, f"bentofile.yaml include lacks {not_packed}: the Bento could not import them"
+    # An empty __init__.py changes nothing it could be fingerprinted or tracked for (as in the DVC check).
+    code = {f for f in files if not f.endswith("__init__.py") or (ROOT / f).stat().st_size}
+    unfingerprinted = sorted(f for f in code if not any(f == d or f.startswith(d + "/") for d in SERVICE_FILES))
+    assert not unfingerprinted, f"tasks.package.SERVICE_FILES lacks {unfingerprinted}: a change would reuse a stale Bento"
+    deps = [d if isinstance(d, str) else next(iter(d)) for d in _stages()["package"]["deps"]]
+    untracked = sorted(f for f in code if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps))
+    assert not untracked, f"dvc.yaml stage package does not list {untracked} in deps"
 
 
 def test_no_import_circle():

@@ -93,7 +93,8 @@ def test_package_stores_builds_skips_and_serves(tiny_repo, tmp_path):
     assert bento["args"] == {"model": first["model_tag"]}
     assert [m["tag"] for m in bento["services"][0]["models"]] == [first["model_tag"]]
     src = home / "bentos" / Path(first["bento_tag"].replace(":", "/")) / "src"
-    for f in ("service.py", "params.yaml", "web/index.html", "web/app.js", "models/session.py", "tasks/core/params.py"):
+    for f in ("service.py", "params.yaml", "web/index.html", "web/app.js", "models/session.py", "models/manifest.py",
+              "tasks/core/params.py", "serve/routes.py", "serve/requests.py", "serve/scheduler.py", "serve/runtime.py"):
         assert (src / f).is_file(), f
     assert bento["services"][0]["config"]["http"]["host"] == "127.0.0.1"
 

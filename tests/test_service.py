@@ -8,9 +8,16 @@ tasks.package.assemble (random talker: fine for the protocol).
 - what is streamed equals the same session run in this process (text, reasoning, PCM bytes), for
   typed and spoken questions (stereo 44.1 kHz and 11.025 kHz uploads are downmixed and resampled);
 - /v1/answer equals the stream for the same seed; a different seed answers differently;
-- every bad input gets its 4xx and a message, and the server stays healthy; the bearer token;
-- a client that disconnects has its session closed (the health counters say so);
+- every bad input gets its JSON 4xx and a message, listed in /openapi.json for its route, and the
+  server stays healthy (JSON nested 100,000 deep too, after which the kept-alive connection still
+  serves); unknown routes and methods answer JSON 404/405; the bearer token, and health without it
+  says only that the service is alive;
+- a client that disconnects has its session closed (the health counters say so), also from
+  /v1/answer at once; one that goes away mid-upload costs no traceback and counts as 499, not 500,
+  in /metrics; a stalled upload gets 408 after serve.body_timeout_s and the connection closes;
 - 16 concurrent streams each equal their own in-process reference, and they ran interleaved;
+- 64 at once against 4 slots and a line of 32: every one answered or refused with a JSON 503 and a
+  Retry-After from the measured queue;
 - a bounded schemathesis run (positive and negative cases) finds no 5xx and leaves the server alive;
 - headless Chromium loads the page, submits a wav through the file input and a recording from a
   fake microphone, and sees text arrive and audio scheduled (screenshot saved).
@@ -24,7 +31,9 @@ import base64
 import io
 import json
 import os
+import socket
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -42,7 +51,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # admission (unit-tested in test_service_unit.py) would run these streams nearly one by one.
 SERVE = {"token_env": "OMNI_TIS_TEST_TOKEN", "max_audio_seconds": 1.0, "default_max_new_tokens": 32,
          "max_new_tokens": 256, "max_body_mb": 1.0, "max_input_seconds": 8.0, "max_active": 4, "admit_ahead_s": 0.0,
-         "max_queue": 32, "keepalive_s": 0.5, "max_text_chars": 400}
+         "max_queue": 32, "keepalive_s": 0.5, "max_text_chars": 400, "body_timeout_s": 2.0}
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 CHROMIUM = Path("/usr/bin/chromium")
 # What the machine's closed network needs (DESIGN.md; env notes), plus autoplay and a fake microphone.
@@ -83,8 +92,16 @@ def server(packaged, engine) -> str:
            # the same thread count as the reference engine here, so float results match bit for bit
            "OMP_NUM_THREADS": str(torch.get_num_threads())}
     with bentoml_serve("service:OmniTiS", env, free_port(), log_dir=packaged) as url:
+        _LOGS[url] = packaged / "serve.log"
         yield url
         assert httpx.get(f"{url}/v1/health").json()["status"] == "ok"  # alive after the module
+
+
+_LOGS: dict[str, Path] = {}
+
+
+def server_log(url: str) -> Path:
+    return _LOGS[url]
 
 
 def reference(engine, *, text=None, audio=None, **o) -> dict:
@@ -112,7 +129,7 @@ def same(s, ref) -> None:
 
 
 def health(url: str) -> dict:
-    r = httpx.get(f"{url}/v1/health", timeout=10)
+    r = httpx.get(f"{url}/v1/health", headers=AUTH, timeout=10)
     assert r.status_code == 200
     return r.json()
 
@@ -208,7 +225,19 @@ BAD = {
     "no question": (dict(json={"options": {}}), 422, "exactly one"),
     "text and audio": (dict(json={"text": "hi", "audio": base64.b64encode(_WAV).decode()}), 422, "exactly one"),
     "blank text": (dict(json={"text": "  \n "}), 422, "blank"),
-    "text too long": (dict(json={"text": "x" * (SERVE["max_text_chars"] + 1)}), 422, "text"),
+    "text too long": (dict(json={"text": "x" * (SERVE["max_text_chars"] + 1)}), 413, "max_text_chars"),
+    "form text too long": (_multipart({"text": "x" * (SERVE["max_text_chars"] + 1)}), 413, "max_text_chars"),
+    # json's C parser raises RecursionError past ~1000 levels (a 500 and a dropped connection before).
+    "deeply nested JSON": (dict(content=b'{"text": "hi", "options": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                                headers={"Content-Type": "application/json"}), 400, "deeper than 8 levels"),
+    "nested JSON under the limit of json": (dict(json={"text": "hi", "options": {"seed": [[[[[[[[[[1]]]]]]]]]]}}),
+                                            400, "deeper than 8 levels"),
+    "deeply nested form options": (_multipart({"text": "hi", "options": '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"}),
+                                   422, "options nests"),
+    "lone surrogate": (dict(content=b'{"text": "\\ud800 what"}', headers={"Content-Type": "application/json"}),
+                       422, "text"),
+    "huge integer": (dict(content=b'{"text": "hi", "options": {"seed": 1' + b"0" * 5000 + b"}}",
+                          headers={"Content-Type": "application/json"}), 400, "not valid JSON"),
     "bad base64": (dict(json={"audio": "not base64!"}), 422, "base64"),
     "corrupt audio": (_multipart({"audio": ("q.wav", b"RIFF....WAVEjunk" * 40, "audio/wav")}), 422, "could not decode"),
     "empty audio": (_multipart({"audio": ("q.wav", b"", "audio/wav")}), 422, "empty"),
@@ -240,8 +269,164 @@ def test_bad_input_gets_a_clear_4xx(server, name):
         assert r.status_code == status, (route, r.status_code, r.text)
         assert r.headers["content-type"] == "application/json"
         assert words in r.json()["detail"], r.json()
+        assert str(status) in _documented(server)[route], f"/openapi.json does not list {status} for {route}"
     h = health(server)
     assert h["status"] == "ok" and h["active"] == 0
+
+
+def _documented(server) -> dict[str, set[str]]:
+    paths = httpx.get(f"{server}/openapi.json").json()["paths"]
+    return {p: set(op["post"]["responses"]) for p, op in paths.items() if "post" in op}
+
+
+def _raw(server: str) -> socket.socket:
+    host, port = server.rsplit("/", 1)[1].split(":")
+    s = socket.create_connection((host, int(port)), timeout=30)
+    return s
+
+
+def _request(method: str, path: str, body: bytes = b"", length: int | None = None,
+             ctype: str = "application/json") -> bytes:
+    return (f"{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body) if length is None else length}\r\n\r\n").encode() + body
+
+
+def _response(s: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length body, read off the socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, f"connection closed before a response: {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        body += s.recv(65536)
+    return int(lines[0].split()[1]), headers, body
+
+
+def _metric(server: str, route: str) -> dict[str, float]:
+    """BentoML's request counts for ``route`` by status code, from /metrics."""
+    out: dict[str, float] = {}
+    for line in httpx.get(f"{server}/metrics").text.splitlines():
+        if line.startswith("bentoml_service_request_total{") and f'endpoint="{route}"' in line:
+            code = line.split('http_response_code="', 1)[1].split('"', 1)[0]
+            out[code] = out.get(code, 0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_a_parser_attack_keeps_the_connection(server):
+    """The deepest JSON answers a JSON 400 and the same kept-alive connection serves the next request."""
+    log_before = server_log(server).read_text(errors="replace")
+    with _raw(server) as s:
+        s.sendall(_request("POST", "/v1/stream", b'{"text": "hi", "options": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"))
+        status, headers, body = _response(s)
+        assert status == 400 and headers["content-type"] == "application/json", body[:300]
+        assert headers.get("connection") != "close"
+        s.sendall(_request("GET", "/v1/health"))
+        status, _, body = _response(s)
+        assert status == 200 and json.loads(body)["status"] == "ok"
+    assert "Traceback" not in server_log(server).read_text(errors="replace")[len(log_before):]
+
+
+def test_stalled_upload_gets_408_and_holds_nothing(server):
+    before = _metric(server, "/v1/stream")
+    t0 = time.perf_counter()
+    with _raw(server) as s:
+        s.sendall(_request("POST", "/v1/stream", b'{"text": "wh', length=100))  # 88 bytes never come
+        status, headers, body = _response(s)
+        waited = time.perf_counter() - t0
+        assert status == 408 and headers["content-type"] == "application/json", body
+        assert "serve.body_timeout_s" in json.loads(body)["detail"] and headers["connection"] == "close"
+        assert SERVE["body_timeout_s"] - 0.2 <= waited < SERVE["body_timeout_s"] + 5
+        assert s.recv(100) == b""  # closed: what the client sends next is not read as a request
+    h = health(server)
+    assert h["active"] == 0 and h["waiting"] == 0
+    after = _metric(server, "/v1/stream")
+    assert after.get("408", 0) == before.get("408", 0) + 1 and after.get("500", 0) == before.get("500", 0)
+
+
+@pytest.mark.parametrize("kind", ["json", "multipart"])
+def test_disconnect_mid_upload_is_no_server_error(server, kind):
+    """A client that goes away while uploading: no traceback in the log, no 500 in /metrics (499, a
+    client disconnect), no slot held; the server goes on answering."""
+    before = _metric(server, "/v1/stream")
+    log_before = server_log(server).read_text(errors="replace")
+    ctype = "application/json" if kind == "json" else "multipart/form-data; boundary=xyz"
+    with _raw(server) as s:
+        s.sendall(_request("POST", "/v1/stream", b"--xyz\r\n" if kind == "multipart" else b'{"audio": "UklG',
+                           length=500_000, ctype=ctype))
+        time.sleep(0.3)
+    deadline = time.time() + 10
+    while _metric(server, "/v1/stream").get("499", 0) == before.get("499", 0) and time.time() < deadline:
+        time.sleep(0.1)
+    after = _metric(server, "/v1/stream")
+    assert after.get("499", 0) == before.get("499", 0) + 1, after
+    assert after.get("500", 0) == before.get("500", 0), after
+    new_log = server_log(server).read_text(errors="replace")[len(log_before):]
+    assert "Traceback" not in new_log and "went away" in new_log, new_log[-2000:]
+    h = health(server)
+    assert h["active"] == 0 and h["waiting"] == 0
+    s = post_stream(server, json_body={"text": "What is 1 plus 1?", "options": {"max_new_tokens": 4}}, headers=AUTH)
+    assert s.types[-1] == "done"
+
+
+@pytest.mark.parametrize("method,path,status", [("GET", "/nope", 404), ("POST", "/v1/nope", 404),
+                                                ("GET", "/v1/stream", 405), ("DELETE", "/v1/health", 405)])
+def test_every_error_is_json(server, method, path, status):
+    r = httpx.request(method, f"{server}{path}", headers=AUTH)
+    assert r.status_code == status and r.headers["content-type"] == "application/json", r.text
+    assert r.json()["detail"]
+    if status == 405:
+        assert method not in r.headers["allow"] and method in r.json()["detail"]
+
+
+def test_64_concurrent_streams_get_clear_backpressure(server):
+    """64 streams against max_active 4 + max_queue 32: every one is answered or refused with a JSON 503
+    and a Retry-After from the measured queue; the server stays healthy. Four long answers take the
+    slots first (so the line cannot drain during the burst however loaded the machine is), then 60
+    short ones come at once."""
+    n, slots = 64, SERVE["max_active"]
+    before = health(server)
+    results: list = [None] * n
+
+    def one(i, barrier=None):
+        if barrier is not None:
+            barrier.wait()
+        long = i < slots
+        results[i] = post_stream(server, json_body={"text": f"What is {i} plus 1?", "options": {
+            "max_new_tokens": SERVE["max_new_tokens"] if long else 6, "audio": False}}, headers=AUTH, timeout=180)
+
+    first = [threading.Thread(target=one, args=(i,)) for i in range(slots)]
+    for t in first:
+        t.start()
+    deadline = time.time() + 30
+    while health(server)["active"] < slots and time.time() < deadline:
+        time.sleep(0.02)
+    barrier = threading.Barrier(n - slots)
+    threads = [threading.Thread(target=one, args=(i, barrier)) for i in range(slots, n)]
+    for t in threads:
+        t.start()
+    for t in first + threads:
+        t.join(timeout=240)
+    codes = [r.status for r in results]
+    assert set(codes) <= {200, 503}, codes
+    ok, busy = [r for r in results if r.status == 200], [r for r in results if r.status == 503]
+    assert all(r.types[0] == "start" and r.types[-1] == "done" for r in ok)
+    assert busy, "64 at once never filled the line"
+    # A refusal happens only with max_queue waiting and max_active running: all of those were answered.
+    assert len(ok) >= SERVE["max_active"] + SERVE["max_queue"], codes
+    for r in busy:
+        assert r.content_type == "application/json" and "serve.max_queue" in r.json()["detail"]
+        retry = int(r.headers["retry-after"])
+        estimate = float(r.json()["detail"].split("about ", 1)[1].split(" s")[0])
+        assert retry >= 1 and abs(retry - max(1.0, estimate)) <= 1, (retry, r.json())  # the message rounds it
+    queued = [r.of("start")[0] for r in ok if r.of("start")[0]["queued"] > 0]
+    assert queued and all(q["wait_estimate_s"] > 0 for q in queued)
+    h = health(server)
+    assert h["rejected"] == before["rejected"] + len(busy) and h["served"] == before["served"] + len(ok)
+    assert h["active"] == 0 and h["waiting"] == 0 and h["slot_seconds"] > 0
 
 
 def test_bearer_token(server):
@@ -254,6 +439,12 @@ def test_bearer_token(server):
     assert httpx.post(f"{server}/v1/answer", json=body, headers=AUTH).status_code == 200
     for public in ("/", "/app.js", "/v1/health", "/openapi.json", "/readyz"):
         assert httpx.get(f"{server}{public}").status_code == 200, public
+    # Without the token, health says alive and ready, nothing about what runs where.
+    assert httpx.get(f"{server}/v1/health").json() == {"status": "ok", "ready": True}
+    assert httpx.get(f"{server}/v1/health", headers={"Authorization": "Bearer wrong"}).json() == \
+        {"status": "ok", "ready": True}
+    full = httpx.get(f"{server}/v1/health", headers=AUTH).json()
+    assert full["device"] == "cpu" and full["model"].startswith("dir:") and full["max_active"] == SERVE["max_active"]
 
 
 def test_client_disconnect_stops_generation(server):
@@ -272,6 +463,23 @@ def test_client_disconnect_stops_generation(server):
     assert health(server)["active"] == 0
     again = post_stream(server, json_body={"text": "What is 1 plus 1?", "options": {"max_new_tokens": 8}}, headers=AUTH)
     assert again.types[-1] == "done"
+
+
+def test_answer_client_that_goes_away_frees_its_slot_at_once(server):
+    """/v1/answer sends nothing until the end; a client that closes meanwhile has its session cancelled
+    (not run to the end) and holds no slot."""
+    before = health(server)
+    body = json.dumps({"text": QUESTION, "options": {"max_new_tokens": 256}}).encode()
+    with _raw(server) as s:
+        s.sendall(_request("POST", "/v1/answer", body))
+        deadline = time.time() + 10
+        while health(server)["active"] == before["active"] and time.time() < deadline:
+            time.sleep(0.02)
+    deadline = time.time() + 10
+    while (h := health(server))["cancelled"] == before["cancelled"] and time.time() < deadline:
+        time.sleep(0.05)
+    assert h["cancelled"] == before["cancelled"] + 1 and h["served"] == before["served"], h
+    assert h["active"] == 0
 
 
 def test_16_concurrent_streams_are_correct_and_interleaved(server, engine):

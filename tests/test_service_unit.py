@@ -1,6 +1,6 @@
-"""service.py's parts without a server: the scheduler that owns the model thread (fake sessions), the
-audio checks of an upload, the option schema and the SSE framing. The real server is in
-tests/test_service.py.
+"""The service's parts (serve/) without a server: the scheduler that owns the model thread (fake
+sessions), admission and wait estimates, the audio checks of an upload, the option schema, bounded
+JSON, the error contract and the SSE framing. The real server is in tests/test_service.py.
 
     .venv/bin/python -m pytest tests/test_service_unit.py -q
 """
@@ -18,9 +18,11 @@ import pytest
 
 from service_client import audio_file, parse_frame, voiced
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # service.py sits at the repository root
-import service  # noqa: E402
-from service import AskOptions, Busy, Job, Scheduler, decode_audio  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # serve/ sits at the repository root
+from serve import errors, requests, routes  # noqa: E402
+from serve.config import SERVE  # noqa: E402
+from serve.requests import AskJSON, AskOptions, decode_audio  # noqa: E402
+from serve.scheduler import Busy, Job, Scheduler, retry_after  # noqa: E402
 
 
 class FakeSession:
@@ -218,7 +220,7 @@ def test_accepted_audio(sr, channels, fmt, subtype):
 
 
 def test_refused_audio():
-    s = service.SERVE
+    s = SERVE
     cases = {
         "empty": (b"", 422, "empty"),
         "corrupt": (b"RIFF\x00\x00\x00\x00WAVEfmt garbage" * 10, 422, "could not decode"),
@@ -240,19 +242,228 @@ def test_refused_audio():
 def test_options_are_strict_and_bounded():
     from pydantic import ValidationError
 
-    s = service.SERVE
+    s = SERVE
     assert AskOptions().max_new_tokens == s.default_max_new_tokens and AskOptions().show_reasoning is False
     assert AskOptions.model_validate({"temperature": 1}).temperature == 1.0  # an int is a number
     for bad in [{"max_new_tokens": "5"}, {"max_new_tokens": 5.0}, {"seed": True}, {"show_reasoning": "yes"},
                 {"max_new_tokens": s.max_new_tokens + 1}, {"max_new_tokens": 0}, {"speak": 0},
                 {"think": s.max_schedule + 1}, {"temperature": -0.1}, {"temperature": s.max_temperature * 10},
-                {"seed": -1}, {"top_p": 0.9}]:
+                {"seed": -1}, {"top_p": 0.9}, {"temperature": float("nan")}, {"temperature": float("inf")}]:
         with pytest.raises(ValidationError):
             AskOptions.model_validate(bad)
 
 
 def test_sse_frames_hold_one_data_line():
-    text = service._sse("text", {"type": "text", "delta": "two\nlines\r\n and: colons", "position": 3}).decode()
+    text = routes._sse("text", {"type": "text", "delta": "two\nlines\r\n and: colons", "position": 3}).decode()
     assert text.endswith("\n\n") and text.count("\n") == 3
     event, data = parse_frame(text[:-2])
     assert event == "text" and data["delta"] == "two\nlines\r\n and: colons"
+
+
+# ------------------------------------------------------------------------------------ admission, waits
+def test_admission_rule_is_max_active_or_audio_in_hand_and_says_which():
+    """8 slots and 9 spoken answers that never get ahead of real time. With admit_ahead_s 0 all 8 run at
+    once; with params.yaml's admit_ahead_s (> 0) one runs and the others are held although slots are
+    free, and the scheduler says so (health's held_for_audio)."""
+    assert SERVE.max_active == 8 and SERVE.admit_ahead_s > 0
+
+    async def main(admit: float):
+        FakeSession.log = []
+        sched = Scheduler(SERVE.max_active, SERVE.max_queue, admit)
+        loop = asyncio.get_running_loop()
+        jobs = [Job(str(i), FakeSpeaker(f"s{i}", 6, chunk=0.0), loop) for i in range(9)]
+        for j in jobs:
+            sched.submit(j)
+        await asyncio.wait_for(jobs[0].queue.get(), 5)
+        held = sched.held_for_audio
+        await asyncio.gather(*(_drain(j) for j in jobs))
+        sched.close()
+        return list(FakeSession.log), held
+
+    log, held = _run(main(0.0))
+    names = [name for name, _ in log]
+    assert set(names[:8]) == {f"s{i}" for i in range(8)}, names[:8]  # the first 8 steps: 8 different answers
+    first_done = min(log.index((f"s{i}", 5)) for i in range(8))
+    assert log.index(("s8", 0)) > first_done and not held  # the ninth waited for a slot, nothing was held
+    log, held = _run(main(SERVE.admit_ahead_s))
+    assert [name for name, _ in log[:6]] == ["s0"] * 6 and held  # one at a time: no audio ever in hand
+
+
+def test_text_only_answers_never_hold_admission():
+    async def main():
+        FakeSession.log = []
+        sched = Scheduler(max_active=4, max_queue=8, admit_ahead_s=0.35)
+        loop = asyncio.get_running_loop()
+        quiet = Job("t", FakeSession("t", 200, delay=0.0005), loop, speaks=False)
+        spoken = Job("a", FakeSpeaker("a", 30), loop)
+        sched.submit(quiet)
+        await asyncio.wait_for(quiet.queue.get(), 5)  # t is running
+        sched.submit(spoken)
+        await asyncio.gather(_drain(quiet), _drain(spoken))
+        sched.close()
+        return list(FakeSession.log)
+
+    log = [name for name, _ in _run(main())]
+    assert log.index("a") < log.index(("t")) + 10, log[:20]  # admitted at once, not after t's 200 steps
+    # ... and t is not starved meanwhile: it steps whenever a has audio in hand.
+    assert "t" in log[log.index("a"):log.index("a") + 12], log[:30]
+
+
+def test_an_answer_whose_audio_is_complete_never_holds_admission():
+    """Its audio reached the cap (the thinker may still be reasoning): nothing more to buffer for."""
+    class Capped(FakeSpeaker):  # 0.2 s of audio in two chunks, then only text
+        def step(self):
+            events = super().step()
+            return events if self.i <= 2 else events[1:]
+
+    async def main():
+        FakeSession.log = []
+        sched = Scheduler(max_active=4, max_queue=8, admit_ahead_s=0.35)
+        loop = asyncio.get_running_loop()
+        capped = Job("c", Capped("c", 400, chunk=0.1), loop, audio_cap=0.2)
+        capped.session.delay = 0.0005
+        sched.submit(capped)
+        await asyncio.wait_for(capped.queue.get(), 5)
+        other = Job("a", FakeSpeaker("a", 3), loop)
+        sched.submit(other)
+        await asyncio.gather(_drain(capped), _drain(other))
+        sched.close()
+        return list(FakeSession.log)
+
+    log = [name for name, _ in _run(main())]
+    assert "a" in log[:20], log[:20]  # admitted once c had its 0.2 s, not after c's 400 steps
+
+
+def test_busy_retry_after_comes_from_the_measured_queue():
+    async def main():
+        sched = Scheduler(max_active=2, max_queue=3)
+        loop = asyncio.get_running_loop()
+        assert sched.estimate_wait(0) == 0.0  # a free slot, nobody waiting
+        warm = [Job(str(i), FakeSession(str(i), 10, delay=0.01), loop) for i in range(2)]
+        for j in warm:
+            sched.submit(j)
+        await asyncio.gather(*(_drain(j) for j in warm))
+        measured = sched.slot_seconds
+        long = [Job(f"l{i}", FakeSession(f"l{i}", 10_000, delay=0.001), loop) for i in range(5)]
+        for j in long[:2]:
+            sched.submit(j)
+            await asyncio.wait_for(j.queue.get(), 5)  # running
+        for j in long[2:]:
+            sched.submit(j)
+        with pytest.raises(Busy) as e:
+            sched.submit(Job("x", FakeSession("x", 2), loop))
+        queued = [j.wait_estimate for j in long[2:]]
+        for j in long:
+            sched.cancel(j)
+        await asyncio.gather(*(_drain(j) for j in long))
+        sched.close()
+        return measured, e.value, queued
+
+    measured, busy, queued = _run(main())
+    # Each answer held its slot ~10 x 0.01 s x 2 (two interleaved).
+    assert 0.1 < measured < 1.0
+    # The line holds 3: the refused request would have had 3 ahead, 2 slots: (3 + 1) / 2 slot times.
+    assert busy.retry_after == pytest.approx(measured * 4 / 2, rel=1e-6)
+    assert retry_after(busy.retry_after) == str(max(1, int(np.ceil(busy.retry_after))))
+    assert f"about {busy.retry_after:.0f} s" in str(busy)
+    # Queued requests were told their own estimate, growing with their place in line.
+    assert queued == pytest.approx([measured * k / 2 for k in (1, 2, 3)], rel=1e-6)
+
+
+def test_retry_after_is_whole_seconds_at_least_one():
+    assert [retry_after(x) for x in (0.0, 0.2, 1.0, 1.01, 75.3)] == ["1", "1", "1", "2", "76"]
+
+
+# ------------------------------------------------------------------------------------------ JSON, errors
+def test_json_nesting_is_bounded():
+    from fastapi import HTTPException
+
+    assert requests.load_json(b'{"text": "hi", "options": {"seed": 1}}', "the body", 400)["options"] == {"seed": 1}
+    assert requests.load_json("[" * 8 + "]" * 8, "x", 400) == [[[[[[[[]]]]]]]]
+    for raw in ("[" * 9 + "]" * 9, "[" * 100_000 + "]" * 100_000, '{"a": ' * 5000 + "1" + "}" * 5000):
+        with pytest.raises(HTTPException) as e:
+            requests.load_json(raw, "options", 422)
+        assert e.value.status_code == 422 and "options nests" in e.value.detail
+    with pytest.raises(HTTPException) as e:
+        requests.load_json(b"{nope", "the body", 400)
+    assert e.value.status_code == 400 and "not valid JSON" in e.value.detail
+
+
+def test_guard_turns_every_escape_into_json():
+    """A fault answers a JSON 500 (no exception escapes to the server, so the connection stays); a client
+    that went away is a 499, not a server error, and logs no traceback."""
+    from fastapi import FastAPI
+    from starlette.requests import ClientDisconnect
+    from starlette.testclient import TestClient
+
+    app = FastAPI()
+    app.add_middleware(errors.Guard)
+
+    @app.get("/bug")
+    def bug():
+        raise RuntimeError("boom")
+
+    @app.get("/gone")
+    def gone():
+        raise ClientDisconnect()
+
+    c = TestClient(app, raise_server_exceptions=True)  # an escape would raise here
+    r = c.get("/bug")
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json" and "bug" in r.json()["detail"]
+    r = c.get("/gone")
+    assert r.status_code == 499 and r.json()["detail"] == "client closed the request"
+
+
+def test_openapi_documents_every_error_status_and_no_length_that_validation_would_answer_422():
+    schema = routes.app.openapi()
+    for path in ("/v1/stream", "/v1/answer"):
+        codes = set(schema["paths"][path]["post"]["responses"])
+        assert {"400", "401", "408", "413", "415", "422", "500", "503"} <= codes, (path, codes)
+        assert "Retry-After" in schema["paths"][path]["post"]["responses"]["503"]["headers"]
+    text = schema["components"]["schemas"]["AskJSON"]["properties"]["text"]
+    assert text["maxLength"] == SERVE.max_text_chars  # documented (applies to the string branch)
+    AskJSON.model_validate({"text": "x" * (SERVE.max_text_chars + 1)})  # 413 later, not 422 here
+
+
+def _request(messages, delay: float):
+    """A starlette Request whose body arrives as ``messages`` (ASGI dicts), one every ``delay`` s;
+    after them the client sends nothing more (a stall)."""
+    from starlette.requests import Request
+
+    it = iter(messages)
+
+    async def receive():
+        await asyncio.sleep(delay)
+        try:
+            return next(it)
+        except StopIteration:
+            await asyncio.sleep(3600)
+
+    return Request({"type": "http", "method": "POST", "path": "/v1/stream", "headers": []}, receive)
+
+
+def test_body_reads_time_out_on_a_stall_and_on_a_trickle(monkeypatch):
+    import dataclasses
+
+    from fastapi import HTTPException
+    from starlette.requests import ClientDisconnect
+
+    monkeypatch.setattr(requests, "SERVE", dataclasses.replace(SERVE, body_timeout_s=0.2, timeout_s=0.6))
+    chunk = {"type": "http.request", "body": b"x", "more_body": True}
+
+    async def read(messages, delay):
+        t0 = time.perf_counter()
+        try:
+            return await requests.read_body(_request(messages, delay)), time.perf_counter() - t0
+        except HTTPException as e:
+            return e, time.perf_counter() - t0
+
+    whole, _ = _run(read([chunk, {"type": "http.request", "body": b"y", "more_body": False}], 0.01))
+    assert whole == b"xy"
+    stalled, took = _run(read([chunk] * 2, 0.01))  # two bytes, then nothing
+    assert stalled.status_code == 408 and "serve.body_timeout_s" in stalled.detail and 0.2 <= took < 0.5
+    assert stalled.headers == {"Connection": "close"}
+    trickle, took = _run(read([chunk] * 20, 0.1))  # a byte every 0.1 s: never a pause of 0.2 s
+    assert trickle.status_code == 408 and "serve.timeout_s" in trickle.detail and 0.55 <= took < 0.9
+    with pytest.raises(ClientDisconnect):
+        _run(requests.read_body(_request([chunk, {"type": "http.disconnect"}], 0.01)))

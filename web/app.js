@@ -117,7 +117,7 @@ function handle({ event, data }, t0) {
   if (event === "start") {
     sampleRate = data.sample_rate;
     stats.state = "streaming";
-    setStatus(data.queued ? `waiting (${data.queued} ahead)` : "speaking");
+    setStatus(data.queued ? `waiting (${data.queued} ahead, about ${Math.ceil(data.wait_estimate_s)} s)` : "speaking");
   } else if (event === "text") {
     if (stats.firstTextMs === null) { stats.firstTextMs = ms(); $("first-text").textContent = stats.firstTextMs + " ms"; }
     stats.text += data.delta;

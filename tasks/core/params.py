@@ -311,15 +311,16 @@ class PackageParams:
 
 @dataclass(frozen=True, config=_STRICT)
 class ServeParams:
-    """The streaming service (service.py): where it listens and what a request may ask."""
+    """The streaming service (service.py, serve/): where it listens and what a request may ask."""
 
     host: Str  # 127.0.0.1 = this machine only; `bentoml serve --host 0.0.0.0` opens it up
     port: Int
     token_env: Str  # env var holding a bearer token every API call must send; unset or empty = no auth
-    max_active: Int  # sessions the model steps in turn (1 = one at a time, as moshi); more wait in line
-    admit_ahead_s: Float  # admit another only while every running answer has this much audio in hand
-    max_queue: Int  # requests waiting for a slot; more get 503
+    max_active: Int  # at most this many sessions the model steps in turn (1 = one at a time, as moshi)
+    admit_ahead_s: Float  # 0: admit up to max_active; > 0: also wait until every running spoken answer has this much audio in hand
+    max_queue: Int  # requests waiting for a slot; more get 503 with a Retry-After from the measured queue
     timeout_s: Float  # the longest a request may run (queue wait included)
+    body_timeout_s: Float  # an upload that sends nothing for this long gets 408 (a stalled client holds no slot)
     keepalive_s: Float  # an SSE comment this often while a request waits (finds gone clients early)
     max_body_mb: Float  # request body (upload or JSON) at most this
     max_input_seconds: Float  # spoken question at most this long
@@ -339,7 +340,7 @@ class ServeParams:
         _check(self.max_active >= 1 and self.max_queue >= 0 and self.admit_ahead_s >= 0,
                f"serve needs max_active >= 1, max_queue >= 0, admit_ahead_s >= 0, got {self.max_active}, "
                f"{self.max_queue}, {self.admit_ahead_s}")
-        for k in ("timeout_s", "keepalive_s", "max_body_mb", "max_input_seconds", "max_audio_seconds"):
+        for k in ("timeout_s", "body_timeout_s", "keepalive_s", "max_body_mb", "max_input_seconds", "max_audio_seconds"):
             _check(getattr(self, k) > 0, f"serve.{k} must be > 0, got {getattr(self, k)}")
         _check(0 < self.min_sample_rate <= self.max_sample_rate,
                f"serve needs 0 < min_sample_rate <= max_sample_rate, got {self.min_sample_rate}, {self.max_sample_rate}")
