@@ -45,7 +45,7 @@ def _check(ok: bool, msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------- synthesize
-SourceKind = Literal["builtin", "gsm8k", "orca_math", "metamathqa", "svamp"]
+SourceKind = Literal["builtin", "gsm8k", "orca_math", "aqua", "metamathqa", "svamp"]
 
 
 @dataclass(frozen=True, config=_STRICT)
