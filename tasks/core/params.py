@@ -325,7 +325,7 @@ class ServeParams:
 class EvaluateParams:
     """The `evaluate` stage (Spoken-MQA, tasks/evaluate): the questions, the decoding, the sweep."""
 
-    benchmark: Str  # "proxy" (made offline from held-out generator seeds), a hub id, or a local copy
+    benchmark: Str  # a registered benchmark, "name" or "name:argument" (tasks/evaluate/benchmarks/__init__.py)
     splits: tuple[Str, ...]
     limit_per_split: Int  # questions per split (proxy: made; real: AudioBench's seed-42 subset); 0 = all
     input: Literal["audio", "text"]  # audio: the spoken question (Spoken-MQA); text: its transcript
@@ -339,7 +339,8 @@ class EvaluateParams:
     ray_workers: Int  # 0: decode in this process; N: N Ray Data actors (RAY_ADDRESS joins a cluster)
 
     def __post_init__(self) -> None:
-        _check(bool(self.benchmark), "evaluate.benchmark is empty; use proxy, a hub id or a local path")
+        _check(bool(self.benchmark), "evaluate.benchmark is empty; use proxy, spoken_mqa:<hub id or path>, "
+               "gsm8k:<file>, svamp:<file> or local:<file>?question=..&answer=..")
         _check(bool(self.splits) and len(set(self.splits)) == len(self.splits),
                f"evaluate.splits must list splits once each, got {list(self.splits)}")
         for k in ("limit_per_split", "audio_per_split", "sweep_per_split", "ray_workers"):

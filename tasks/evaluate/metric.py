@@ -183,8 +183,12 @@ def is_correct(output: str | None, gold: str | Sequence[str], split: str | None 
 
 
 def exact_number(output: str | None, gold: str | Sequence[str], split: str | None = None) -> bool:
-    """The number after the answer trigger equals the gold's number exactly (no AudioBench leniency)."""
-    pred = extract_answer(output or "")
+    """Stricter than AudioBench: the output must state its answer after a trigger ("The answer is"),
+    and that number must equal the gold; an output without a trigger is wrong even when its last
+    number matches."""
+    if not output or not _TRIGGER_RE.search(output):
+        return False
+    pred = extract_answer(output)
     return pred is not None and pred == reference_answers(gold, split)[0]
 
 

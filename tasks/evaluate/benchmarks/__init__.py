@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -58,10 +59,11 @@ def resolve(spec: str) -> tuple[Benchmark, str]:
     """``evaluate.benchmark`` -> (the benchmark, its argument). A spec whose name is not registered is
     a Spoken-MQA hub id or local path ("amao0o0/spoken-mqa", "data/benchmark")."""
     name, sep, argument = str(spec).partition(":")
-    if sep and name in BENCHMARKS:
+    if name in BENCHMARKS:
         return BENCHMARKS[name](), argument
-    if not sep and name in BENCHMARKS:
-        return BENCHMARKS[name](), ""
+    if sep and re.fullmatch(r"[a-z_][a-z0-9_]*", name):  # a hub id or path never looks like "name:..."
+        raise BenchmarkError(f"unknown benchmark {name!r} in evaluate.benchmark {spec!r}; registered: "
+                             f"{', '.join(sorted(BENCHMARKS))}")
     return SpokenMQA(), str(spec)
 
 
