@@ -1,4 +1,4 @@
-"""Spoken-MQA benchmarks (tasks/evaluate/benchmarks.py): a copy in the published schema, written here
+"""Spoken-MQA benchmarks (tasks/evaluate/benchmarks/): a copy in the published schema, written here
 with real espeak audio, read back from every layout a user may hold; bad copies fail with errors that
 name the problem; the offline proxy never repeats a training question."""
 

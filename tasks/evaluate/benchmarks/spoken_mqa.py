@@ -16,12 +16,10 @@ sentence for every row) and ``answer`` (``{"text": ...}``, a string or a list of
 With ``limit_per_split`` it takes the subset AudioBench takes for ``number_of_samples``
 (``shuffle(seed=42).select(range(n))``), so numbers on a subset compare with AudioBench's.
 
-``make_proxy(n_per_split, training=...)`` makes the offline proxy: built-in generator problems from
-seeds disjoint from every seed training uses, minus any question that occurs in the training set,
-spoken like training (``speakable`` + espeak TTS, 16 kHz). ``make_extra("gsm8k" | "svamp", path)``
-speaks GSM8K test / SVAMP records the same way.
+The offline proxy (proxy.py) and GSM8K / SVAMP (gsm8k.py, svamp.py) are written in this schema by
+``write_benchmark`` (``python -m tasks.evaluate.benchmarks proxy OUT_DIR``).
 
-    python -m tasks.evaluate.benchmarks proxy OUT_DIR --n 25 --training data/synthesize
+    python -m tasks.evaluate.benchmarks show OUT_DIR            # or a hub id / local copy
 """
 
 from __future__ import annotations
@@ -337,7 +335,7 @@ def write_benchmark(items: Iterable[Item], out_dir: str | Path, meta: dict | Non
         # names (data/<split>-00000-of-00001.parquet) and notices new files.
         (tmp / "README.md").write_text(
             "Spoken math questions in Spoken-MQA's schema (context, context_transcript, instruction, answer),\n"
-            "written by tasks/evaluate/benchmarks.py. Load with `load_benchmark(dir)` or\n"
+            "written by tasks/evaluate/benchmarks/. Load with `load_benchmark(dir)` or\n"
             "`datasets.load_dataset(dir)`.\n"
         )
         info = {"splits": {s: len(its) for s, its in by_split.items()}, **(meta or {})}
