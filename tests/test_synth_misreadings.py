@@ -210,3 +210,34 @@ def test_aqua_answer_comes_from_the_correct_option():
         decompose("aqua", "a", {**AQUA, "correct": "F"})
     with pytest.raises(NoSolution):
         decompose("aqua", "a", {**AQUA, "rationale": "Answer: C"})
+
+
+@pytest.mark.parametrize("text, heard", [
+    ("the units digit of 9^3-7", "nine cubed minus seven"), ("Y = X^2 - 4", "X squared minus four"),
+    ("It is 89 -90 here", "eighty-nine minus ninety"), ("so x -5 = 2", "x minus five"),
+    ("(a+b) -3 = 4", "minus three"),
+])
+def test_a_minus_after_an_operand_or_power_is_subtraction(text, heard):
+    assert heard in said(text)
+
+
+def test_a_sign_after_a_word_stays_negative():
+    assert said("It was -5 degrees") == "It was negative five degrees"
+
+
+@pytest.mark.parametrize("arrow", ["=>", "==>", " => ", "\u21d2"])
+def test_implication_arrow_is_so(arrow):
+    s = said(f"2x = 10{arrow}x = 5")
+    assert "so x equals five" in s and "greater" not in s, s
+
+
+@pytest.mark.parametrize("text, heard", [("we get 5sqrt 10", "five times the square root of ten"),
+                                         ("sqrt(2) + 1", "the square root of two"),
+                                         ("x/3 + 1", "x over three"), ("(1/X)*3", "one over X")])
+def test_plain_text_roots_and_variable_fractions(text, heard):
+    assert heard in said(text)
+
+
+def test_numbers_in_a_row_are_not_a_list():
+    assert said("36. 48. 84. Percentage is 90.").startswith("thirty-six.")
+    assert speakable("1. Buy milk") == "Buy milk"  # a list marker is still dropped

@@ -157,7 +157,8 @@ def strip_markup(text: str) -> str:
     t = re.sub(r"(?m)^[ \t]*(?:[-*_][ \t]*){3,}$", "", t)
     t = re.sub(r"(?m)^[ \t]{0,3}#{1,6}[ \t]+", "", t)
     t = re.sub(r"(?m)^[ \t]*>[ \t]?", "", t)
-    t = re.sub(r"(?m)^[ \t]*(?:[-*+•]|\d{1,2}[.)])[ \t]+(?=\S)", "", t)
+    # List markers; "36. 48. 84." (numbers in a row) is not a list.
+    t = re.sub(r"(?m)^[ \t]*(?:[-*+•]|\d{1,2}[.)])[ \t]+(?=[^\d\s])", "", t)
     t = re.sub(r"(?im)^[ \t]*step[ \t]+\d+[ \t]*[:.)-][ \t]*", "", t)
     t = t.replace("`", "")
     return re.sub(r"\*\*+|__+", " ", t)
@@ -306,6 +307,9 @@ def _prepare(text: str) -> str:
     t = _normalize(_formula_dashes(_marks(strip_special_tokens(text))))
     t = re.sub(r"<<[^>]*>>", " ", t)  # GSM8K calculator marks
     t = re.sub(r"(?<=\d)\s*/-", " ", t)  # "Rs.75/-": the Indian mark for a whole amount, not "over"
+    t = re.sub(r"\s*(?:<=>|<==>|\u21d4)\s*", " , which means ", t)
+    t = re.sub(r"\s*(?:=+>|\u21d2|\u27f9)\s*", " , so ", t)  # "=>" in a worked solution: "so", not "is greater than"
+    t = re.sub(r"(?<![\\A-Za-z])sqrt\s*(?=[\d(])", "\u221a", t)  # "5sqrt 10", "sqrt(2)" written without LaTeX
     # "5.02 A.M.": a dot between hours and minutes before am/pm is a clock time, not a decimal.
     t = re.sub(r"(?<![\d.:])(\d{1,2})\.([0-5]\d)(?=\s*[AaPp]\.?\s?[Mm]\b)", r"\1:\2", t)
     t = strip_markup(t)
@@ -432,6 +436,10 @@ def _math(t: str, math_ctx: bool, digits: bool = False) -> str:
     t = re.sub(r"(?<=\d)-(?=[A-Za-z](?![A-Za-z]))", " minus ", t)  # "3-x"
     t = re.sub(r"(?<![A-Za-z])([A-Za-z])-([A-Za-z])(?![A-Za-z])", r"\1 minus \2", t)  # "x-y"
     t = re.sub(_OPERAND_BEFORE + r"\s+-\s+" + _OPERAND_AFTER, " minus ", t)
+    # "89 -90", "x^3-7": a minus right before a number, after an operand or a power, is subtraction
+    # (the reader takes it so), never a sign.
+    t = re.sub(_OPERAND_BEFORE + r"\s+-(?=\d)", " minus ", t)
+    t = re.sub(r"\b(squared|cubed)\s*-\s*(?=[\d(\x01]|[A-Za-z](?![A-Za-z]))", r"\1 minus ", t)
     t = re.sub(r"(?<=[\w)\x02])\s+-\s+(?=[\w(\x01])", " minus " if math_ctx else ", ", t)
     t = re.sub(r"(?<=\d)-(?=\d)", " minus " if math_ctx else " to ", t)
     sign = r"(?=[A-Za-z](?![A-Za-z]))" if digits else r"(?=\.?\d|[A-Za-z](?![A-Za-z]))"  # digits keep "-10"
@@ -473,6 +481,8 @@ def speakable(text: str) -> str:
     t = _math(t, math_ctx)
     t = re.sub(r"(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])", " ", t)  # "5km" -> "5 km", "x2" -> "x 2"
     t = _separate_numbers(t)
+    # "1/X", "x/3": a fraction, not "one per X" (a unit, "miles/hour", is read "per" below).
+    t = re.sub(r"(?<=\d)\s*/\s*(?=[A-Za-z](?![A-Za-z]))|(?<=(?<![A-Za-z])[A-Za-z])\s*/\s*(?=\d)", " over ", t)
     t = re.sub(NUM, lambda m: f" {number_words(m.group())} ", t)
     t = re.sub(r"\band/or\b", "and or", t)
     for sym, word in (("<=", " is at most "), (">=", " is at least "), ("!=", " is not equal to "),
