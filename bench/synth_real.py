@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     import pandas as pd
 
     from models.tokenizer import train_bpe
-    from tasks.core.params import SourceSpec, load_params
+    from tasks.core.params import load_params
     from tasks.synth.builtin import generate_problems
     from tasks.synth.pipeline import Rules, process_batch
     from tasks.synth.readback import mismatch

@@ -37,6 +37,11 @@ from tasks.evaluate.benchmarks.spoken_mqa import SpokenMQA, audiobench_subset, l
 from tasks.evaluate.benchmarks.svamp import SVAMP
 
 log = logging.getLogger("evaluate")
+__all__ = ["AUDIOBENCH_SUBSET_SEED", "BENCHMARKS", "DEFAULT_VOICES", "EXTRA_SPLITS", "FIELDS", "HUB_ID", "INSTRUCTION",
+           "MAX_PROXY_SEED", "PROXY_KINDS", "PROXY_SEED_BASE", "SAMPLE_RATE", "SPLITS", "GSM8K", "SVAMP", "Benchmark",
+           "BenchmarkError", "Item", "Local", "Proxy", "Request", "SpokenMQA", "audiobench_subset", "base", "by_split",
+           "load", "load_benchmark", "load_training_questions", "main", "make_extra", "make_proxy", "proxy_questions",
+           "proxy_seed", "register", "resolve", "speak_records", "write_benchmark"]
 
 # name -> class: one line per benchmark.
 BENCHMARKS: dict[str, type] = {

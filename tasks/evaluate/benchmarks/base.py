@@ -9,17 +9,13 @@ line in ``tasks/evaluate/benchmarks/__init__.py`` (``BENCHMARKS``) or ``register
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 

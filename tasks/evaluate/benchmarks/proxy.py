@@ -6,19 +6,9 @@ training uses, minus any question in the training set, spoken like training (``s
 
 from __future__ import annotations
 
-import argparse
-import io
-import json
 import logging
-import random
-import re
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-import numpy as np
 
 log = logging.getLogger("evaluate")
 

@@ -24,17 +24,12 @@ The offline proxy (proxy.py) and GSM8K / SVAMP (gsm8k.py, svamp.py) are written 
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
-import random
 import re
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
