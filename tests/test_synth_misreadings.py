@@ -241,3 +241,11 @@ def test_plain_text_roots_and_variable_fractions(text, heard):
 def test_numbers_in_a_row_are_not_a_list():
     assert said("36. 48. 84. Percentage is 90.").startswith("thirty-six.")
     assert speakable("1. Buy milk") == "Buy milk"  # a list marker is still dropped
+
+
+def test_special_tokens_in_a_generated_solution_are_dropped():
+    from tasks.synth.solutions import from_generated
+
+    s = from_generated("g", "orca_math", "Tom has 3 apples and buys 4. How many?",
+                       "Tom has 3 + 4 = 7 apples.<|im_end|>\nThe answer is: 7<|endoftext|>", "7")
+    assert "<|" not in s.reasoning + s.response and s.response.endswith("The answer is 7.")

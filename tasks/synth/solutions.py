@@ -124,7 +124,8 @@ def collapse_equations(text: str) -> str:
 
 def _reasoning(steps: list[str], answer: str) -> str:
     # "$400 000" as one number: the drift rule reads digit runs, and the response says 400000.
-    body = " ".join(_finish(group_thousands(re.sub(r"<<[^>]*>>", "", s), commas=False)) for s in steps)
+    steps = [strip_special_tokens(s).strip() for s in steps]  # whatever wrote the steps (a dataset, an LLM)
+    body = " ".join(_finish(group_thousands(re.sub(r"<<[^>]*>>", "", s), commas=False)) for s in steps if s)
     return f"{body} Answer: {answer}.".strip()
 
 
@@ -369,6 +370,7 @@ def from_generated(rec_id: str, source: str, question: str, solution: str, answe
 
     The solution goes through the same decomposition (and then the same verification) as a dataset's
     own; one whose final number differs from the dataset's answer is rejected (``generated_wrong_answer``)."""
+    solution = strip_special_tokens(solution)
     if is_answer_only(solution):
         raise NoSolution(source, question, answer, "the generated solution has no steps either")
     cut = _after_marker(solution, ("The answer is:", "The answer is", "####", "Answer:"))
