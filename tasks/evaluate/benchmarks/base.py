@@ -85,7 +85,6 @@ class _Progress:
             log.info("%s: %d/%d (%.1f s elapsed%s)", self.what, done, self.total, now - self.t0, audio)
 
 
-
 @dataclass(frozen=True)
 class Request:
     """What the evaluate stage asks of a benchmark: ``argument`` is the text after ``name:`` in
@@ -153,7 +152,6 @@ def load_training_questions(source: Iterable[str] | str | Path) -> list[str]:
     return out
 
 
-
 def _speak(texts: list[tuple[str, str, str, str]], voices: Sequence[str], rate: tuple[int, int],
            pitch: tuple[int, int], seed: int, what: str) -> list[Item]:
     """[(id, split, spoken text, answer)] -> Items with TTS audio; one voice/rate/pitch per item,
@@ -176,7 +174,6 @@ def _speak(texts: list[tuple[str, str, str, str]], voices: Sequence[str], rate: 
     return items
 
 
-
 def _records(path: Path) -> list[dict]:
     if not path.is_file():
         raise BenchmarkError(f"{path} not found; give a GSM8K .jsonl or SVAMP .json file")
@@ -197,8 +194,6 @@ def _records(path: Path) -> list[dict]:
     if not all(isinstance(r, dict) for r in recs):
         raise BenchmarkError(f"{path} must hold JSON objects (one record each)")
     return recs
-
-
 
 
 def speak_records(kind: str, parse, path: str | Path, limit: int = 0, *,
@@ -236,5 +231,3 @@ def speak_records(kind: str, parse, path: str | Path, limit: int = 0, *,
         raise BenchmarkError(f"{p} gave no {kind} questions (all {dropped} were in the training set?)")
     log.info("%s: %d questions from %s (%d dropped as in training)", kind, len(texts), p, dropped)
     return _speak(texts, voices, rate, pitch, seed, kind)
-
-

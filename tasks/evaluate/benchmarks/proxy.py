@@ -77,7 +77,6 @@ def proxy_questions(n_per_split: int, *, training: Iterable[str] | str | Path, s
     return out
 
 
-
 def make_proxy(n_per_split: int, *, training: Iterable[str] | str | Path, seed: int = 0,
                splits: Sequence[str] = SPLITS, voices: Sequence[str] = DEFAULT_VOICES,
                rate: tuple[int, int] = (150, 190), pitch: tuple[int, int] = (35, 65)) -> list[Item]:
@@ -86,7 +85,6 @@ def make_proxy(n_per_split: int, *, training: Iterable[str] | str | Path, seed: 
              for split, qs in proxy_questions(n_per_split, training=training, seed=seed, splits=splits).items()
              for i, (_, spoken, answer) in enumerate(qs)]
     return _speak(texts, voices, rate, pitch, seed, "proxy")
-
 
 
 class Proxy:

@@ -339,8 +339,6 @@ def write_benchmark(items: Iterable[Item], out_dir: str | Path, meta: dict | Non
     return out_dir
 
 
-
-
 class SpokenMQA:
     """``spoken_mqa:<hub id or local copy>`` (a bare hub id or path means the same)."""
 
