@@ -31,11 +31,9 @@ OUT = ROOT / "bench" / "results" / "train.json"
 def bare_loop(stage: str, p, sp, data_dir: Path, init_dir: Path, fmt: str = "tis") -> dict:
     """The same steps as the trainer, with nothing but torch: forward, backward, clip, AdamW, schedule."""
     import torch
-    from transformers import Qwen2_5OmniForConditionalGeneration
-
     from models.losses import LOSSES
     from models.modules import set_trainable
-    from models.tokenizer import load_tokenizer
+    from models.omni import load_checkpoint
     from tasks.core import checkpoint as ck
     from tasks.core.examples import BatchStream, StageData, collate
     from tasks.core.stages import spec as get_spec
@@ -43,8 +41,7 @@ def bare_loop(stage: str, p, sp, data_dir: Path, init_dir: Path, fmt: str = "tis
 
     spec = get_spec(stage)
     src = ck.latest(init_dir)
-    model = Qwen2_5OmniForConditionalGeneration.from_pretrained(str(src / "model"), dtype=torch.float32)
-    tok = load_tokenizer(src / "tokenizer")
+    model, tok = load_checkpoint(src, torch.float32)
     data = StageData(data_dir, "train", tok, p, spec, sp, fmt)
     stream = BatchStream(data, sp.batch_size, p.seed)
     set_trainable(model, spec.trainable)

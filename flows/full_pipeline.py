@@ -1,5 +1,8 @@
 """The `full-pipeline` Prefect flow: every DVC stage in order, skipped when DVC says it is unchanged.
 
+The order and names come from the pipeline's one list (``tasks.core.stages.PIPELINE``, matrix stages
+expanded per ``formats``); the flow checks that dvc.yaml lists the same stages before it runs any.
+
 Prefect owns sequencing, logs and the deployment; DVC owns what is stale; MLflow gets one parent run
 per pipeline run, which the stages (DVC subprocesses) join as child runs through
 ``OMNI_TIS_PARENT_RUN_ID``. No ML logic lives here.
@@ -15,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -22,6 +26,7 @@ from prefect.cache_policies import NO_CACHE
 
 from models.atomic import write_json
 from tasks.core.params import ROOT
+from tasks.core.stages import pipeline_runs
 from tasks.core.tracking import PARENT_ENV
 
 
@@ -38,12 +43,23 @@ def dvc(*args: str, check: bool = True, env: dict[str, str] | None = None) -> su
                           capture_output=True, text=True, check=check)
 
 
-def stage_names() -> list[str]:
-    """Stages in dvc.yaml order (matrix stages expanded, e.g. ``text_tis@tis``)."""
+def dvc_stage_names() -> list[str]:
+    """Stages in dvc.yaml order (matrix stages expanded, e.g. ``text_tis@tis``), as DVC reads them."""
     out = dvc("stage", "list", "--name-only").stdout.split()
     if not out:
         raise RuntimeError(f"dvc.yaml in {ROOT} lists no stages")
     return out
+
+
+def stage_names(formats: Sequence[str]) -> list[str]:
+    """The flow's stages: ``tasks.core.stages.PIPELINE`` expanded per format, once dvc.yaml is seen to
+    list exactly these, in this order (else a stage added to one and not the other would be skipped)."""
+    names = pipeline_runs(formats)
+    in_dvc = dvc_stage_names()
+    if in_dvc != names:
+        raise RuntimeError(f"dvc.yaml and tasks/core/stages.py PIPELINE disagree: dvc.yaml has {in_dvc}, the "
+                           f"pipeline list gives {names}; add or reorder the stage in both")
+    return names
 
 
 def is_stale(stage: str) -> bool:
@@ -110,7 +126,7 @@ def full_pipeline(stages: list[str] | None = None, push_remote: bool = True) -> 
 
     logger = get_run_logger()
     p = load_params()
-    names = stage_names()
+    names = stage_names(p.formats)
     if stages:
         unknown = [s for s in stages if s not in names]
         if unknown:

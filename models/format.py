@@ -305,6 +305,34 @@ class ThinkFirstCursor:
 CURSORS: dict[str, type] = {"tis": TisCursor, "think_first": ThinkFirstCursor}
 
 
+@dataclass(frozen=True)
+class FormatInfo:
+    """What code outside the cursors may ask of a format, instead of testing its name.
+
+    ``interleaved``: reasoning and response alternate in blocks, so a speak:think ratio applies (the
+    schedule, the ratio sweep, the budget of new tokens scaled by the ratio); ``label``: its name in reports."""
+
+    name: str
+    interleaved: bool
+    label: str
+
+    @property
+    def ratio(self) -> bool:
+        """Whether a speak:think ratio describes this format's layout."""
+        return self.interleaved
+
+
+FORMATS: dict[str, FormatInfo] = {"tis": FormatInfo("tis", True, "TiS"),
+                                  "think_first": FormatInfo("think_first", False, "think-first")}
+
+
+def format_info(fmt: str) -> FormatInfo:
+    try:
+        return FORMATS[fmt]
+    except KeyError:
+        raise FormatError(f"unknown format {fmt!r}; use one of {sorted(FORMATS)}") from None
+
+
 def cursor_for(fmt: Format, schedule: Schedule, ids: ControlIds) -> FormatCursor:
     """A fresh cursor for the generated part (after the prompt) of a ``fmt`` sequence."""
     try:

@@ -3,6 +3,7 @@
     model = build_tiny(TinyDims(), tokenizer)            # random init, seconds on a CPU
     model = load_pretrained("path/or/hub-id", tokenizer) # real weights; embeddings resized for our tokens
     save(model, tokenizer, out_dir)                      # save_pretrained (safetensors) + spk_dict.pt
+    model, tok = load_checkpoint(step_dir, dtype)        # a saved checkpoint (model/ + tokenizer/)
 
 The thinker is the part the text stages train; the talker and token2wav come along so the same
 checkpoint serves every stage.
@@ -219,6 +220,30 @@ def load_pretrained(source: str, tokenizer, dtype: str = "auto", local_files_onl
     tc.tts_text_start_token_id = sp["<|speak|>"]
     tc.tts_text_pad_token_id = sp["<|tis_pad|>"]
     return model
+
+
+def load_checkpoint(ckpt_dir: str | Path, dtype=None):
+    """(model, tokenizer) of a checkpoint directory: ``model/`` (save_pretrained + spk_dict.pt) and
+    ``tokenizer/``, as every stage, the trainer and the serving engine write and read them.
+    ``dtype``: a torch dtype (default float32). A directory that is not a checkpoint is an error
+    naming what it lacks."""
+    import torch
+    from transformers import Qwen2_5OmniForConditionalGeneration
+
+    from models.tokenizer import load_tokenizer
+
+    d = Path(ckpt_dir)
+    if not (d / "model" / "config.json").exists() or not (d / "tokenizer").is_dir():
+        raise FileNotFoundError(
+            f"{d} is not a model checkpoint: it needs model/ (save_pretrained) and tokenizer/; pass a training "
+            "stage's step directory, e.g. checkpoints/talker/tis/step-00000080"
+        )
+    quiet_transformers()
+    model = Qwen2_5OmniForConditionalGeneration.from_pretrained(str(d / "model"), dtype=dtype or torch.float32)
+    spk = d / "model" / "spk_dict.pt"
+    if spk.exists():  # token2wav's speakers: saved by save(), not restored by from_pretrained
+        model.load_speakers(str(spk))
+    return model, load_tokenizer(d / "tokenizer")
 
 
 def save(model, out_dir: str | Path) -> None:

@@ -105,33 +105,24 @@ class Engine:
         """A checkpoint directory with ``model/`` and ``tokenizer/`` (e.g. a training stage's
         ``step-XXXXXXXX``), and optionally the codec stage's output directory."""
         import torch
-        from transformers import Qwen2_5OmniForConditionalGeneration
 
         from models.codec import load_codec
-        from models.omni import quiet_transformers
-        from models.tokenizer import load_tokenizer
+        from models.omni import load_checkpoint
 
-        d = Path(model_dir)
-        if not (d / "model" / "config.json").exists() or not (d / "tokenizer").is_dir():
-            raise FileNotFoundError(
-                f"{d} is not a model checkpoint: it needs model/ (save_pretrained) and tokenizer/; pass a training "
-                "stage's step directory, e.g. checkpoints/talker/tis/step-00000080"
-            )
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
         if dtype == "auto":
             dtype = "bf16" if torch.device(device).type == "cuda" else "fp32"
         if dtype not in dtypes:
             raise ValueError(f"dtype must be auto, bf16, fp16 or fp32, got {dtype!r}")
-        quiet_transformers()
-        model = Qwen2_5OmniForConditionalGeneration.from_pretrained(str(d / "model"), dtype=dtypes[dtype])
+        model, tokenizer = load_checkpoint(model_dir, dtypes[dtype])
         codec = None
         if codec_dir is not None:
             cfg = Path(codec_dir) / "codec.json"
             if not cfg.exists():
                 raise FileNotFoundError(f"no codec in {codec_dir} (no codec.json); pass the codec stage's output")
             codec = load_codec(f"{json.loads(cfg.read_text())['kind']}:{codec_dir}")
-        return cls(model, load_tokenizer(d / "tokenizer"), codec, device)
+        return cls(model, tokenizer, codec, device)
 
     def session(self, *, text: str | None = None, audio: tuple[np.ndarray, int] | None = None,
                 options: Options = Options()) -> "Session":

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from models.format import format_info
 from tasks.core.params import ROOT, Params
 from tasks.core.stage import StageResult, stage_main
 
@@ -107,7 +108,7 @@ def sweep_rows(metrics: dict[str, dict]) -> dict[str, list]:
         rows.append(["TiS", ratio] + [_cell(m.get(k), how) for _, k, how in SWEEP_COLUMNS])
     if rows:
         for fmt, m in metrics.items():
-            if fmt != "tis":
+            if not format_info(fmt).ratio:
                 rows.append([LABELS.get(fmt, fmt), "–"] + [_cell(m.get(f"sweep_questions/{k}"), how)
                                                           for _, k, how in SWEEP_COLUMNS])
     return {"columns": columns, "rows": rows}
@@ -148,7 +149,7 @@ def run(p: Params, reports: Path = EVALUATE, out_dir: Path = OUT) -> StageResult
     pngs = [plots.accuracy_vs_words(metrics, splits, out_dir / "accuracy_vs_words.png"),
             plots.split_bars(metrics, splits, out_dir / "splits.png", "Spoken-MQA per split: TiS against think-first"),
             plots.latency(rows, out_dir / "latency.png", "Latency per answer: TiS against think-first"),
-            plots.sweep(sweep_table(metrics.get("tis", {})), {f: m for f, m in metrics.items() if f != "tis"},
+            plots.sweep(sweep_table(metrics.get("tis", {})), {f: m for f, m in metrics.items() if not format_info(f).ratio},
                         out_dir / "sweep.png", trained)]
     flat: dict[str, Any] = {}
     for fmt, m in metrics.items():

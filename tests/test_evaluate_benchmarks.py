@@ -1,4 +1,4 @@
-"""Spoken-MQA benchmarks (tasks/evaluate/benchmarks.py): a copy in the published schema, written here
+"""Spoken-MQA benchmarks (tasks/evaluate/benchmarks/): a copy in the published schema, written here
 with real espeak audio, read back from every layout a user may hold; bad copies fail with errors that
 name the problem; the offline proxy never repeats a training question."""
 
@@ -353,7 +353,7 @@ def test_write_benchmark_rejects_bad_items(tmp_path) -> None:
 
 
 def test_long_loops_log_progress(caplog, monkeypatch) -> None:
-    monkeypatch.setattr(B, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(B.base, "PROGRESS_EVERY_S", 0.0)
     with caplog.at_level(logging.INFO, logger="evaluate"):
         B.make_proxy(2, training=[], splits=["short_digit", "long_digit"])
     lines = [r.getMessage() for r in caplog.records if "speaking questions" in r.getMessage()]

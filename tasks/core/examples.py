@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.format import format_info
 from models.losses import IGNORE
 from tasks.core.dataset import RowStore
 from tasks.core.stages import StageSpec
@@ -186,7 +187,7 @@ class StageData:
         self.ids = control_ids(tokenizer)
         self.schedule = Schedule(p.schedule.speak, p.schedule.think)  # the one the dataset's min_block is for
         # TiS rows train at a ratio drawn from schedule.mix (when set); think-first has no ratio.
-        mixed = fmt == "tis" and spec.t.layout == "interleaved" and p.schedule.mix
+        mixed = format_info(fmt).interleaved and spec.t.layout == "interleaved" and p.schedule.mix
         self.schedules = tuple(Schedule(s, t) for s, t in p.schedule.mix) if mixed else (self.schedule,)
         self.drawn: collections.Counter = collections.Counter()  # (speak, think) -> examples built
         self.text_fraction = getattr(sp, "text_fraction", 0.0)

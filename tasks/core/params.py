@@ -45,7 +45,7 @@ def _check(ok: bool, msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------- synthesize
-SourceKind = Literal["builtin", "gsm8k", "orca_math", "metamathqa", "svamp"]
+SourceKind = Literal["builtin", "gsm8k", "orca_math", "aqua", "metamathqa", "svamp"]
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -355,7 +355,7 @@ class ServeParams:
 class EvaluateParams:
     """The `evaluate` stage (Spoken-MQA, tasks/evaluate): the questions, the decoding, the sweep."""
 
-    benchmark: Str  # "proxy" (made offline from held-out generator seeds), a hub id, or a local copy
+    benchmark: Str  # a registered benchmark, "name" or "name:argument" (tasks/evaluate/benchmarks/__init__.py)
     splits: tuple[Str, ...]
     limit_per_split: Int  # questions per split (proxy: made; real: AudioBench's seed-42 subset); 0 = all
     # Each question asked with each input: audio (the spoken question, Spoken-MQA) and/or text (its
@@ -371,7 +371,8 @@ class EvaluateParams:
     ray_workers: Int  # 0: decode in this process; N: N Ray Data actors (RAY_ADDRESS joins a cluster)
 
     def __post_init__(self) -> None:
-        _check(bool(self.benchmark), "evaluate.benchmark is empty; use proxy, a hub id or a local path")
+        _check(bool(self.benchmark), "evaluate.benchmark is empty; use proxy, spoken_mqa:<hub id or path>, "
+               "gsm8k:<file>, svamp:<file> or local:<file>?question=..&answer=..")
         _check(bool(self.inputs) and len(set(self.inputs)) == len(self.inputs),
                f"evaluate.inputs must list audio and/or text once each, got {list(self.inputs)}")
         _check(bool(self.splits) and len(set(self.splits)) == len(self.splits),

@@ -29,6 +29,12 @@ log = logging.getLogger("stage")
 METRICS_DIR = ROOT / "metrics"
 
 
+def run_name(stage: str, fmt: str | None) -> str:
+    """DVC's name for a matrix stage (``text_tis@tis``); also the MLflow run, the flow's task and the
+    metrics file name (``tasks.core.stages.pipeline_runs`` lists them all)."""
+    return f"{stage}@{fmt}" if fmt else stage
+
+
 @dataclass
 class StageResult:
     """What a stage's ``run`` returns: numbers for DVC and MLflow, files and tables for MLflow."""
@@ -39,11 +45,6 @@ class StageResult:
     tables: dict[str, list[dict]] = field(default_factory=dict)  # artifact file (.json) -> rows
     tags: dict[str, str] = field(default_factory=dict)
     logged: dict[str, float] | None = None  # numbers for MLflow when they differ from ``metrics`` (nested stats)
-
-
-def run_name(stage: str, fmt: str | None) -> str:
-    """DVC's name for a matrix stage (``text_tis@tis``); also the MLflow run and metrics file name."""
-    return f"{stage}@{fmt}" if fmt else stage
 
 
 def params_of(p: Params, keys: list[str]) -> dict[str, Any]:

@@ -26,7 +26,9 @@ those rows and has no per-stage branches.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
+
+from tasks.core.stage import run_name
 
 Input = Literal["text", "audio", "mixed"]
 Target = Literal["transcript", "solution", "interleaved", "speech"]
@@ -99,6 +101,36 @@ STAGES: dict[str, StageSpec] = {
     ]
 }
 ORDER = tuple(STAGES)
+
+
+@dataclass(frozen=True)
+class PipelineStage:
+    """One DVC stage of the pipeline: its name (also its module's ``STAGE``), the module DVC runs
+    (``python -m <module>``) and whether it runs once per sequence format (a DVC matrix stage)."""
+
+    name: str
+    module: str
+    per_format: bool
+
+
+# The pipeline, in order: the one list the DVC stages (dvc.yaml, checked by tests/test_pipeline_stages.py),
+# the Prefect flow's tasks and the MLflow child runs follow. Adding a stage: its module and its line here
+# (and its dvc.yaml entry, which the test then demands in the same place).
+PIPELINE: tuple[PipelineStage, ...] = (
+    PipelineStage("init_model", "tasks.init_model", False),
+    PipelineStage("synthesize", "tasks.synthesize", False),
+    PipelineStage("codec", "tasks.codec", False),
+    *(PipelineStage(s.name, f"tasks.{s.name}", s.per_format) for s in STAGES.values()),
+    PipelineStage("evaluate", "tasks.evaluate", True),
+    PipelineStage("compare", "tasks.compare", False),
+    PipelineStage("package", "tasks.package", False),
+)
+
+
+def pipeline_runs(formats: Sequence[str]) -> list[str]:
+    """Every run of the pipeline in order, matrix stages expanded per format as DVC expands them
+    (``["init_model", ..., "text_tis@tis", "text_tis@think_first", ...]``)."""
+    return [run_name(s.name, f) for s in PIPELINE for f in (formats if s.per_format else (None,))]
 
 
 def spec(name: str) -> StageSpec:

@@ -110,11 +110,9 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
     import deepspeed
     import torch
     import torch.distributed as dist
-    from transformers import Qwen2_5OmniForConditionalGeneration
 
     from models.modules import group_of, set_trainable
-    from models.omni import quiet_transformers
-    from models.tokenizer import load_tokenizer
+    from models.omni import load_checkpoint
     from tasks.core.distributed import ds_config, init_distributed
     from tasks.core.examples import BatchStream, StageData, collate
     from tasks.core.params import ROOT
@@ -147,12 +145,7 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
 
     # --- setup: model, data, engine
     src = resume or init_ckpt
-    quiet_transformers()
-    model = Qwen2_5OmniForConditionalGeneration.from_pretrained(str(src / "model"), dtype=torch.float32)
-    spk = src / "model" / "spk_dict.pt"
-    if spk.exists():
-        model.load_speakers(str(spk))
-    tok = load_tokenizer(src / "tokenizer")
+    model, tok = load_checkpoint(src, torch.float32)
     pad_id = tok.pad_token_id
     train_data = StageData(data_dir, "train", tok, p, spec, sp, fmt, codec_dir)
     val_data = StageData(data_dir, "validation", tok, p, spec, sp, fmt, codec_dir)

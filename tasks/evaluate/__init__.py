@@ -1,7 +1,8 @@
 """Stage `evaluate`: Spoken-MQA accuracy, spoken words and latency of one format's trained model.
 
-The benchmark (benchmarks.py: the real Spoken-MQA from a hub id or a local copy, or the offline
-proxy), decoding through the streaming session (decode.py), AudioBench's math scoring (metric.py),
+The benchmark (benchmarks/: one module per benchmark, named by ``evaluate.benchmark`` through the
+registry: the real Spoken-MQA from a hub id or a local copy, the offline proxy, GSM8K, SVAMP, a local
+file with named fields), decoding through the streaming session (decode.py), AudioBench's math scoring (metric.py),
 the metrics (summary.py), plots (plots.py); the stage's work is workflow.py. ``compare``
 (tasks/compare.py) then puts the two formats side by side.
 

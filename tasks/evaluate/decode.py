@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
+from models.format import format_info
+
 log = logging.getLogger("evaluate")
 PROGRESS_EVERY_S = 5.0
 # Sweep answers are spoken only this long: enough for the first audio chunk (0.2 s of codec frames for
@@ -52,12 +54,13 @@ class Job:
     sweep: bool  # decoded only for the speak:think sweep
     audio: np.ndarray | None = None
     sample_rate: int = 0
+    scoring: str = "audiobench_math"  # tasks.evaluate.metric.SCORERS key, chosen by the benchmark
     input: str = "audio"  # how the question was asked: audio (spoken) or text (transcript)
 
     @property
     def ratio(self) -> str:
         """``"2:8"`` for TiS; think-first has no ratio (``""``)."""
-        return f"{self.speak}:{self.think}" if self.fmt == "tis" else ""
+        return f"{self.speak}:{self.think}" if format_info(self.fmt).ratio else ""
 
 
 def item_seed(seed: int, item_id: str) -> int:
@@ -77,7 +80,7 @@ def answer(engine, job: Job) -> tuple[dict[str, Any], bytes]:
     """Decode ``job`` through a session; returns (prediction row, the spoken answer as PCM16 bytes)."""
     from models.events import AudioEvent, DoneEvent, ErrorEvent, ReasoningEvent, TextEvent
     from models.session import Options
-    from tasks.evaluate.metric import extract_answer, is_correct, spoken_words
+    from tasks.evaluate.metric import extract_answer, scorer, spoken_words
 
     opts = Options(fmt=job.fmt, speak=job.speak, think=job.think, max_new_tokens=job.max_new_tokens,
                    temperature=job.temperature, seed=job.seed, audio=job.speak_answer, reasoning=True,
@@ -125,7 +128,7 @@ def answer(engine, job: Job) -> tuple[dict[str, Any], bytes]:
         "id": job.item_id, "split": job.split, "format": job.fmt, "ratio": job.ratio, "sweep": job.sweep,
         "input": "audio" if job.audio is not None else "text",
         "question": job.transcript, "gold": job.answer, "output": response, "extracted": extracted,
-        "correct": bool(done) and is_correct(response, job.answer, job.split),
+        "correct": bool(done) and scorer(job.scoring)(response, job.answer, job.split),
         "response": response, "reasoning": done.reasoning if done else "",
         "spoken_words": spoken_words(response), "finish_reason": done.finish_reason if done else "error",
         "spoken": job.speak_answer, "max_audio_seconds": job.max_audio_seconds if job.speak_answer else None,
@@ -263,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m tasks.evaluate.decode", description=__doc__.split("\n\n")[0])
     ap.add_argument("model_dir", help="checkpoint dir (model/ + tokenizer/) or a stage dir (its newest step)")
     ap.add_argument("--codec", default=None, help="codec stage output; omit for text-only answers")
-    ap.add_argument("--benchmark", default="proxy", help="proxy | hub id | local copy")
+    ap.add_argument("--benchmark", default="proxy", help="an evaluate.benchmark spec: proxy | hub id | local copy | name:arg")
     ap.add_argument("--training", default="data/synthesize", help="training set the proxy must avoid")
     ap.add_argument("--limit", type=int, default=2, help="questions per split")
     ap.add_argument("--fmt", default="tis", choices=["tis", "think_first"])
@@ -275,12 +278,9 @@ def main(argv: list[str] | None = None) -> None:
     import json
 
     from tasks.core.checkpoint import latest
-    from tasks.evaluate.benchmarks import load_benchmark, make_proxy
+    from tasks.evaluate.benchmarks import load
 
-    if args.benchmark == "proxy":
-        items = make_proxy(args.limit, training=args.training)
-    else:
-        items = [it for its in load_benchmark(args.benchmark, limit_per_split=args.limit).values() for it in its]
+    items = [it for its in load(args.benchmark, limit_per_split=args.limit, training=args.training).values() for it in its]
     jobs = [Job(i, it.id, it.split, it.transcript, it.answer, args.fmt, args.speak, args.think, args.max_new_tokens,
                 0.0, item_seed(0, it.id), args.codec is not None, 8.0, False, it.audio, it.sample_rate)
             for i, it in enumerate(items)]

@@ -182,6 +182,27 @@ def is_correct(output: str | None, gold: str | Sequence[str], split: str | None 
     return _compare(pred, reference_answers(gold, split)[0])
 
 
+def exact_number(output: str | None, gold: str | Sequence[str], split: str | None = None) -> bool:
+    """Stricter than AudioBench: the output must state its answer after a trigger ("The answer is"),
+    and that number must equal the gold; an output without a trigger is wrong even when its last
+    number matches."""
+    if not output or not _TRIGGER_RE.search(output):
+        return False
+    pred = extract_answer(output)
+    return pred is not None and pred == reference_answers(gold, split)[0]
+
+
+# How a benchmark scores an answer (``Benchmark.scoring``): AudioBench's math rule unless it says otherwise.
+SCORERS = {"audiobench_math": is_correct, "exact_number": exact_number}
+
+
+def scorer(name: str):
+    try:
+        return SCORERS[name]
+    except KeyError:
+        raise ValueError(f"unknown scoring {name!r}; use one of {sorted(SCORERS)}") from None
+
+
 def spoken_words(text: str) -> int:
     """Words in a spoken response: whitespace-separated tokens holding a letter or digit (``"19"`` and
     ``"twenty-one"`` are one word each, a lone ``"-"`` is none)."""

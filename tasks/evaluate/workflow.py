@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models.format import format_info
 from tasks.core.params import ROOT, Params
 from tasks.core.stage import StageResult
 
@@ -36,20 +37,15 @@ DATA = ROOT / "data" / "synthesize"
 
 
 def load_items(p: Params, data_dir: Path | None = None) -> dict:
-    """``{split: [Item, ...]}`` of ``evaluate.benchmark`` (see tasks/evaluate/benchmarks.py)."""
-    from tasks.evaluate.benchmarks import BenchmarkError, load_benchmark, make_proxy
+    """``{split: [Item, ...]}`` of ``evaluate.benchmark`` (the registry in tasks/evaluate/benchmarks/)."""
+    from tasks.evaluate.benchmarks import load, resolve
 
     e = p.evaluate
-    if e.benchmark == "proxy":
-        if e.limit_per_split < 1:
-            raise BenchmarkError("the proxy has no fixed size: set evaluate.limit_per_split >= 1 (questions per split)")
-        items: dict[str, list] = {s: [] for s in e.splits}
-        for it in make_proxy(e.limit_per_split, training=data_dir or DATA, seed=e.seed, splits=e.splits):
-            items[it.split].append(it)
-        return items
-    local = ROOT / e.benchmark
-    source = local if not Path(e.benchmark).is_absolute() and local.exists() else e.benchmark
-    return load_benchmark(source, e.splits, e.limit_per_split)
+    _, argument = resolve(e.benchmark)
+    local = ROOT / argument if argument else None  # a path relative to the repository, wherever we run
+    spec = e.benchmark.replace(argument, str(local), 1) if local is not None and not Path(argument).is_absolute() \
+        and local.exists() else e.benchmark
+    return load(spec, e.splits, e.limit_per_split, seed=e.seed, training=data_dir or DATA)
 
 
 def digest(items: dict) -> str:
@@ -77,11 +73,11 @@ def make_jobs(p: Params, fmt: str, items: dict) -> tuple[list, set[str]]:
         jobs.append(Job(
             index=len(jobs), item_id=it.id, split=it.split, transcript=it.transcript, answer=it.answer, fmt=fmt,
             speak=ratio[0], think=ratio[1],
-            max_new_tokens=max_new_for(e.max_new_tokens, main, ratio) if fmt == "tis" else e.max_new_tokens,
+            max_new_tokens=max_new_for(e.max_new_tokens, main, ratio) if format_info(fmt).ratio else e.max_new_tokens,
             temperature=e.temperature, seed=item_seed(e.seed, it.id), speak_answer=spoken,
             max_audio_seconds=min(SWEEP_AUDIO_SECONDS, e.max_audio_seconds) if sweep else e.max_audio_seconds,
             sweep=sweep, audio=it.audio if inp == "audio" else None,
-            sample_rate=it.sample_rate if inp == "audio" else 0, input=inp))
+            sample_rate=it.sample_rate if inp == "audio" else 0, scoring=it.scoring, input=inp))
 
     for inp in e.inputs:
         for its in items.values():
@@ -92,7 +88,7 @@ def make_jobs(p: Params, fmt: str, items: dict) -> tuple[list, set[str]]:
         # Every format reports its numbers on the sweep's questions: think-first is the sweep's reference.
         for its in items.values():
             sweep_ids |= {it.id for it in its[: e.sweep_per_split]}
-    if fmt == "tis" and sweep_ids:
+    if format_info(fmt).ratio and sweep_ids:
         for ratio in e.sweep:
             if tuple(ratio) == main:
                 continue  # the main rows of the same questions stand for it
@@ -151,7 +147,7 @@ def run(p: Params, fmt: str = "tis", tracker=None, *, model_dir: Path | None = N
         rows.append(row)
     if rows and all(r["error"] for r in rows):
         raise RuntimeError(f"every answer failed; the first error: {rows[0]['error']}")
-    main_ratio = f"{p.schedule.speak}:{p.schedule.think}" if fmt == "tis" else ""
+    main_ratio = f"{p.schedule.speak}:{p.schedule.think}" if format_info(fmt).ratio else ""
     metrics: dict[str, Any] = summarize(rows, list(items), sweep_ids, main_ratio, inputs=e.inputs)
     seconds = round(time.time() - t0, 1)
     metrics.update({"evaluate/seconds": seconds, "evaluate/answers": len(rows)})
@@ -162,7 +158,7 @@ def run(p: Params, fmt: str = "tis", tracker=None, *, model_dir: Path | None = N
             write_with(tmp / Path(rel).name, lambda t, pcm=pcm, sr=sr: sf.write(str(t), from_pcm16(pcm), sr, format="WAV"))
     preds = write_text(out / "predictions.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     write_json(out / "metrics.json", metrics)
-    label = "TiS" if fmt == "tis" else "think-first"
+    label = format_info(fmt).label
     pngs = [plots.split_bars({fmt: metrics}, list(items), out / "splits.png", f"{label}: Spoken-MQA ({e.benchmark})"),
             plots.latency({fmt: rows}, out / "latency.png", f"{label}: latency per answer")]
     m = metrics

@@ -36,7 +36,7 @@ from text_to_num import alpha2digit
 Value = tuple[str, Fraction]
 
 _SCALES = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12,
-           "1000": 10**3, "1000000": 10**6, "1000000000": 10**9, "1000000000000": 10**12}
+           "lakh": 10**5, "lakhs": 10**5, "crore": 10**7, "crores": 10**7, "1000": 10**3, "1000000": 10**6, "1000000000": 10**9, "1000000000000": 10**12}
 _SUBUNITS = r"cents?|pence|penny|paise"
 _MAIN_UNITS = r"dollars?|euros?|pounds?|rupees?|bucks?"
 _DEN_WORDS = {"half": 2, "halves": 2, "quarter": 4, "quarters": 4}
@@ -88,9 +88,14 @@ def values(text: str, spoken: bool | None = None) -> collections.Counter[Value]:
     t = _group_thousands(_normalize(text, spoken))
     # Digits with a scale word are one number ("5 hundred", "1.5 million"); the word reader would
     # leave "5 100".
-    t = re.sub(r"(?<![\d.])(" + NUM + r")\s+(hundred|thousand|million|billion|trillion)\b",
-               lambda m: f"{Fraction(m.group(1)) * _SCALES[m.group(2).lower()]}", t, flags=re.I)
+    scaled = r"(?<![\d.])(" + NUM + r")\s+(hundred|thousand|million|billion|trillion|lakhs?|crores?)\b"
+    t = re.sub(scaled, lambda m: f"{Fraction(m.group(1)) * _SCALES[m.group(2).lower()]}", t, flags=re.I)
     t = alpha2digit(t, "en", threshold=0)
+    # The Indian scales ("six lakh", "2.5 crore") after the word reader, which does not know them.
+    t = re.sub(scaled, lambda m: f"{Fraction(m.group(1)) * _SCALES[m.group(2).lower()]}", t, flags=re.I)
+    # A ratio of three or more terms ("2:3:5") is numbers, never a clock time.
+    t = re.sub(r"(?<![\d.:])\d+(?:\s*:\s*\d+){2,}(?![\d:]|\.\d)",
+               lambda m: " ".join(re.findall(r"\d+", m.group())), t)
     out: collections.Counter[Value] = collections.Counter()
     t = _times(t, spoken, out)
     t = _money(t, out)
@@ -129,6 +134,9 @@ def _times(t: str, spoken: bool, out: collections.Counter) -> str:
         return clock(int(m.group(1)), int(m.group(2)), m.group("ap"))
 
     t = re.sub(r"(?<![\d.:])(\d{1,2}):([0-5]\d)(?!\d)(?:\s*" + _AMPM + ")?", colon, t, flags=re.I)
+    # "5.02 A.M.": with am/pm after it, a dot between hours and minutes is a clock time.
+    t = re.sub(r"(?<![\d.:])(\d{1,2})\.([0-5]\d)\s*" + _AMPM + r"(?![A-Za-z])",
+               lambda m: clock(int(m.group(1)), int(m.group(2)), m.group("ap")), t, flags=re.I)
     t = re.sub(r"(?<![\d.])(\d{1,2})\s*o'clock\b", lambda m: clock(int(m.group(1)), 0, None), t, flags=re.I)
     if spoken:
         t = re.sub(r"(?<![\d.])(\d{1,2}) oh (\d)(?!\d|\.\d|st|nd|rd|th)(?:\s*" + _AMPM + ")?",

@@ -18,7 +18,7 @@ import re
 
 from models.drift import normalize_number, numbers
 from tasks.synth.builtin import Problem
-from tasks.synth.verbalize import NUM, clean_response, group_thousands, strip_markup
+from tasks.synth.verbalize import NUM, clean_response, group_thousands, strip_markup, strip_special_tokens
 
 RESPONSE_WORDS = 40  # budget for the restated steps; "The answer is N." comes on top
 
@@ -107,7 +107,8 @@ def _concise(steps: list[str], answer: str, budget: int = RESPONSE_WORDS) -> str
 
 # "16 - 3 - 4 = 9", "9 * 2 = $18", "80,000*1.5=120,000", "(2+3) x 4 = 20" -> the last side.
 _OPERAND = r"[$€£]?\s*\(*\s*-?(?:" + NUM + r")\s*%?\s*\)*"
-_EXPR = _OPERAND + r"(?:\s*[-+*/x×÷]\s*" + _OPERAND + r")*"
+# "3(34)" is 3 times 34: a bracket right after an operand is an implied product.
+_EXPR = _OPERAND + r"(?:(?:\s*[-+*/x×÷]\s*|(?<=\d)\s*(?=\())" + _OPERAND + r")*"
 _EQUATION = re.compile(r"(" + _EXPR + r")(?:\s*=\s*(" + _EXPR + r"))+")
 
 
@@ -123,7 +124,8 @@ def collapse_equations(text: str) -> str:
 
 def _reasoning(steps: list[str], answer: str) -> str:
     # "$400 000" as one number: the drift rule reads digit runs, and the response says 400000.
-    body = " ".join(_finish(group_thousands(re.sub(r"<<[^>]*>>", "", s), commas=False)) for s in steps)
+    steps = [strip_special_tokens(s).strip() for s in steps]  # whatever wrote the steps (a dataset, an LLM)
+    body = " ".join(_finish(group_thousands(re.sub(r"<<[^>]*>>", "", s), commas=False)) for s in steps if s)
     return f"{body} Answer: {answer}.".strip()
 
 
@@ -140,30 +142,62 @@ _ANSWER_ONLY = re.compile(
     r"-?(?:" + NUM + r")\s*[%})$]*\s*[A-Za-z]{0,12}\s*[.!]?\s*$")
 
 
+_ANSWER_WORDS = re.compile(r"(?i)\\boxed|####|\b(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\b|\b(?:in\s+)?total\b|\bso\b"
+                           r"|\btherefore\b|\bthus\b|\bis\b")
+ANSWER_ONLY_WORDS = 4  # besides answer phrases, a restated answer names at most a unit ("12 apples in total.")
+
+
 def is_answer_only(solution: str) -> bool:
-    """A solution text that states only its final number (MAWPS-style or MetaMath "backward" files)."""
+    """A solution text that states only its final number, however it says it: MAWPS-style or
+    MetaMath "backward" files ("The answer is: 5"), Orca-Math's "12 in total.", or "#### 5" followed by
+    "The answer is: 5". It has no operator and one value, in a few words."""
     t = strip_markup(re.sub(r"<<[^>]*>>", " ", solution)).strip()
-    return not t or bool(_ANSWER_ONLY.match(t))
+    if not t or _ANSWER_ONLY.match(t):
+        return True
+    if re.search(r"[=+*/×÷^]|\d\s*-\s*\d|\b(?:plus|minus|times|divided|multiplied|subtract|add)", t, re.I):
+        return False
+    values = {normalize_number(n) for n, _, _ in numbers(t.replace("$", " "))}
+    rest = _ANSWER_WORDS.sub(" ", re.sub(r"-?(?:" + NUM + r")", " ", t))
+    return len(values) == 1 and len(re.findall(r"[A-Za-z]+", rest)) <= ANSWER_ONLY_WORDS
 
 
 def gsm8k_steps(body: str) -> list[str]:
-    """Solution lines as steps; a socratic line "Sub-question? ** step" keeps both, without ``**``."""
+    """Solution lines as steps. A socratic line "header ** step" is split at its ``**``: a header that
+    is a whole question ("How many eggs does she sell?") stays as the step's own question in the
+    reasoning; any other header (a label such as "Define a variable" or "Simplify", or a question
+    cut mid-sentence) is dropped, never glued to the step it introduces."""
     steps = []
     for line in re.sub(r"<<[^>]*>>", "", body).splitlines():
         line = line.strip()
-        m = re.match(r"^(.+?\?)\s*\*\*\s*(.+)$", line)
-        if m:  # socratic GSM8K: the sub-question, then the step that answers it
-            steps += [_finish(strip_markup(m.group(1))), strip_markup(m.group(2)).strip()]
+        # The first "**" of the line, unless it opens markdown bold ("He has **5** apples").
+        m = re.match(r"^([^*]*?[A-Za-z][^*]*?)\s*\*\*(?!\S[^*]*\*\*)\s*(.*)$", line)
+        if m:
+            header, step = strip_markup(m.group(1)).strip(), strip_markup(m.group(2)).strip()
+            if _whole_question(header):
+                steps.append(_finish(header))
+            if step:
+                steps.append(step)
         elif line:
             steps.append(strip_markup(line).strip())
     return [s for s in steps if s]
 
 
+def _whole_question(header: str) -> bool:
+    """A sub-question a reader can take as said: a capitalised sentence ending in '?' that does not
+    stop on a word that needs one after it ("How much does the?")."""
+    return (header.endswith("?") and header[:1].isupper()
+            and not re.search(r"\b(?:the|a|an|of|to|and|or|than|with|by|his|her|their|its|per)\s*\?$", header, re.I))
+
+
 def _text(rec: dict, key: str) -> str:
+    """A record's text field, with tokenizer control text ("<|endoftext|>") a scrape left in it dropped."""
     v = rec.get(key)
     if not isinstance(v, str) or not v.strip():
         raise Reject("missing_field", key)
-    return v.strip()
+    v = strip_special_tokens(v).strip()
+    if not v:
+        raise Reject("missing_field", f"{key} (only special tokens)")
+    return v
 
 
 def from_gsm8k(rec_id: str, rec: dict, source: str = "gsm8k") -> TextSample:
@@ -284,6 +318,46 @@ def from_orca_math(rec_id: str, rec: dict, source: str = "orca_math") -> TextSam
     return _from_steps(rec_id, source, question, solution, answer)
 
 
+_OPTION = re.compile(r"^\s*\(?([A-Ea-e])\s*[).:]\s*(.*)$", re.S)
+# Units and currency an AQuA option may carry around its one number ("Rs. 3000", "12 km/hr", "20%").
+_OPTION_UNITS = re.compile(r"(?i)^(?:rs\.?|inr|\$|₹|€|£)\s*|\s*(?:%|/-|(?:[a-z]+\.?(?:\s*/\s*[a-z]+\.?)?|sq\.?\s*[a-z]+)"
+                           r"(?:\s+[a-z]+)?)$")
+
+
+def option_answer(options: object, correct: object) -> str:
+    """The number of the option ``correct`` names ("C" and ["A)12", "B)15", "C)Rs. 3,000"] -> "3000");
+    Reject('non_numeric_answer') when that option is not one number (a formula, "None of these")."""
+    if not isinstance(correct, str) or not re.fullmatch(r"\s*[A-Ea-e]\s*", correct):
+        raise Reject("missing_field", f"correct option letter {correct!r}")
+    if not isinstance(options, (list, tuple)) or not options:
+        raise Reject("missing_field", "options")
+    for opt in options:
+        m = _OPTION.match(str(opt))
+        if m and m.group(1).upper() == correct.strip().upper():
+            text = _OPTION_UNITS.sub("", m.group(2).strip()).strip()
+            return parse_answer(group_thousands(text))
+    raise Reject("missing_field", f"no option {correct.strip()} among {len(options)} options")
+
+
+def from_aqua(rec_id: str, rec: dict, source: str = "aqua") -> TextSample:
+    """AQuA-RAT: a question, lettered options, the ``correct`` letter and a rationale that ends by
+    naming the letter ("Answer: C"). The answer is the correct option's number; the rationale, without
+    its closing letter, is the worked solution."""
+    question = _text(rec, "question")
+    answer = option_answer(rec.get("options"), rec.get("correct"))
+    rationale = rec.get("rationale")
+    if not isinstance(rationale, str) or not rationale.strip():
+        raise NoSolution(source, question, answer, "no rationale")
+    body = strip_special_tokens(rationale)
+    # The closing "Answer: C", "ANSWER IS C", "Correct option: (C)" names a letter, not a value.
+    body = re.sub(r"(?is)[\s.]*\b(?:the\s+)?(?:correct\s+)?(?:answer|option|choice|ans)\b\s*(?:is|will be|=|:)?\s*"
+                  r"(?:option\s*)?\(?[A-E]\)?\s*[.!]?\s*$", "", body)
+    body = re.sub(r"(?im)^\s*(?:explanation|solution|sol|ans)\s*[:.-]*\s*$", "", body).strip()
+    if is_answer_only(body):
+        raise NoSolution(source, question, answer)
+    return _from_steps(rec_id, source, question, body, answer)
+
+
 def _strip_answer_words(text: str) -> str:
     m = re.search(r"-?(?:" + NUM + r")", text.replace("$", ""))
     if not m:
@@ -296,6 +370,7 @@ def from_generated(rec_id: str, source: str, question: str, solution: str, answe
 
     The solution goes through the same decomposition (and then the same verification) as a dataset's
     own; one whose final number differs from the dataset's answer is rejected (``generated_wrong_answer``)."""
+    solution = strip_special_tokens(solution)
     if is_answer_only(solution):
         raise NoSolution(source, question, answer, "the generated solution has no steps either")
     cut = _after_marker(solution, ("The answer is:", "The answer is", "####", "Answer:"))
@@ -322,6 +397,7 @@ DECOMPOSE = {
     "svamp": from_svamp,
     "metamathqa": from_metamathqa,
     "orca_math": from_orca_math,
+    "aqua": from_aqua,
 }
 
 

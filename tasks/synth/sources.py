@@ -28,6 +28,8 @@ SOURCES: dict[str, tuple[str, str | None, tuple[str, ...], str | None, tuple[str
     "orca_math": ("microsoft/orca-math-word-problems-200k", None, ("question", "answer"), None, ()),
     "metamathqa": ("meta-math/MetaMathQA", None, ("query", "response"), None, ()),
     "svamp": ("ChilleD/SVAMP", None, ("Body", "Question", "Answer"), "ID", ("Equation",)),
+    # AQuA-RAT has no answer field: the answer is the option its ``correct`` letter names.
+    "aqua": ("deepmind/aqua_rat", "raw", ("question", "options", "correct"), None, ("rationale",)),
 }
 _EXT = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 

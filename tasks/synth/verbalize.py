@@ -35,7 +35,7 @@ import unicodedata
 from num2words import num2words
 
 NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+"
-SCALE = r"(?:\s+(?:thousand|million|billion|trillion))?"
+SCALE = r"(?:\s+(?:thousand|million|billion|trillion|lakhs?|crores?))?"
 _MAX_DIGITS = 15  # longer digit strings (ids, phone numbers) are read digit by digit
 
 _DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
@@ -157,7 +157,8 @@ def strip_markup(text: str) -> str:
     t = re.sub(r"(?m)^[ \t]*(?:[-*_][ \t]*){3,}$", "", t)
     t = re.sub(r"(?m)^[ \t]{0,3}#{1,6}[ \t]+", "", t)
     t = re.sub(r"(?m)^[ \t]*>[ \t]?", "", t)
-    t = re.sub(r"(?m)^[ \t]*(?:[-*+•]|\d{1,2}[.)])[ \t]+(?=\S)", "", t)
+    # List markers; "36. 48. 84." (numbers in a row) is not a list.
+    t = re.sub(r"(?m)^[ \t]*(?:[-*+•]|\d{1,2}[.)])[ \t]+(?=[^\d\s])", "", t)
     t = re.sub(r"(?im)^[ \t]*step[ \t]+\d+[ \t]*[:.)-][ \t]*", "", t)
     t = t.replace("`", "")
     return re.sub(r"\*\*+|__+", " ", t)
@@ -253,17 +254,71 @@ def group_thousands(t: str, commas: bool = True) -> str:
     return re.sub(r"(?<![\d.,])\d{1,3}(?: \d{3}){2,}(?![\d/-]|[.,]\d)", lambda m: m.group().replace(" ", ""), t)
 
 
+# Tokenizer control text a model or a scrape left in a record ("<|endoftext|>", "</s>", "[PAD]").
+SPECIAL_TOKENS = re.compile(r"<\|[^|<>\s]{1,40}\|>|</?s>|<(?:pad|unk|eos|bos|sep|cls|mask)>"
+                            r"|\[(?:PAD|UNK|SEP|CLS|MASK|EOS|BOS)\]", re.I)
+
+
+def strip_special_tokens(text: str) -> str:
+    """Drop tokenizer control text; it is never part of what is said or reasoned."""
+    return SPECIAL_TOKENS.sub(" ", text)
+
+
+def _marks(text: str) -> str:
+    """Inch and foot marks after a number (``64"``, ``5' 10"``, ``12′``) become unit words; a quote
+    mark that closes a quotation opened before the number stays a quote."""
+
+    def unit(m: re.Match) -> str:
+        mark, start = m.group(2), m.start(2)
+        line = text[text.rfind("\n", 0, start) + 1:start]
+        if mark == '"' and len(re.findall(r'(?<!\d)"', line)) % 2:
+            return m.group()  # closes 'He wrote "42"'
+        if mark == "'" and re.search(r"(?:^|[\s(\[])'(?=\w)[^']*$", line):
+            return m.group()  # closes 'he said 'take 5''
+        return f"{m.group(1)} {_MARK_UNITS[mark]} "
+
+    return re.sub(r"(\d(?:\.\d+)?)(''|[\u2032\u2033\"'])(?![A-Za-z'\"])", unit, text)
+
+
+# A dash between two operands of a formula ("zx – y", "(x - 2) – 2", "5 — 3") is a minus sign; beside
+# a word ("apples – 5 of them") it is a pause. Short English words are not variables.
+_NOT_VARIABLES = {"a", "i", "an", "am", "as", "at", "be", "by", "do", "go", "he", "if", "in", "is", "it", "me",
+                  "my", "no", "of", "on", "or", "so", "to", "up", "us", "we", "the", "and", "for", "per"}
+_DASH_OPERAND_LEFT = r"(?:\d[A-Za-z]{0,2}|(?<![A-Za-z])[a-z]{1,2}|[)\]])"
+_DASH_OPERAND_RIGHT = r"(?:\d|[a-z]{1,2}(?![A-Za-z])|[(\[\u221a])"
+MINUS = "\x06"  # a dash known to be a minus sign; said "minus" whatever the context
+
+
+def _formula_dashes(text: str) -> str:
+    def sub(m: re.Match) -> str:
+        left, right = m.group(1), m.group(3)
+        if left.lower() in _NOT_VARIABLES or right.lower() in _NOT_VARIABLES:
+            return m.group()
+        return f"{left} {MINUS} {right}"
+
+    return re.sub("(" + _DASH_OPERAND_LEFT + r")(\s*[\u2013\u2014]\s*)(" + _DASH_OPERAND_RIGHT + r"[a-z]?)", sub, text)
+
+
+_MARK_UNITS = {'"': "inches", "''": "inches", "\u2033": "inches", "'": "feet", "\u2032": "feet"}
+
+
 def _prepare(text: str) -> str:
     """Steps both speakable and clean_response take: unicode, marks, markup, LaTeX, abbreviations."""
-    t = _normalize(text)
+    t = _normalize(_formula_dashes(_marks(strip_special_tokens(text))))
     t = re.sub(r"<<[^>]*>>", " ", t)  # GSM8K calculator marks
+    t = re.sub(r"(?<=\d)\s*/-", " ", t)  # "Rs.75/-": the Indian mark for a whole amount, not "over"
+    t = re.sub(r"\s*(?:<=>|<==>|\u21d4)\s*", " , which means ", t)
+    t = re.sub(r"\s*(?:=+>|\u21d2|\u27f9)\s*", " , so ", t)  # "=>" in a worked solution: "so", not "is greater than"
+    t = re.sub(r"(?<![\\A-Za-z])sqrt\s*(?=[\d(])", "\u221a", t)  # "5sqrt 10", "sqrt(2)" written without LaTeX
+    # "5.02 A.M.": a dot between hours and minutes before am/pm is a clock time, not a decimal.
+    t = re.sub(r"(?<![\d.:])(\d{1,2})\.([0-5]\d)(?=\s*[AaPp]\.?\s?[Mm]\b)", r"\1:\2", t)
     t = strip_markup(t)
     t = t.replace("\\%", "%")
     t = _latex(t)
     return group_thousands(_abbreviations(t))
 
 
-_TIME = (r"(?<![\d.:])(?P<h>\d{1,2}):(?P<m>[0-5]\d)(?!\d)(?:\s*(?P<ap>[AaPp])\.?\s?[Mm]\b\.?)?"
+_TIME = (r"(?<![\d.:])(?P<h>\d{1,2}):(?P<m>[0-5]\d)(?!\d|\s*:\s*\d)(?:\s*(?P<ap>[AaPp])\.?\s?[Mm]\b\.?)?"
          r"|(?<![\d.:])(?P<h2>\d{1,2})\s*(?P<ap2>[AaPp])\.?\s?[Mm]\b\.?(?![A-Za-z])")
 
 
@@ -275,11 +330,22 @@ def _times(t: str, digits: bool = False) -> str:
         sentence = m.string[max(m.string.rfind(".", 0, m.start()), m.string.rfind("?", 0, m.start()), 0):m.start()]
         if h > 23 or (m.group("m") and not m.group("ap") and re.search(r"\b(?:ratio|proportion)s?\b", sentence, re.I)):
             return m.group()  # "the ratio of 7:11" is read "seven to eleven" below
-        said = m.group().strip() if digits else time_words(h, int(m.group("m") or 0), m.group("ap") or m.group("ap2") or "")
+        ap = (m.group("ap") or m.group("ap2") or "").lower()
+        if digits:  # "5:02 A.M." -> "5:02 a m", as it is said (the reader takes both)
+            said = (f"{h}:{m.group('m')}" if m.group("m") else str(h)) + (f" {ap} m" if ap else "")
+        else:
+            said = time_words(h, int(m.group("m") or 0), ap)
         return f" \x03{said}\x04 "
 
     t = re.sub(_TIME, sub, t)
     return re.sub(r"\x04\s*(?:-|to|until|till)\s*\x03", " to ", t).replace("\x03", "").replace("\x04", "")
+
+
+def _ratios(t: str, digits: bool = False) -> str:
+    """A ratio of three or more terms ("2:3:5", "2 : 3 : 4") is read "two to three to five"."""
+    w = str if digits else integer_words
+    return re.sub(r"(?<![\d.:])\d+(?:\s*:\s*\d+){2,}(?![\d:]|\.\d)",
+                  lambda m: " " + " to ".join(w(x) for x in re.findall(r"\d+", m.group())) + " ", t)
 
 
 def _money(t: str, digits: bool = False) -> str:
@@ -328,13 +394,13 @@ def _fractions(t: str, whole_words: bool = True) -> str:
 # An operand next to a spaced minus: a number, a one-letter variable, a closing bracket or quantity.
 _OPERAND_BEFORE = r"(?:(?<=\d)|(?<=[)\]\x02])|(?<=(?<![A-Za-z])[A-Za-z]))"
 _OPERAND_AFTER = r"(?=\d|[(\[\x01]|[A-Za-z](?![A-Za-z]))"
-_MATH_CONTENT = re.compile(r"[\s\d.,+\-*/^=<>×÷a-zA-Z\x01\x02]*")
-_OPERATOR = re.compile(r"[+\-*/^=<>×÷]|\bdivided by\b")
+_MATH_CONTENT = re.compile(r"[\s\d.,+\-*/^=<>×÷a-zA-Z\x01\x02\x06]*")
+_OPERATOR = re.compile(r"[+\-*/^=<>×÷\x06]|\bdivided by\b")
 
 
 def _is_math(content: str) -> bool:
     c = re.sub(r"\x01[^\x01\x02]*\x02", " q ", content)
-    c = re.sub(r"\b(?:squared|cubed|divided by|over|to the power of)\b", " + ", c)
+    c = re.sub(r"\b(?:squared|cubed|divided by|over|to the power of|the (?:square|cube) root of)\b", " + ", c)
     if not _MATH_CONTENT.fullmatch(c) or not re.search(r"[\d\w]", c):
         return False
     return all(len(w) == 1 for w in re.findall(r"[A-Za-z]+", c))  # variables only, no prose
@@ -370,12 +436,16 @@ def _math(t: str, math_ctx: bool, digits: bool = False) -> str:
     t = re.sub(r"(?<=\d)-(?=[A-Za-z](?![A-Za-z]))", " minus ", t)  # "3-x"
     t = re.sub(r"(?<![A-Za-z])([A-Za-z])-([A-Za-z])(?![A-Za-z])", r"\1 minus \2", t)  # "x-y"
     t = re.sub(_OPERAND_BEFORE + r"\s+-\s+" + _OPERAND_AFTER, " minus ", t)
+    # "89 -90", "x^3-7": a minus right before a number, after an operand or a power, is subtraction
+    # (the reader takes it so), never a sign.
+    t = re.sub(_OPERAND_BEFORE + r"\s+-(?=\d)", " minus ", t)
+    t = re.sub(r"\b(squared|cubed)\s*-\s*(?=[\d(\x01]|[A-Za-z](?![A-Za-z]))", r"\1 minus ", t)
     t = re.sub(r"(?<=[\w)\x02])\s+-\s+(?=[\w(\x01])", " minus " if math_ctx else ", ", t)
     t = re.sub(r"(?<=\d)-(?=\d)", " minus " if math_ctx else " to ", t)
     sign = r"(?=[A-Za-z](?![A-Za-z]))" if digits else r"(?=\.?\d|[A-Za-z](?![A-Za-z]))"  # digits keep "-10"
     t = re.sub(r"(?:(?<=^)|(?<=[\s(=,:;\x01]))-" + sign, " negative ", t)
     t = re.sub(r"(?<=[\d)\x02])\s*[x*×]\s*(?=[\d(.\x01])", " times ", t)
-    return t.replace("\x01", " ").replace("\x02", ", ")
+    return t.replace("\x01", " ").replace("\x02", ", ").replace(MINUS, " minus ")
 
 
 _CARDINALS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
@@ -404,12 +474,15 @@ def speakable(text: str) -> str:
     t = _money(t)
     t = _fractions(t)
     t = re.sub(r"(" + NUM + r")\s*%(?:\s*percent\b)?", lambda m: f" {number_words(m.group(1))} percent ", t)  # "40% percent"
+    t = _ratios(t)
     t = re.sub(r"(?<![\d.])(\d+)\s*:\s*(\d+)(?!\d|\.\d)",
                lambda m: f" {integer_words(m.group(1))} to {integer_words(m.group(2))} ", t)
     t = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: f" {ordinal_words(int(m.group(1)))} ", t, flags=re.I)
     t = _math(t, math_ctx)
     t = re.sub(r"(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])", " ", t)  # "5km" -> "5 km", "x2" -> "x 2"
     t = _separate_numbers(t)
+    # "1/X", "x/3": a fraction, not "one per X" (a unit, "miles/hour", is read "per" below).
+    t = re.sub(r"(?<=\d)\s*/\s*(?=[A-Za-z](?![A-Za-z]))|(?<=(?<![A-Za-z])[A-Za-z])\s*/\s*(?=\d)", " over ", t)
     t = re.sub(NUM, lambda m: f" {number_words(m.group())} ", t)
     t = re.sub(r"\band/or\b", "and or", t)
     for sym, word in (("<=", " is at most "), (">=", " is at least "), ("!=", " is not equal to "),
@@ -442,6 +515,7 @@ def clean_response(text: str) -> str:
     t = _times(t, digits=True)
     t = _money(t, digits=True)
     t = _fractions(t, whole_words=False)
+    t = _ratios(t, digits=True)
     t = re.sub(r"(" + NUM + r")\s*%(?:\s*percent\b)?", r" \1 percent ", t)
     t = _math(t, math_ctx=True, digits=True)
     for sym, word in (("<=", " is at most "), (">=", " is at least "), ("=", " is "), ("<", " is less than "),

@@ -1,4 +1,5 @@
-"""Spoken-MQA benchmarks for the ``evaluate`` stage: the real one, an offline proxy, GSM8K and SVAMP.
+"""Spoken-MQA (Hugging Face ``amao0o0/spoken-mqa``) from a hub id or a local copy, and the writer of
+benchmarks in its published schema.
 
 Everything is read and written in Spoken-MQA's published schema (Hugging Face ``amao0o0/spoken-mqa``,
 config ``default``): one split per category, ``short_digit``, ``long_digit``,
@@ -15,93 +16,27 @@ sentence for every row) and ``answer`` (``{"text": ...}``, a string or a list of
 With ``limit_per_split`` it takes the subset AudioBench takes for ``number_of_samples``
 (``shuffle(seed=42).select(range(n))``), so numbers on a subset compare with AudioBench's.
 
-``make_proxy(n_per_split, training=...)`` makes the offline proxy: built-in generator problems from
-seeds disjoint from every seed training uses, minus any question that occurs in the training set,
-spoken like training (``speakable`` + espeak TTS, 16 kHz). ``make_extra("gsm8k" | "svamp", path)``
-speaks GSM8K test / SVAMP records the same way.
+The offline proxy (proxy.py) and GSM8K / SVAMP (gsm8k.py, svamp.py) are written in this schema by
+``write_benchmark`` (``python -m tasks.evaluate.benchmarks proxy OUT_DIR``).
 
-    python -m tasks.evaluate.benchmarks proxy OUT_DIR --n 25 --training data/synthesize
     python -m tasks.evaluate.benchmarks show OUT_DIR            # or a hub id / local copy
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
-import random
 import re
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 log = logging.getLogger("evaluate")
 
-HUB_ID = "amao0o0/spoken-mqa"
-SPLITS = ("short_digit", "long_digit", "single_step_reasoning", "multi_step_reasoning")
-EXTRA_SPLITS = ("gsm8k", "svamp")
-FIELDS = ("context", "context_transcript", "instruction", "answer")
-SAMPLE_RATE = 16000
-AUDIOBENCH_SUBSET_SEED = 42  # spokenmqa_dataset_*: raw_data.shuffle(seed=42).select(range(n))
-# Our instruction (the real dataset's own sentence was not available offline): zero-shot CoT ending in
-# the trigger AudioBench's scorer looks for.
-INSTRUCTION = 'Solve the spoken math problem step by step, and end with "The answer is" followed by the number.'
-# Proxy split -> built-in generator kind.
-PROXY_KINDS = {"short_digit": "short_digit", "long_digit": "long_digit",
-               "single_step_reasoning": "single_step", "multi_step_reasoning": "multi_step"}
-# Training draws problems from seed synthesize.seed (+ the source's index) and the tokenizer corpus from
-# 10_000 + seed, all small numbers. Proxy seeds start at 2**40, so they could meet a training seed
-# only if params.yaml set a seed above a trillion; the question filter below is the guarantee anyway.
-PROXY_SEED_BASE = 2**40
-MAX_PROXY_SEED = 10**9
-DEFAULT_VOICES = ("en-us", "en-us+m3", "en-us+f3", "en-gb-x-rp", "en-us+f2", "en-us+m7")
-PROGRESS_EVERY_S = 5.0
-
-
-class BenchmarkError(ValueError):
-    """A benchmark cannot be read or made; the message names the source, split, row and the fix."""
-
-
-@dataclass(frozen=True, eq=False)
-class Item:
-    """One spoken question. ``id`` is ``<split>-<row>`` (row in the split as stored) unless the file
-    has an ``id`` column; ``answer`` is the gold as AudioBench compares it (the first entry when the
-    dataset gives a list): score with ``metric.is_correct(output, item.answer, item.split)``."""
-
-    id: str
-    split: str
-    transcript: str  # context_transcript: the spoken question as text
-    instruction: str
-    answer: str
-    audio: np.ndarray = field(repr=False)  # (samples,) float32 mono in [-1, 1]
-    sample_rate: int
-
-    @property
-    def seconds(self) -> float:
-        return len(self.audio) / self.sample_rate
-
-
-class _Progress:
-    """Logs ``what: done/total`` at most every PROGRESS_EVERY_S seconds, and once at the end."""
-
-    def __init__(self, what: str, total: int):
-        self.what, self.total, self.t0 = what, total, time.monotonic()
-        self.last = self.t0
-        self.audio_s = 0.0
-
-    def step(self, done: int, audio_s: float = 0.0) -> None:
-        self.audio_s += audio_s
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_EVERY_S or done == self.total:
-            self.last = now
-            audio = f", {self.audio_s:.0f} s of audio" if self.audio_s else ""
-            log.info("%s: %d/%d (%.1f s elapsed%s)", self.what, done, self.total, now - self.t0, audio)
-
+from tasks.evaluate.benchmarks.base import (AUDIOBENCH_SUBSET_SEED, FIELDS, HUB_ID, SAMPLE_RATE, SPLITS,
+                                            BenchmarkError, Item, Request, _Progress)
 
 # --- reading ---------------------------------------------------------------------------------------
 def audiobench_subset(n_rows: int, limit: int) -> np.ndarray:
@@ -395,7 +330,7 @@ def write_benchmark(items: Iterable[Item], out_dir: str | Path, meta: dict | Non
         # names (data/<split>-00000-of-00001.parquet) and notices new files.
         (tmp / "README.md").write_text(
             "Spoken math questions in Spoken-MQA's schema (context, context_transcript, instruction, answer),\n"
-            "written by tasks/evaluate/benchmarks.py. Load with `load_benchmark(dir)` or\n"
+            "written by tasks/evaluate/benchmarks/. Load with `load_benchmark(dir)` or\n"
             "`datasets.load_dataset(dir)`.\n"
         )
         info = {"splits": {s: len(its) for s, its in by_split.items()}, **(meta or {})}
@@ -404,257 +339,11 @@ def write_benchmark(items: Iterable[Item], out_dir: str | Path, meta: dict | Non
     return out_dir
 
 
-# --- the proxy -------------------------------------------------------------------------------------
-def _key(text: str) -> str:
-    return " ".join(text.split()).casefold()
+class SpokenMQA:
+    """``spoken_mqa:<hub id or local copy>`` (a bare hub id or path means the same)."""
 
+    name = "spoken_mqa"
+    scoring = "audiobench_math"
 
-def load_training_questions(source: Iterable[str] | str | Path) -> list[str]:
-    """Questions of a training set: a list of strings, or the synthesize stage's output directory
-    (``train.parquet`` and ``validation.parquet`` with column ``question``; ``spoken_question`` too if
-    present) or one such parquet file."""
-    import pyarrow.parquet as pq
-
-    if not isinstance(source, (str, Path)):
-        qs = list(source)
-        bad = [q for q in qs if not isinstance(q, str)]
-        if bad:
-            raise BenchmarkError(f"training questions must be strings, got {type(bad[0]).__name__} {bad[0]!r:.60}")
-        return qs
-    p = Path(source).expanduser()
-    files = [f for f in (p / "train.parquet", p / "validation.parquet", p / "text.parquet") if f.is_file()] \
-        if p.is_dir() else [p]
-    if not files or not files[0].is_file():
-        raise BenchmarkError(
-            f"training set {p} not found: give the synthesize stage's output (data/synthesize with "
-            "train.parquet/validation.parquet) or a list of training questions"
-        )
-    out: list[str] = []
-    for f in files:
-        names = pq.read_schema(f).names
-        if "question" not in names:
-            raise BenchmarkError(f"{f} has no 'question' column (it has {names}); is it a synthesize output?")
-        cols = [c for c in ("question", "spoken_question") if c in names]
-        for col in pq.read_table(f, columns=cols).to_pydict().values():
-            out.extend(q for q in col if isinstance(q, str) and q)
-    return out
-
-
-def proxy_seed(split: str, seed: int = 0) -> int:
-    """The generator seed of one proxy split; far from every seed training uses (PROXY_SEED_BASE)."""
-    if split not in PROXY_KINDS:
-        raise BenchmarkError(f"the proxy has no split {split!r}; choose from {list(PROXY_KINDS)}")
-    if not 0 <= seed < MAX_PROXY_SEED:
-        raise BenchmarkError(f"proxy seed must be in [0, {MAX_PROXY_SEED}), got {seed}")
-    return PROXY_SEED_BASE + len(PROXY_KINDS) * seed + list(PROXY_KINDS).index(split)
-
-
-def proxy_questions(n_per_split: int, *, training: Iterable[str] | str | Path, seed: int = 0,
-                    splits: Sequence[str] = SPLITS) -> dict[str, list[tuple[str, str, str]]]:
-    """``{split: [(question, spoken question, answer), ...]}``: the proxy's text, ``n_per_split`` each.
-
-    A generated question is dropped when it, or its spoken form, occurs in ``training`` (see
-    :func:`load_training_questions`; compared case- and whitespace-insensitively), or repeats an
-    earlier proxy question; the generator then runs further (same seed) until ``n_per_split`` are kept.
-    """
-    from tasks.synth.builtin import generate_problems
-    from tasks.synth.verbalize import speakable
-
-    if n_per_split < 1:
-        raise BenchmarkError(f"n_per_split must be >= 1, got {n_per_split}")
-    seen: set[str] = set()
-    for q in load_training_questions(training):
-        seen.add(_key(q))
-        seen.add(_key(speakable(q)))
-    out = {}
-    for split in splits:
-        s = proxy_seed(split, seed)
-        m, cap = max(2 * n_per_split, n_per_split + 50), 64 * n_per_split + 1000
-        while True:
-            kept: list[tuple[str, str, str]] = []
-            keys: set[str] = set()
-            dropped = repeated = 0
-            for p in generate_problems(m, seed=s, kinds=(PROXY_KINDS[split],)):
-                spoken = speakable(p.question)
-                k = {_key(p.question), _key(spoken)}
-                if k & seen:
-                    dropped += 1
-                elif k & keys:
-                    repeated += 1
-                else:
-                    keys |= k
-                    kept.append((p.question, spoken, p.answer))
-                    if len(kept) == n_per_split:
-                        break
-            if len(kept) == n_per_split or m >= cap:
-                break
-            m *= 2
-        if len(kept) < n_per_split:
-            raise BenchmarkError(
-                f"only {len(kept)} of {n_per_split} {split} proxy questions are new (not in training, not "
-                f"repeated) among {m} generated; ask for fewer per split"
-            )
-        seen |= keys
-        log.info("proxy %s: %d questions (seed %d; dropped %d found in training, %d repeats)",
-                 split, len(kept), s, dropped, repeated)
-        out[split] = kept
-    return out
-
-
-def _speak(texts: list[tuple[str, str, str, str]], voices: Sequence[str], rate: tuple[int, int],
-           pitch: tuple[int, int], seed: int, what: str) -> list[Item]:
-    """[(id, split, spoken text, answer)] -> Items with TTS audio; one voice/rate/pitch per item,
-    reproducible from (seed, id)."""
-    from models.tts import make_tts
-
-    if not voices:
-        raise BenchmarkError("voices is empty; list at least one espeak voice, e.g. ['en-us']")
-    tts: dict[tuple[str, int, int], object] = {}
-    items = []
-    progress = _Progress(f"{what}: speaking questions", len(texts))
-    for k, (iid, split, spoken, answer) in enumerate(texts):
-        rng = random.Random(f"{seed}/{iid}")
-        voice = (rng.choice(list(voices)), rng.randint(*rate), rng.randint(*pitch))
-        if voice not in tts:
-            tts[voice] = make_tts("espeak", voice=voice[0], rate=voice[1], pitch=voice[2])
-        wav, sr = tts[voice].synthesize(spoken)  # type: ignore[attr-defined]
-        items.append(Item(iid, split, spoken, INSTRUCTION, answer, wav.astype(np.float32, copy=False), sr))
-        progress.step(k + 1, len(wav) / sr)
-    return items
-
-
-def make_proxy(n_per_split: int, *, training: Iterable[str] | str | Path, seed: int = 0,
-               splits: Sequence[str] = SPLITS, voices: Sequence[str] = DEFAULT_VOICES,
-               rate: tuple[int, int] = (150, 190), pitch: tuple[int, int] = (35, 65)) -> list[Item]:
-    """The offline proxy: :func:`proxy_questions` spoken by espeak (16 kHz). Item ids ``<split>-<i>``."""
-    texts = [(f"{split}-{i}", split, spoken, answer)
-             for split, qs in proxy_questions(n_per_split, training=training, seed=seed, splits=splits).items()
-             for i, (_, spoken, answer) in enumerate(qs)]
-    return _speak(texts, voices, rate, pitch, seed, "proxy")
-
-
-# --- GSM8K test and SVAMP, spoken through the synthesis path -------------------------------------
-def _records(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise BenchmarkError(f"{path} not found; give a GSM8K .jsonl or SVAMP .json file")
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            recs = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise BenchmarkError(f"{path} is not valid JSON ({e})") from e
-    else:
-        recs = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    recs.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise BenchmarkError(f"{path} line {n} is not valid JSON ({e})") from e
-    if not all(isinstance(r, dict) for r in recs):
-        raise BenchmarkError(f"{path} must hold JSON objects (one record each)")
-    return recs
-
-
-def _gsm8k(rec: dict) -> tuple[str, str]:
-    from tasks.evaluate.metric import normalize_answer
-
-    q, a = rec.get("question"), rec.get("answer")
-    if not isinstance(q, str) or not isinstance(a, str) or "#### " not in a:
-        raise ValueError("needs 'question' and an 'answer' ending '#### N'")
-    return q.strip(), normalize_answer(a)  # the number after "#### ", as AudioBench reads a GSM8K gold
-
-
-def _svamp(rec: dict) -> tuple[str, str]:
-    from tasks.evaluate.metric import normalize_answer
-
-    body, q, a = rec.get("Body"), rec.get("Question"), rec.get("Answer")
-    if not isinstance(body, str) or not isinstance(q, str) or not body.strip() or not q.strip():
-        raise ValueError("needs 'Body' and 'Question'")
-    if isinstance(a, bool) or not isinstance(a, (int, float, str)):
-        raise ValueError(f"needs a numeric 'Answer', got {a!r}")
-    body, q = body.strip(), q.strip()
-    # Joined as the synthesize stage joins them (tasks/synth/solutions.py, from_svamp).
-    question = f"{body} {q}" if body[-1] in ".!?" else f"{body}, {q[0].lower()}{q[1:]}"
-    return question, normalize_answer(str(a))
-
-
-def make_extra(kind: Literal["gsm8k", "svamp"], path: str | Path, limit: int = 0, *,
-               training: Iterable[str] | str | Path | None = None, seed: int = 0,
-               voices: Sequence[str] = DEFAULT_VOICES, rate: tuple[int, int] = (150, 190),
-               pitch: tuple[int, int] = (35, 65)) -> list[Item]:
-    """GSM8K test (``.jsonl``: question, answer ``... #### N``) or SVAMP (``.json``: Body, Question,
-    Answer) as split ``kind``: the question made speakable and spoken like training. The first
-    ``limit`` usable records (0 = all); records in ``training`` are dropped; a malformed record is an
-    error naming it."""
-    from tasks.synth.verbalize import speakable
-
-    parse = {"gsm8k": _gsm8k, "svamp": _svamp}.get(kind)
-    if parse is None:
-        raise BenchmarkError(f"unknown extra benchmark {kind!r}; choose from {list(EXTRA_SPLITS)}")
-    if limit < 0:
-        raise BenchmarkError(f"limit must be >= 0 (0 = all), got {limit}")
-    p = Path(path).expanduser()
-    seen: set[str] = set()
-    if training is not None:
-        for q in load_training_questions(training):
-            seen.add(_key(q))
-            seen.add(_key(speakable(q)))
-    texts, dropped = [], 0
-    for n, rec in enumerate(_records(p)):
-        try:
-            question, answer = parse(rec)
-        except ValueError as e:
-            raise BenchmarkError(f"{p} record {n}: {e}") from e
-        spoken = speakable(question)
-        if {_key(question), _key(spoken)} & seen:
-            dropped += 1
-            continue
-        texts.append((f"{kind}-{n}", kind, spoken, answer))
-        if limit and len(texts) == limit:
-            break
-    if not texts:
-        raise BenchmarkError(f"{p} gave no {kind} questions (all {dropped} were in the training set?)")
-    log.info("%s: %d questions from %s (%d dropped as in training)", kind, len(texts), p, dropped)
-    return _speak(texts, voices, rate, pitch, seed, kind)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m tasks.evaluate.benchmarks", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    mk = sub.add_parser("proxy", help="make the offline proxy (and optional GSM8K/SVAMP splits) and write it")
-    mk.add_argument("out", type=Path)
-    mk.add_argument("--n", type=int, default=25, help="questions per split")
-    mk.add_argument("--training", default="data/synthesize", help="synthesize output dir (questions to exclude)")
-    mk.add_argument("--seed", type=int, default=0)
-    mk.add_argument("--gsm8k", default="", help="GSM8K test .jsonl to add as split gsm8k")
-    mk.add_argument("--svamp", default="", help="SVAMP .json to add as split svamp")
-    mk.add_argument("--extra-limit", type=int, default=0)
-    sh = sub.add_parser("show", help="print split sizes and one item of a benchmark")
-    sh.add_argument("source")
-    sh.add_argument("--splits", nargs="+", default=list(SPLITS))
-    sh.add_argument("--limit", type=int, default=0)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    try:
-        _run_cli(args)
-    except BenchmarkError as e:
-        raise SystemExit(f"error: {e}") from None
-
-
-def _run_cli(args: argparse.Namespace) -> None:
-    if args.cmd == "proxy":
-        items = make_proxy(args.n, training=args.training, seed=args.seed)
-        for kind in EXTRA_SPLITS:
-            if getattr(args, kind):
-                items += make_extra(kind, getattr(args, kind), args.extra_limit, training=args.training, seed=args.seed)
-        write_benchmark(items, args.out, meta={"source": "proxy", "seed": args.seed, "training": str(args.training)})
-    else:
-        for split, items in load_benchmark(args.source, args.splits, args.limit).items():
-            it = items[0]
-            print(f"{split}: {len(items)} items, {sum(i.seconds for i in items):.0f} s of audio; e.g. {it.id}: "
-                  f"{it.transcript!r} -> {it.answer!r}")
-
-
-if __name__ == "__main__":
-    main()
+    def items(self, request: Request) -> dict[str, list[Item]]:
+        return load_benchmark(request.argument or HUB_ID, request.splits, request.limit_per_split)
