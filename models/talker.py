@@ -289,6 +289,10 @@ class TalkerStream:
         if not self.started:  # no response position at all: nothing to speak
             self.done = True
 
+    def stop(self) -> None:
+        """End the speech here (the caller's end rule: silence, a length bound); no eos was said."""
+        self.done = True
+
     @property
     def frame(self) -> int:
         """Frame of the next codec id."""
