@@ -43,12 +43,16 @@ TALKER_TOP_K = 40
 # never reaches its eos: every answer was silence up to the audio cap. Sampling is still reproducible
 # (its own seeded generator).
 TALKER_TEMPERATURE = 0.9
-# The longest a response takes to say, per thinker response token: 0.48 s measured on the synthesized
-# training set (long numbers, one token per digit, at espeak's slowest rate; median 0.24 s). After the
-# thinker ends, the talker may speak at most this long per response token plus 1 s: a talker that
-# never says eos stops within ~2x of what the response takes to say ("audio_length").
-SECONDS_PER_TOKEN = 0.5
-AUDIO_SLACK_S = 1.0
+# How long a response takes to say, from its text: espeak at the synthesize stage's slowest rate
+# spends ~0.065 s per letter and ~0.45 s per digit (a digit of "7178479" is a word and a scale:
+# "seven million one hundred ..."). On the synthesized training responses the real length over this
+# estimate is 0.66-1.49 (median 0.96). Once the thinker has ended, a talker that never says eos is
+# stopped at AUDIO_BOUND x the estimate + AUDIO_SLACK_S ("audio_length"): past every training response,
+# and within ~1.6x of what a normal answer takes to say.
+SECONDS_PER_LETTER = 0.065
+SECONDS_PER_DIGIT = 0.45
+AUDIO_BOUND = 1.5
+AUDIO_SLACK_S = 0.5
 # End of speech: once the talker has read the whole response (the text eos), this much trailing
 # silence in the decoded audio ends the answer (a pause inside speech is < 0.4 s in the training
 # speech); twice this much silence anywhere ends it too (a talker stuck in a pause).
@@ -70,7 +74,7 @@ class Options:
     reasoning: bool = True  # emit ReasoningEvent deltas
     talker_temperature: float | None = None  # None: TALKER_TEMPERATURE (0 = greedy)
     max_audio_seconds: float = 30.0  # hard cap: the talker stops here if nothing else ended it
-    seconds_per_token: float | None = SECONDS_PER_TOKEN  # audio bound per response token; None: no bound
+    audio_bound: float | None = AUDIO_BOUND  # audio <= this x speaking_seconds(response) + slack; None: no bound
     end_silence_seconds: float | None = END_SILENCE_S  # trailing silence that ends the speech; None: off
 
     def __post_init__(self) -> None:
@@ -93,7 +97,7 @@ class Options:
         if isinstance(self.max_audio_seconds, bool) or not isinstance(self.max_audio_seconds, (int, float)) \
                 or not self.max_audio_seconds > 0:
             raise ValueError(f"max_audio_seconds must be > 0, got {self.max_audio_seconds!r}")
-        for name in ("seconds_per_token", "end_silence_seconds"):
+        for name in ("audio_bound", "end_silence_seconds"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
                 raise ValueError(f"{name} must be a number > 0 (or None: off), got {v!r}")
@@ -202,6 +206,11 @@ class Engine:
         for ev in self.session(text="What is one plus one?", options=opts):
             if isinstance(ev, ErrorEvent):
                 raise RuntimeError(f"warmup failed: {ev.message}")
+
+
+def speaking_seconds(text: str) -> float:
+    """Estimated seconds a TTS voice takes to say ``text`` (letters and digits; see SECONDS_PER_LETTER)."""
+    return SECONDS_PER_LETTER * sum(c.isalpha() for c in text) + SECONDS_PER_DIGIT * sum(c.isdigit() for c in text)
 
 
 def trailing_silence(wave: np.ndarray, sample_rate: int, run: int = 0, dbfs: float = SILENCE_DBFS) -> int:
@@ -424,8 +433,8 @@ class Session:
         self._talker_steps = talker.steps
         if talker.done and self._audio_end is None:
             self._audio_end = "eos" if talker.ended_with_eos else "max_audio_seconds"
-        elif not talker.done and talker.thinker_done and self.options.seconds_per_token is not None:
-            budget = self.options.seconds_per_token * len(self._text.ids) + AUDIO_SLACK_S
+        elif not talker.done and talker.thinker_done and self.options.audio_bound is not None:
+            budget = self.options.audio_bound * speaking_seconds(self._text.text) + AUDIO_SLACK_S
             if talker.frame >= max(1, int(budget * codec.frame_rate)):
                 talker.stop()  # the response's length in speech is spent: a talker that never says eos
                 self._audio_end = "audio_length"

@@ -10,7 +10,8 @@ three forms:
     talker        the talker's speech decoded by the codec: what users hear
 
 Each gets a word recall against the response's words (``models.asr.word_recall``: bag of words, with
-repeats). **Heard answer**: the talker transcript's spoken numbers are turned into digits with
+repeats); ``recall_talker_chance`` is the talker transcript's recall of *another* answer's words, what
+the LM's shared template words ("the answer is") score by themselves. **Heard answer**: the talker transcript's spoken numbers are turned into digits with
 text2num's ``alpha2digit`` (AudioBench never matches numbers in words, and an ASR writes words), then
 scored exactly like the written answer (``metric.is_correct``). Also per answer: talker audio seconds
 against the reference's (``audio_length_ratio``), its RMS level in dBFS, and whether a cap cut it.
@@ -90,9 +91,11 @@ class Chain:
         return self.codec.decode(self.codec.encode(wave, sr))
 
     def hear(self, response: str, talker: np.ndarray | None, sample_rate: int, gold: str, split: str,
-             audio_end: str | None = None, keep_waves: bool = False) -> dict[str, Any]:
+             audio_end: str | None = None, keep_waves: bool = False, other_response: str | None = None) -> dict[str, Any]:
         """Transcripts, recalls, heard answer and audio numbers of one spoken answer (module doc).
-        ``keep_waves``: also return the three waves under ``"waves"`` (not JSON: pop it before saving)."""
+        ``keep_waves``: also return the three waves under ``"waves"`` (not JSON: pop it before saving).
+        ``other_response``: another answer's response; the talker transcript's recall of *its* words
+        (``recall_talker_chance``) is what the LM's template words alone score."""
         from models.asr import word_recall
         from tasks.evaluate.metric import extract_answer, is_correct
 
@@ -112,6 +115,8 @@ class Chain:
             hyp = self.asr.transcribe(w, r)
             out[f"{form}_transcript"] = hyp
             out[f"recall_{form}"] = round(word_recall(spoken, hyp), 4)
+        if other_response and other_response.strip() and other_response != response:
+            out["recall_talker_chance"] = round(word_recall(spoken_text(other_response), out["talker_transcript"]), 4)
         heard = heard_answer_text(out["talker_transcript"])
         out["heard_text"] = heard
         out["heard_extracted"] = extract_answer(heard) if heard else None
@@ -141,6 +146,7 @@ def group_metrics(rows: Sequence[dict]) -> dict[str, float | int | None]:
     out: dict[str, float | int | None] = {"heard_n": len(hs)}
     for form in FORMS:
         out[f"recall_{form}"] = _mean(h[f"recall_{form}"] for _, h in hs)
+    out["recall_talker_chance"] = _mean(h.get("recall_talker_chance") for _, h in hs)
     out["heard_accuracy"] = _mean(float(h["heard_correct"]) for _, h in hs)
     out["heard_written_accuracy"] = _mean(float(bool(r["correct"])) for r, _ in hs)  # the same answers, read
     out["audio_length_ratio"] = _mean(h["audio_length_ratio"] for _, h in hs)
@@ -170,6 +176,64 @@ def training_responses(data_dir: str | Path, limit: int = 5000) -> list[str]:
     return [r["response"] for r in load_samples(data_dir, "train")[:limit]]
 
 
+LISTEN_ANSWERS = 3  # spoken answers whose three forms (reference, resynthesis, talker) are kept to listen to
+
+
+def load_codec_dir(codec_dir: str | Path):
+    """The codec stage's codec in ``codec_dir`` (its kind read from codec.json)."""
+    import json
+
+    from models.codec import load_codec
+
+    cfg = Path(codec_dir) / "codec.json"
+    if not cfg.exists():
+        raise FileNotFoundError(f"no codec in {codec_dir}; run the codec stage first (`python -m tasks.codec`)")
+    return load_codec(f"{json.loads(cfg.read_text())['kind']}:{codec_dir}")
+
+
+def assess(rows: list[dict], pcms: dict[int, tuple[bytes, int]], data_dir: str | Path, codec_dir: str | Path,
+           listen_dir: str | Path) -> dict[str, Any]:
+    """Hear every spoken main answer: sets ``rows[i]["heard"]`` (``pcms``: row index -> (PCM16, rate)),
+    writes the first ``LISTEN_ANSWERS`` answers' three forms and their transcripts to ``listen_dir``
+    (replaced whole), and returns the ``split/metric`` numbers of ``summarize``."""
+    import json
+    import tempfile
+
+    import soundfile as sf
+
+    from models.atomic import atomic_dir
+    from models.wave import from_pcm16
+
+    spoken = [i for i in sorted(pcms) if not rows[i].get("sweep")]
+    if not spoken:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        chain = Chain.build(training_responses(data_dir), load_codec_dir(codec_dir), tmp)
+        listen: list[tuple[dict, dict]] = []
+        for k, i in enumerate(spoken):
+            r = rows[i]
+            pcm, sr = pcms[i]
+            other = rows[spoken[(k + 1) % len(spoken)]]["response"]  # chance: another answer's words
+            h = chain.hear(r["response"], from_pcm16(pcm), sr, r["gold"], r["split"], r.get("audio_end"),
+                           keep_waves=len(listen) < LISTEN_ANSWERS, other_response=other)
+            waves = h.pop("waves", None)
+            r["heard"] = h
+            if waves:
+                listen.append((r, waves))
+    with atomic_dir(listen_dir) as d:
+        index = []
+        for r, waves in listen:
+            stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in r["id"])
+            entry = {"id": r["id"], "split": r["split"], "response": r["response"], "spoken_text": r["heard"]["spoken_text"]}
+            for form, (w, sr) in waves.items():
+                sf.write(str(d / f"{stem}_{form}.wav"), w, sr, format="WAV")
+                entry[form] = {"wav": f"{stem}_{form}.wav", "transcript": r["heard"][f"{form}_transcript"],
+                               "recall": r["heard"][f"recall_{form}"]}
+            index.append(entry)
+        (d / "transcripts.json").write_text(json.dumps(index, indent=1))
+    return summarize(rows, sorted({rows[i]["split"] for i in spoken}, key=[r["split"] for r in rows].index))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Re-hear an evaluation's spoken answers (its predictions.jsonl + wavs/) and print the metrics."""
     import argparse
@@ -177,15 +241,13 @@ def main(argv: list[str] | None = None) -> None:
 
     import soundfile as sf
 
-    from tasks.codec import load_stage_codec
-
     ap = argparse.ArgumentParser(prog="python -m tasks.evaluate.intelligibility", description=main.__doc__)
     ap.add_argument("report_dir", help="reports/evaluate/<format>")
     ap.add_argument("--codec", default="checkpoints/codec")
     ap.add_argument("--data", default="data/synthesize", help="training set the ASR's LM is built from")
     args = ap.parse_args(argv)
     d = Path(args.report_dir)
-    chain = Chain.build(training_responses(args.data), load_stage_codec(args.codec), d / "asr")
+    chain = Chain.build(training_responses(args.data), load_codec_dir(args.codec), d / "asr")
     rows = [json.loads(x) for x in (d / "predictions.jsonl").read_text().splitlines() if x.strip()]
     for r in rows:
         if r.get("wav") and not r.get("sweep"):
