@@ -15,7 +15,8 @@ why it ended, and the CPU seconds each answer took. Two decoding modes, same mod
 - ``after``: the session's defaults (the talker samples, ``AUDIO_BOUND`` x ``speaking_seconds``, ``END_SILENCE_S``).
 
 With ``--curve DIR`` it instead evaluates every checkpoint ``step-*`` of a talker run in DIR (the
-``after`` mode) and writes the recall-against-steps curve (JSON and PNG).
+``after`` mode) and writes the recall-against-steps curve (JSON and PNG beside ``--out``; with
+``--mlflow EXPERIMENT`` also an MLflow run ``talker_curve``: ``curve/*`` metrics per step + the PNG).
 """
 
 from __future__ import annotations
@@ -83,6 +84,30 @@ def summary(rows: list[dict]) -> dict:
             "reference_dbfs": med("reference_dbfs"), "cpu_seconds_per_answer": med("cpu_seconds")}
 
 
+def curve_png(curve: list[dict], path: Path) -> Path:
+    """ASR recall of the talker's speech (and its chance level, the codec's ceiling) against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [c["step"] for c in curve]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key, label, style in [("recall_talker", "talker", "o-"), ("recall_talker_chance", "talker vs another answer (chance)", "x--"),
+                              ("recall_resynthesis", "codec resynthesis (ceiling)", "s:"), ("recall_reference", "TTS reference", "^:")]:
+        ax.plot(steps, [c.get(key) for c in curve], style, label=label)
+    ax.set_xlabel("talker training steps")
+    ax.set_ylabel("ASR word recall")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="checkpoints/talker/tis", help="a step dir or a stage dir (its newest step)")
@@ -92,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-audio-seconds", type=float, default=8.0)
     ap.add_argument("--modes", default="before,after")
     ap.add_argument("--curve", default=None, help="a talker run's dir: evaluate each step-* checkpoint")
+    ap.add_argument("--mlflow", default=None, help="with --curve: log it to this MLflow experiment")
     ap.add_argument("--out", default="bench/results/intelligibility.json")
     args = ap.parse_args(argv)
 
@@ -120,6 +146,17 @@ def main(argv: list[str] | None = None) -> dict:
             print(json.dumps(point), flush=True)
             curve.append(point)
         out["curve"] = curve
+        png = curve_png(curve, Path(args.out).with_suffix(".png"))
+        out["png"] = str(png)
+        if args.mlflow:  # the curve as an MLflow run: metrics per step and the PNG
+            from tasks.core.tracking import stage_run
+
+            with stage_run("talker_curve", args.mlflow, params={"questions": len(qs), "run": args.curve}) as tr:
+                for point in curve:
+                    tr.metrics({f"curve/{k}": point[k] for k in ("recall_talker", "recall_talker_chance",
+                                "recall_resynthesis", "recall_reference", "heard_accuracy", "audio_length_ratio")
+                                if point.get(k) is not None}, step=point["step"])
+                tr.artifact(png, "plots")
     else:
         engine = Engine.load(latest(args.model), args.codec)
         engine.warmup()

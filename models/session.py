@@ -6,9 +6,11 @@ frame, from the first response position on, so codec frame ``f`` is due once the
 position ``first response + f``; the codec's streaming decoder (``models.codec.StreamDecoder``) emits
 its short first block once ``first_block_frames + lookahead_frames`` frames exist (10 frames = 40
 talker steps for the WORLD codec: in TiS after 11 thinker positions). After the thinker ends, each
-``step()`` makes one more codec frame until the talker says eos. All state is per session (KV
-caches, cursor, samplers, decoder); nothing is set on the shared model, so one caller may step
-several sessions in turn.
+``step()`` makes one more codec frame until the speech ends: the talker's eos, or the session's end
+rules (trailing silence once the response is read; a bound of ``AUDIO_BOUND`` x the response's
+speaking time; the ``max_audio_seconds`` cap), reported as ``DoneEvent.audio_end``. All state is
+per session (KV caches, cursor, samplers, decoder); nothing is set on the shared model, so one caller
+may step several sessions in turn.
 
     engine = Engine.load("checkpoints/talker/tis/step-00000080", codec_dir="checkpoints/codec")
     for ev in engine.session(text="What is 3 plus 4?", options=Options(temperature=0.0)):
