@@ -89,3 +89,15 @@ def test_metrics_per_split_and_ratios(chain, held_out):
     o = group_metrics(rows)
     assert o["heard_n"] == 2 and o["heard_written_accuracy"] == 1.0
     assert o["talker_vs_resynthesis"] == pytest.approx(o["recall_talker"] / o["recall_resynthesis"], abs=1e-3)
+
+
+def test_compare_tabulates_what_is_heard():
+    from tasks.compare import HEARD_COLUMNS, table
+
+    m = {"tis": {"short_digit/n": 2, "short_digit/heard_n": 2, "short_digit/recall_talker": 0.5,
+                 "short_digit/heard_accuracy": 0.5, "overall/n": 2, "overall/heard_n": 2, "overall/recall_talker": 0.5},
+         "think_first": {"short_digit/n": 2, "overall/n": 2}}  # nothing spoken: no heard row
+    t = table(m, ["short_digit"], HEARD_COLUMNS)
+    col = t["columns"].index("talker")
+    assert [r[:2] for r in t["rows"]] == [["short_digit", "TiS"], ["overall", "TiS"]]
+    assert t["rows"][0][col] == 0.5 and t["rows"][0][t["columns"].index("heard accuracy %")] == 50.0
