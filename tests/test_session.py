@@ -204,7 +204,8 @@ def test_session_audio_equals_whole_sequence_talker(trained, fmt, temperature):
     model, codec, ids = engine.model, engine.codec, engine.ids
     # The end rules (length bound, end silence) are the session's, not the talker's: off here.
     opts = Options(fmt=fmt, temperature=temperature, seed=3, max_new_tokens=160, max_audio_seconds=4.0,
-                   talker_temperature=temperature, audio_bound=None, end_silence_seconds=None)
+                   talker_temperature=temperature, audio_bound=None, end_silence_seconds=None,
+                   min_speech=None)
     session = engine.session(text=questions[1], options=opts)
     events = events_of(session)
     done = events[-1]
@@ -405,7 +406,7 @@ def test_text_deltas_with_a_scripted_thinker(trained, monkeypatch):
     (dict(max_new_tokens=0), "max_new_tokens"), (dict(temperature=-0.1), "temperature"),
     (dict(seed=-1), "seed"), (dict(speak=2.5), "integer"), (dict(audio="yes"), "audio"),
     (dict(max_audio_seconds=0), "max_audio_seconds"), (dict(talker_temperature=-1), "talker_temperature"),
-    (dict(audio_bound=0), "audio_bound"), (dict(end_silence_seconds=-1), "end_silence_seconds"),
+    (dict(audio_bound=0), "audio_bound"), (dict(min_speech=0), "min_speech"), (dict(end_silence_seconds=-1), "end_silence_seconds"),
 ])
 def test_options_validation(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -536,3 +537,25 @@ def test_trailing_silence_counts_quiet_windows():
     assert trailing_silence(np.zeros(480), 16000, run=1000) == 1480  # silence continues across chunks
     assert trailing_silence(np.concatenate([np.zeros(480), loud]), 16000, run=1000) == 0
     assert trailing_silence(np.full(1600, 1e-4), 16000) == 1600  # -80 dBFS is silence
+
+
+def test_talker_may_not_end_before_the_response_is_said(trained):
+    """A talker that says eos as soon as it may (as one trained 160 steps did, after 0.1 s): the eos
+    waits for the text eos and MIN_SPEECH x the response's speaking time."""
+    from models.session import MIN_SPEECH, speaking_seconds
+
+    engine, questions, _ = trained
+
+    def eager(opts):
+        s = engine.session(text=questions[0], options=opts)
+        s._start()
+        t = s._talker
+        t._choose = lambda logits, allowed: t.eos_id if bool(allowed[t.eos_id]) else int(allowed.nonzero()[0])
+        return events_of(s)[-1]
+
+    done = eager(Options(max_new_tokens=160, max_audio_seconds=20.0))
+    assert done.audio_end == "eos" and done.finish_reason == "eos"
+    least = MIN_SPEECH * speaking_seconds(done.response)
+    assert least > 1.0 and least - 0.05 <= done.timings["audio_seconds"] <= least + 0.2, (least, done.timings)
+    early = eager(Options(max_new_tokens=160, max_audio_seconds=20.0, min_speech=None))
+    assert early.timings["audio_seconds"] < 0.5 * done.timings["audio_seconds"]  # the rule is what held it
