@@ -12,7 +12,7 @@ speaking time; the ``max_audio_seconds`` cap), reported as ``DoneEvent.audio_end
 per session (KV caches, cursor, samplers, decoder); nothing is set on the shared model, so one caller
 may step several sessions in turn.
 
-    engine = Engine.load("checkpoints/talker/tis/step-00000080", codec_dir="checkpoints/codec")
+    engine = Engine.load("checkpoints/talker/tis/step-00000160", codec_dir="checkpoints/codec")
     for ev in engine.session(text="What is 3 plus 4?", options=Options(temperature=0.0)):
         print(ev.type, ev.to_dict() if ev.type != "audio" else ev.seq)
 
@@ -149,7 +149,7 @@ class Engine:
         if not (d / "model" / "config.json").exists() or not (d / "tokenizer").is_dir():
             raise FileNotFoundError(
                 f"{d} is not a model checkpoint: it needs model/ (save_pretrained) and tokenizer/; pass a training "
-                "stage's step directory, e.g. checkpoints/talker/tis/step-00000080"
+                "stage's step directory, e.g. checkpoints/talker/tis/step-00000160"
             )
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
