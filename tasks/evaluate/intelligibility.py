@@ -205,7 +205,9 @@ def assess(rows: list[dict], pcms: dict[int, tuple[bytes, int]], data_dir: str |
     from models.wave import from_pcm16
 
     spoken = [i for i in sorted(pcms) if not rows[i].get("sweep")]
-    if not spoken:
+    if not spoken:  # nothing spoken: an empty listen/ (DVC declares it)
+        with atomic_dir(listen_dir) as d:
+            (d / "transcripts.json").write_text("[]")
         return {}
     with tempfile.TemporaryDirectory() as tmp:
         chain = Chain.build(training_responses(data_dir), load_codec_dir(codec_dir), tmp)
