@@ -477,8 +477,11 @@ def test_normal_answer_is_speech_that_ends_by_itself(trained, fmt):
     """A normal question with the default options: the audio is not silence, a cap did not cut it (the
     cap here is far beyond the 1.6 s the talker was trained on), and it lasts at most twice that."""
     engine, questions, _ = trained
+    # min_speech off: this talker learnt 1.6 s of synthetic voice per response whatever its text, so the
+    # text-based minimum (calibrated on TTS speech) does not fit it; the next tests check that rule.
     for q in questions:
-        events = events_of(engine.session(text=q, options=Options(fmt=fmt, max_new_tokens=160, max_audio_seconds=20.0)))
+        events = events_of(engine.session(text=q, options=Options(fmt=fmt, max_new_tokens=160, max_audio_seconds=20.0,
+                                                                  min_speech=None)))
         done, wave = events[-1], _speech(events)
         assert isinstance(done, DoneEvent) and done.finish_reason == "eos", done
         assert done.audio_end in ("eos", "silence"), done  # the speech ended, no cap cut it
