@@ -6,7 +6,7 @@ imports, so a client or a web layer can use them without torch.
     text       TextEvent(delta, position)                 response text, decoded incrementally
     reasoning  ReasoningEvent(delta, position, block)     silent reasoning text
     audio      AudioEvent(pcm16, sample_rate, seq, offset) PCM16 mono little-endian; offset in samples
-    done       DoneEvent(response, reasoning, timings, finish_reason)
+    done       DoneEvent(response, reasoning, timings, finish_reason, audio_end)
     error      ErrorEvent(message)
 """
 
@@ -65,7 +65,12 @@ class DoneEvent:
     response: str  # equals the concatenated text deltas
     reasoning: str  # equals the concatenated reasoning deltas
     timings: dict[str, Any] = field(default_factory=dict)
-    finish_reason: str = "eos"  # "eos" (the format's end) or "max_new_tokens"
+    # "eos" (the format's end), "max_new_tokens" (the thinker's cap), or, when the text ended but a cap cut
+    # the speech, "max_audio_seconds" (the hard audio cap) or "audio_length" (the response-length bound)
+    finish_reason: str = "eos"
+    # why the speech ended (None without audio): "eos" (the talker's end code), "silence" (trailing
+    # silence after the whole response was read), "audio_length" or "max_audio_seconds" (caps)
+    audio_end: str | None = None
     type: ClassVar[str] = "done"
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,11 +6,13 @@ frame, from the first response position on, so codec frame ``f`` is due once the
 position ``first response + f``; the codec's streaming decoder (``models.codec.StreamDecoder``) emits
 its short first block once ``first_block_frames + lookahead_frames`` frames exist (10 frames = 40
 talker steps for the WORLD codec: in TiS after 11 thinker positions). After the thinker ends, each
-``step()`` makes one more codec frame until the talker says eos. All state is per session (KV
-caches, cursor, samplers, decoder); nothing is set on the shared model, so one caller may step
-several sessions in turn.
+``step()`` makes one more codec frame until the speech ends: the talker's eos, or the session's end
+rules (trailing silence once the response is read; a bound of ``AUDIO_BOUND`` x the response's
+speaking time; the ``max_audio_seconds`` cap), reported as ``DoneEvent.audio_end``. All state is
+per session (KV caches, cursor, samplers, decoder); nothing is set on the shared model, so one caller
+may step several sessions in turn.
 
-    engine = Engine.load("checkpoints/talker/tis/step-00000080", codec_dir="checkpoints/codec")
+    engine = Engine.load("checkpoints/talker/tis/step-00000160", codec_dir="checkpoints/codec")
     for ev in engine.session(text="What is 3 plus 4?", options=Options(temperature=0.0)):
         print(ev.type, ev.to_dict() if ev.type != "audio" else ev.seq)
 
@@ -37,6 +39,31 @@ log = logging.getLogger(__name__)
 
 TALKER_SEED_OFFSET = 1  # the talker samples from its own generator, seeded seed + 1
 TALKER_TOP_K = 40
+# The talker samples even when the thinker is greedy (Qwen2.5-Omni's talker samples at 0.9, top-k 40).
+# Greedy codec decoding settles on the single most probable frame, which in speech is a pause (the
+# WORLD codec's pause frames decode to exact digital zeros), and it then repeats that frame forever and
+# never reaches its eos: every answer was silence up to the audio cap. Sampling is still reproducible
+# (its own seeded generator).
+TALKER_TEMPERATURE = 0.9
+# How long a response takes to say, from its text: espeak at the synthesize stage's slowest rate
+# spends ~0.065 s per letter and ~0.45 s per digit (a digit of "7178479" is a word and a scale:
+# "seven million one hundred ..."). On the synthesized training responses the real length over this
+# estimate is 0.66-1.49 (median 0.96). Once the thinker has ended, a talker that never says eos is
+# stopped at AUDIO_BOUND x the estimate + AUDIO_SLACK_S ("audio_length"): past every training response,
+# and within ~1.6x of what a normal answer takes to say.
+SECONDS_PER_LETTER = 0.065
+SECONDS_PER_DIGIT = 0.45
+AUDIO_BOUND = 1.5
+AUDIO_SLACK_S = 0.5
+# Nor may the talker end before the response is said: its eos is allowed only once it has read the
+# whole response (the text eos) and spoken MIN_SPEECH x the estimate (no training response is shorter
+# than 0.66x). Measured: a talker trained 160 steps said eos after 0.1 s of every answer without it.
+MIN_SPEECH = 0.6
+# End of speech: once the talker has read the whole response (the text eos), this much trailing
+# silence in the decoded audio ends the answer (a pause inside speech is < 0.4 s in the training
+# speech); twice this much silence anywhere ends it too (a talker stuck in a pause).
+END_SILENCE_S = 0.5
+SILENCE_DBFS = -50.0  # a 10 ms window of decoded audio below this RMS level is silent
 
 
 @dataclass(frozen=True)
@@ -51,8 +78,11 @@ class Options:
     seed: int = 0  # sampling seed (thinker and talker); same seed -> same events
     audio: bool = True  # run talker + codec; False = text only (fast evaluation)
     reasoning: bool = True  # emit ReasoningEvent deltas
-    talker_temperature: float | None = None  # None: the same as temperature
-    max_audio_seconds: float = 30.0  # the talker stops here if it never says eos
+    talker_temperature: float | None = None  # None: TALKER_TEMPERATURE (0 = greedy)
+    max_audio_seconds: float = 30.0  # hard cap: the talker stops here if nothing else ended it
+    audio_bound: float | None = AUDIO_BOUND  # audio <= this x speaking_seconds(response) + slack; None: no bound
+    min_speech: float | None = MIN_SPEECH  # no talker eos before the text eos and this x speaking_seconds; None: off
+    end_silence_seconds: float | None = END_SILENCE_S  # trailing silence that ends the speech; None: off
 
     def __post_init__(self) -> None:
         if self.fmt not in ("tis", "think_first"):
@@ -74,6 +104,10 @@ class Options:
         if isinstance(self.max_audio_seconds, bool) or not isinstance(self.max_audio_seconds, (int, float)) \
                 or not self.max_audio_seconds > 0:
             raise ValueError(f"max_audio_seconds must be > 0, got {self.max_audio_seconds!r}")
+        for name in ("audio_bound", "end_silence_seconds", "min_speech"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+                raise ValueError(f"{name} must be a number > 0 (or None: off), got {v!r}")
         for name in ("audio", "reasoning"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -172,6 +206,27 @@ class Engine:
                 raise RuntimeError(f"warmup failed: {ev.message}")
 
 
+def speaking_seconds(text: str) -> float:
+    """Estimated seconds a TTS voice takes to say ``text`` (letters and digits; see SECONDS_PER_LETTER)."""
+    return SECONDS_PER_LETTER * sum(c.isalpha() for c in text) + SECONDS_PER_DIGIT * sum(c.isdigit() for c in text)
+
+
+def trailing_silence(wave: np.ndarray, sample_rate: int, run: int = 0, dbfs: float = SILENCE_DBFS) -> int:
+    """Samples of silence at the end of the audio once ``wave`` follows audio that ended in ``run``
+    silent samples: 10 ms windows whose RMS is below ``dbfs``."""
+    win = max(1, sample_rate // 100)
+    w = np.asarray(wave, np.float64)
+    n = len(w) // win
+    if n == 0:
+        return run + len(w) if not len(w) or np.sqrt(np.mean(w**2)) < 10 ** (dbfs / 20) else 0
+    rms = np.sqrt(np.mean(w[: n * win].reshape(n, win) ** 2, axis=1))
+    loud = np.flatnonzero(rms >= 10 ** (dbfs / 20))
+    tail = len(w) - n * win  # the last partial window counts with the last whole one
+    if not len(loud):
+        return run + len(w)
+    return (n - 1 - int(loud[-1])) * win + tail
+
+
 class _Detokenizer:
     """Incremental decoding that never splits a multi-token character: a delta is emitted once the
     window decodes without a trailing replacement character (the prefix/read-offset scheme)."""
@@ -246,6 +301,8 @@ class Session:
         self._talker_steps = 0
         self._positions = 0
         self._thinker_seconds: float | None = None
+        self._audio_end: str | None = None  # why the speech ended: eos, silence, audio_length, max_audio_seconds
+        self._silent_run = 0  # samples of silence at the end of the decoded audio so far
 
     # -- public -----------------------------------------------------------------------------------
     def step(self) -> list[Event]:
@@ -312,10 +369,12 @@ class Session:
         if o.audio:
             c = e.codec
             frames = max(1, int(o.max_audio_seconds * c.frame_rate))
-            temp = o.temperature if o.talker_temperature is None else o.talker_temperature
+            temp = TALKER_TEMPERATURE if o.talker_temperature is None else o.talker_temperature
             self._talker = TalkerStream(e.model, c.codebook_sizes, temperature=temp, top_k=TALKER_TOP_K,
                                         generator=self._talker_gen, max_codes=frames * c.codebooks)
             self._decoder = StreamDecoder(c)
+            if o.min_speech is not None:
+                self._talker.min_frames = None  # set when the thinker ends (the response is then known)
 
     def _step(self) -> list[Event]:
         from models.decode import step as thinker_step
@@ -352,6 +411,9 @@ class Session:
                 talker.push(role, out.hidden, embed)
                 events += self._run_talker(limit=None)  # everything this position made due
                 if th.done:
+                    if self.options.min_speech is not None:
+                        est = self.options.min_speech * speaking_seconds(self._text.text)
+                        talker.min_frames = max(len(talker.reply) + 1, int(est * self.engine.codec.frame_rate))
                     talker.finish()  # from now on every step is due: one frame per later step()
         elif talker is not None:
             events += self._run_talker(limit=talker.n)  # thinker ended: one frame per step
@@ -372,11 +434,24 @@ class Session:
             talker.step()
             n += 1
         self._talker_steps = talker.steps
+        if talker.done and self._audio_end is None:
+            self._audio_end = "eos" if talker.ended_with_eos else "max_audio_seconds"
+        elif not talker.done and talker.thinker_done and self.options.audio_bound is not None:
+            budget = self.options.audio_bound * speaking_seconds(self._text.text) + AUDIO_SLACK_S
+            if talker.frame >= max(1, int(budget * codec.frame_rate)):
+                talker.stop()  # the response's length in speech is spent: a talker that never says eos
+                self._audio_end = "audio_length"
         frames = len(talker.codes) // codec.codebooks
         if frames > self._frames_sent:
             ids = talker.codes[self._frames_sent * codec.codebooks : frames * codec.codebooks]
             self._frames_sent = frames
             events += self._audio(self._decoder.push(codec.unflatten(ids)))
+            end = self.options.end_silence_seconds
+            if end is not None and not talker.done:
+                heard_all = talker.thinker_done and talker.frame > len(talker.reply)  # read the text eos
+                if self._silent_run >= (end if heard_all else 2 * end) * codec.sample_rate:
+                    talker.stop()  # the speech has ended (or is stuck in a pause)
+                    self._audio_end = "silence"
         if talker.done and not self._decoder.finished:
             events += self._audio(self._decoder.flush())
         return events
@@ -387,6 +462,7 @@ class Session:
         if not len(wave):
             return []
         sr = self.engine.codec.sample_rate
+        self._silent_run = trailing_silence(wave, sr, self._silent_run)
         ev = AudioEvent(to_pcm16(wave), sr, self._seq, self._samples)
         now = self._now()
         if self._first_audio is None:
@@ -433,7 +509,9 @@ class Session:
             "tokens_per_s": r(positions / self._thinker_seconds) if self._thinker_seconds else None,
         }
         reason = "eos" if th.cursor.done else "max_new_tokens"
-        done = DoneEvent(self._text.text, self._reasoning.text, timings, reason)
+        if reason == "eos" and self._audio_end in ("max_audio_seconds", "audio_length"):
+            reason = self._audio_end  # the text ended, but a cap cut the speech
+        done = DoneEvent(self._text.text, self._reasoning.text, timings, reason, self._audio_end)
         self._release()
         self.done = True
         return [done]

@@ -270,6 +270,8 @@ class TalkerStream:
         self.logits: torch.Tensor | None = None  # (V,) logits of the last step
         self.done = False
         self.ended_with_eos = False
+        # The codec eos is allowed from this frame on (None: not yet; the caller's end rule sets it)
+        self.min_frames: int | None = 0
 
     def push(self, role: Role | int, hidden: torch.Tensor | None = None, embed: torch.Tensor | None = None) -> None:
         """Receive one thinker position: ``hidden`` and ``embed`` ``(H,)`` are read at RESPONSE positions only."""
@@ -288,6 +290,10 @@ class TalkerStream:
         self.thinker_done = True
         if not self.started:  # no response position at all: nothing to speak
             self.done = True
+
+    def stop(self) -> None:
+        """End the speech here (the caller's end rule: silence, a length bound); no eos was said."""
+        self.done = True
 
     @property
     def frame(self) -> int:
@@ -326,7 +332,11 @@ class TalkerStream:
         out = self.model.talker(inputs_embeds=x[None], position_ids=pos, cache=self.cache, use_cache=True)
         self.logits = out.logits[0, -1]
         self.steps += 1
-        tok = self._choose(self.logits, self.allowed[s % self.n])
+        allowed = self.allowed[s % self.n]
+        if s % self.n == 0 and (self.min_frames is None or self.frame < self.min_frames):
+            allowed = allowed.clone()
+            allowed[self.eos_id] = False  # too early to end the speech
+        tok = self._choose(self.logits, allowed)
         if tok == self.eos_id:
             self.done, self.ended_with_eos = True, True
             return None

@@ -45,7 +45,8 @@ class Answer(BaseModel):
     answer: str | None = Field(description="the number after 'The answer is' (else the last number), or null")
     response: str = Field(description="the spoken text")
     reasoning: str | None = Field(description="the silent reasoning (null unless show_reasoning)")
-    finish_reason: str
+    finish_reason: str = Field(description="eos | max_new_tokens | max_audio_seconds | audio_length (a cap cut the speech)")
+    audio_end: str | None = Field(None, description="why the speech ended: eos | silence | audio_length | max_audio_seconds")
     timings: dict[str, Any]
     sample_rate: int | None
     audio_seconds: float
@@ -327,7 +328,8 @@ async def answer(request: Request, rt: Runtime = Depends(runtime)) -> Answer:
     sr = rt.engine.sample_rate if q.options.audio else None
     data = b"".join(pcm)
     return Answer(request_id=job.id, answer=done["answer"], response=done["response"],
-                  reasoning=done["reasoning"], finish_reason=done["finish_reason"], timings=done["timings"],
+                  reasoning=done["reasoning"], finish_reason=done["finish_reason"],
+                  audio_end=done.get("audio_end"), timings=done["timings"],
                   sample_rate=sr, audio_seconds=round(len(data) / 2 / sr, 4) if sr else 0.0,
                   wav=base64.b64encode(_wav(data, sr)).decode("ascii") if sr else None)
 

@@ -7,6 +7,8 @@ params.yaml's ``formats`` and writes ``reports/compare/``:
                            and with its transcript), spoken words, response and reasoning tokens,
                            thinker positions and seconds to the first spoken token and the first audio,
                            audio gaps, decode tokens/s (table.json: {"columns": [...], "rows": [[...]]})
+    heard.json             per split and format, the spoken answers: ASR word recall of the TTS reference,
+                           the codec resynthesis and the talker, heard accuracy, audio length and level
     sweep.json             the TiS model at each speak:think ratio, think-first on the same questions
                            for reference (same shape; table.md shows it below the main table)
     accuracy_vs_words.png  splits.png  latency.png  sweep.png
@@ -58,6 +60,20 @@ SWEEP_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("ended (eos) %", "eos_rate", "pct"),
 )
 
+# What a listener hears (tasks/evaluate/intelligibility.py): the spoken answers of each split only.
+HEARD_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("spoken answers", "heard_n", "{:.0f}"),
+    ("ASR recall: TTS reference", "recall_reference", "{:.2f}"),
+    ("codec resynthesis", "recall_resynthesis", "{:.2f}"),
+    ("talker", "recall_talker", "{:.2f}"),
+    ("talker vs another answer (chance)", "recall_talker_chance", "{:.2f}"),
+    ("heard accuracy %", "heard_accuracy", "pct"),
+    ("written accuracy % (same answers)", "heard_written_accuracy", "pct"),
+    ("audio / reference length", "audio_length_ratio", "{:.2f}"),
+    ("talker level dBFS", "talker_dbfs", "{:.1f}"),
+    ("audio capped %", "audio_capped", "pct"),
+)
+
 
 def _cell(v: Any, how: str) -> Any:
     """The JSON value: a number rounded as printed (None when absent)."""
@@ -86,15 +102,17 @@ def load_reports(formats: Sequence[str], reports: Path = EVALUATE) -> tuple[dict
     return metrics, rows
 
 
-def table(metrics: dict[str, dict], splits: Sequence[str]) -> dict[str, list]:
+def table(metrics: dict[str, dict], splits: Sequence[str],
+          columns_spec: Sequence[tuple[str, str, str]] = COLUMNS) -> dict[str, list]:
     """``{"columns": [...], "rows": [[split, format, ...], ...]}`` per split (then overall) and format."""
-    columns = ["split", "format"] + [c for c, _, _ in COLUMNS]
+    columns = ["split", "format"] + [c for c, _, _ in columns_spec]
+    first = columns_spec[0][1]  # a split/format without this metric has no row
     rows = []
     for split in list(splits) + ["overall"]:
         for fmt, m in metrics.items():
-            if f"{split}/n" not in m:
+            if f"{split}/{first}" not in m:
                 continue
-            rows.append([split, LABELS.get(fmt, fmt)] + [_cell(m.get(f"{split}/{k}"), how) for _, k, how in COLUMNS])
+            rows.append([split, LABELS.get(fmt, fmt)] + [_cell(m.get(f"{split}/{k}"), how) for _, k, how in columns_spec])
     return {"columns": columns, "rows": rows}
 
 
@@ -141,11 +159,18 @@ def run(p: Params, reports: Path = EVALUATE, out_dir: Path = OUT) -> StageResult
           + markdown(main, [h for _, _, h in COLUMNS])
           + "\nAccuracy as AudioBench scores it; positions count thinker positions (control tokens included) "
             "from the first generated one; seconds are wall time on this machine.\n")
+    heard = table(metrics, splits, HEARD_COLUMNS)
+    if heard["rows"]:
+        md += ("\n### Heard: what an offline ASR hears of the spoken answers\n\n"
+               + markdown(heard, [h for _, _, h in HEARD_COLUMNS])
+               + "\nWord recall of pocketsphinx (LM of the training responses) against the response's words; heard "
+                 "accuracy scores the talker transcript with its spoken numbers turned into digits (text2num), as "
+                 "AudioBench scores the written answer; audio capped: a length cap, not the end of speech, ended it.\n")
     if sw["rows"]:
         md += (f"\n### speak:think sweep (TiS trained at {', '.join(trained)}; the first "
                f"{p.evaluate.sweep_per_split} questions of each split)\n\n" + markdown(sw, [h for _, _, h in SWEEP_COLUMNS]))
     files = [write_text(out_dir / "table.md", md), write_json(out_dir / "table.json", main),
-             write_json(out_dir / "sweep.json", sw)]
+             write_json(out_dir / "sweep.json", sw), write_json(out_dir / "heard.json", heard)]
     pngs = [plots.accuracy_vs_words(metrics, splits, out_dir / "accuracy_vs_words.png"),
             plots.split_bars(metrics, splits, out_dir / "splits.png", "Spoken-MQA per split: TiS against think-first"),
             plots.latency(rows, out_dir / "latency.png", "Latency per answer: TiS against think-first"),
@@ -154,7 +179,8 @@ def run(p: Params, reports: Path = EVALUATE, out_dir: Path = OUT) -> StageResult
     flat: dict[str, Any] = {}
     for fmt, m in metrics.items():
         for k in ("accuracy", "audio_accuracy", "text_accuracy", "spoken_words", "positions_to_first_text",
-                  "seconds_to_first_audio"):
+                  "seconds_to_first_audio", "heard_accuracy", "recall_reference", "recall_resynthesis", "recall_talker",
+                  "audio_length_ratio", "audio_capped"):
             if f"overall/{k}" in m:
                 flat[f"{fmt}/{k}"] = m[f"overall/{k}"]
     if "tis" in metrics and "think_first" in metrics:

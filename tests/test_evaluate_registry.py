@@ -58,7 +58,8 @@ def test_a_benchmark_defined_in_a_test_reaches_the_stage(countdown):
     assert jobs and all(isinstance(j, Job) and j.scoring == "exact_number" for j in jobs)
     # think-first has no speak:think ratio: no sweep jobs, its main ratio empty.
     tf, _ = make_jobs(p, "think_first", items)
-    assert len(tf) == sum(len(v) for v in items.values()) and all(j.ratio == "" for j in tf)
+    asked = len(p.evaluate.inputs) * sum(len(v) for v in items.values())  # each question once per input
+    assert len(tf) == asked and all(j.ratio == "" for j in tf)
     assert len(jobs) > len(tf) and {j.ratio for j in jobs} >= {"2:8"}
 
 

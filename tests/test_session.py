@@ -202,7 +202,10 @@ def test_trained_model_writes_structure_and_ends(trained):
 def test_session_audio_equals_whole_sequence_talker(trained, fmt, temperature):
     engine, questions, _ = trained
     model, codec, ids = engine.model, engine.codec, engine.ids
-    opts = Options(fmt=fmt, temperature=temperature, seed=3, max_new_tokens=160, max_audio_seconds=4.0)
+    # The end rules (length bound, end silence) are the session's, not the talker's: off here.
+    opts = Options(fmt=fmt, temperature=temperature, seed=3, max_new_tokens=160, max_audio_seconds=4.0,
+                   talker_temperature=temperature, audio_bound=None, end_silence_seconds=None,
+                   min_speech=None)
     session = engine.session(text=questions[1], options=opts)
     events = events_of(session)
     done = events[-1]
@@ -403,6 +406,7 @@ def test_text_deltas_with_a_scripted_thinker(trained, monkeypatch):
     (dict(max_new_tokens=0), "max_new_tokens"), (dict(temperature=-0.1), "temperature"),
     (dict(seed=-1), "seed"), (dict(speak=2.5), "integer"), (dict(audio="yes"), "audio"),
     (dict(max_audio_seconds=0), "max_audio_seconds"), (dict(talker_temperature=-1), "talker_temperature"),
+    (dict(audio_bound=0), "audio_bound"), (dict(min_speech=0), "min_speech"), (dict(end_silence_seconds=-1), "end_silence_seconds"),
 ])
 def test_options_validation(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -457,3 +461,105 @@ def test_load_from_checkpoint_dir_and_warmup(trained, tmp_path):
         events_of(engine.session(text=q, options=opts)))
     with pytest.raises(FileNotFoundError, match="model checkpoint"):
         Engine.load(tmp_path / "nope")
+
+
+# --- the spoken answer ends with the answer and is not silent ----------------------------------------
+
+
+def _speech(events):
+    from models.wave import from_pcm16
+
+    return from_pcm16(b"".join(e.pcm16 for e in events if isinstance(e, AudioEvent)))
+
+
+@pytest.mark.parametrize("fmt", ["tis", "think_first"])
+def test_normal_answer_is_speech_that_ends_by_itself(trained, fmt):
+    """A normal question with the default options: the audio is not silence, a cap did not cut it (the
+    cap here is far beyond the 1.6 s the talker was trained on), and it lasts at most twice that."""
+    engine, questions, _ = trained
+    # min_speech off: this talker learnt 1.6 s of synthetic voice per response whatever its text, so the
+    # text-based minimum (calibrated on TTS speech) does not fit it; the next tests check that rule.
+    for q in questions:
+        events = events_of(engine.session(text=q, options=Options(fmt=fmt, max_new_tokens=160, max_audio_seconds=20.0,
+                                                                  min_speech=None)))
+        done, wave = events[-1], _speech(events)
+        assert isinstance(done, DoneEvent) and done.finish_reason == "eos", done
+        assert done.audio_end in ("eos", "silence"), done  # the speech ended, no cap cut it
+        assert np.any(wave) and 20 * np.log10(np.sqrt(np.mean(wave**2))) > -40  # speech, not digital zeros
+        assert len(wave) / 16000 <= 2 * 1.6 + 0.5, (len(wave) / 16000, done.audio_end)
+
+
+def test_caps_say_so_in_finish_reason(trained):
+    from models.session import AUDIO_SLACK_S, speaking_seconds
+
+    engine, questions, _ = trained
+    capped = events_of(engine.session(text=questions[0], options=Options(max_new_tokens=160, max_audio_seconds=0.3)))[-1]
+    assert capped.finish_reason == capped.audio_end == "max_audio_seconds"
+    assert capped.timings["audio_seconds"] <= 0.3 + 0.02
+    # A talker that never ends: the response-length bound stops it ("audio_length"), and says so.
+    s = engine.session(text=questions[0], options=Options(max_new_tokens=160, max_audio_seconds=20.0,
+                                                          audio_bound=0.1, end_silence_seconds=None))
+    s._start()
+    s._talker.allowed[:, engine.model.talker.codec_eos_token] = False  # the talker cannot end by itself
+    bounded = events_of(s)[-1]
+    budget = 0.1 * speaking_seconds(bounded.response) + AUDIO_SLACK_S
+    assert bounded.finish_reason == bounded.audio_end == "audio_length", bounded
+    # The bound applies once the thinker has ended (until then the talker is paced by its positions,
+    # one frame each): it stops at the first frame past both.
+    paced = bounded.timings["thinker_positions"] / engine.codec.frame_rate
+    assert bounded.timings["audio_seconds"] <= max(budget, paced) + 0.15, (budget, paced)
+    text_only = events_of(engine.session(text=questions[0], options=Options(audio=False, max_new_tokens=40)))[-1]
+    assert text_only.audio_end is None
+
+
+def test_silence_ends_the_speech(trained):
+    """A codec whose every frame decodes to digital silence: the session stops the talker once the
+    response has been read and the silence lasts END_SILENCE_S (or 2x that anywhere), instead of
+    running to the cap."""
+    from models.session import END_SILENCE_S, Engine
+
+    engine, questions, _ = trained
+    codec = copy.copy(engine.codec)
+    codec._synthesize = lambda codes: np.zeros(len(codes) * codec.hop)
+    mute = Engine(engine.model, engine.tokenizer, codec)
+    s = mute.session(text=questions[0], options=Options(max_new_tokens=160, max_audio_seconds=20.0,
+                                                        audio_bound=None))
+    s._start()
+    s._talker.allowed[:, engine.model.talker.codec_eos_token] = False
+    done = events_of(s)[-1]
+    assert done.audio_end == "silence" and done.finish_reason == "eos", done
+    assert done.timings["audio_seconds"] <= 2 * END_SILENCE_S + 0.5  # stuck in a pause from the start
+
+
+def test_trailing_silence_counts_quiet_windows():
+    from models.session import trailing_silence
+
+    loud = 0.1 * np.sin(np.arange(1600) / 3.0)
+    assert trailing_silence(loud, 16000) == 0
+    assert trailing_silence(np.concatenate([loud, np.zeros(800)]), 16000) == 800
+    assert trailing_silence(np.zeros(480), 16000, run=1000) == 1480  # silence continues across chunks
+    assert trailing_silence(np.concatenate([np.zeros(480), loud]), 16000, run=1000) == 0
+    assert trailing_silence(np.full(1600, 1e-4), 16000) == 1600  # -80 dBFS is silence
+
+
+def test_talker_may_not_end_before_the_response_is_said(trained):
+    """A talker that says eos as soon as it may (as one trained 160 steps did, after 0.1 s): the eos
+    waits for the text eos and MIN_SPEECH x the response's speaking time."""
+    from models.session import MIN_SPEECH, speaking_seconds
+
+    engine, questions, _ = trained
+
+    def eager(opts):
+        s = engine.session(text=questions[0], options=opts)
+        s._start()
+        t = s._talker
+        t._choose = lambda logits, allowed: t.eos_id if bool(allowed[t.eos_id]) else int(allowed.nonzero()[0])
+        return events_of(s)[-1]
+
+    done = eager(Options(max_new_tokens=160, max_audio_seconds=20.0))
+    assert done.audio_end == "eos" and done.finish_reason == "eos"
+    least = MIN_SPEECH * speaking_seconds(done.response)
+    read = done.timings["thinker_positions"] / engine.codec.frame_rate  # >= the response the talker reads
+    assert least > 1.0 and least - 0.05 <= done.timings["audio_seconds"] <= max(least, read) + 0.2, (least, done.timings)
+    early = eager(Options(max_new_tokens=160, max_audio_seconds=20.0, min_speech=None))
+    assert early.timings["audio_seconds"] < 0.5 * done.timings["audio_seconds"]  # the rule is what held it

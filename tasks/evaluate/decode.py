@@ -131,6 +131,7 @@ def answer(engine, job: Job) -> tuple[dict[str, Any], bytes]:
         "correct": bool(done) and scorer(job.scoring)(response, job.answer, job.split),
         "response": response, "reasoning": done.reasoning if done else "",
         "spoken_words": spoken_words(response), "finish_reason": done.finish_reason if done else "error",
+        "audio_end": done.audio_end if done else None,
         "spoken": job.speak_answer, "max_audio_seconds": job.max_audio_seconds if job.speak_answer else None,
         "audio_sample_rate": audio_sr or None, "wav": "", "error": error, "timings": timings,
     }

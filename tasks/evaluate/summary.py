@@ -58,7 +58,8 @@ def group_metrics(rows: Sequence[dict]) -> dict[str, float | int | None]:
         "correct": correct,
         "accuracy": round(correct / n, 4),
         "no_answer": round(sum(r["extracted"] is None for r in rows) / n, 4),
-        "eos_rate": round(sum(r["finish_reason"] == "eos" for r in rows) / n, 4),
+        # the thinker ended its answer (a cap on the audio alone does not count against it)
+        "eos_rate": round(sum(r["finish_reason"] in ("eos", "max_audio_seconds", "audio_length") for r in rows) / n, 4),
         "errors": sum(bool(r["error"]) for r in rows),
         "spoken_words": _mean(r["spoken_words"] for r in rows),
     })

@@ -120,6 +120,7 @@ def run(p: Params, fmt: str = "tis", tracker=None, *, model_dir: Path | None = N
     from models.wave import from_pcm16
     from tasks.core.checkpoint import latest
     import tasks.evaluate.plots as plots
+    import tasks.evaluate.intelligibility as intelligibility
     from tasks.evaluate.decode import decode
     from tasks.evaluate.summary import summarize
 
@@ -139,16 +140,20 @@ def run(p: Params, fmt: str = "tis", tracker=None, *, model_dir: Path | None = N
     wants_audio = any(j.speak_answer for j in jobs)
     rows: list[dict] = []
     wavs: list[tuple[str, bytes, int]] = []
+    pcms: dict[int, tuple[bytes, int]] = {}  # row index -> spoken answer, for the intelligibility chain
     for row, pcm in decode(jobs, ckpt, codec_dir if wants_audio else None, workers=e.ray_workers,
                            what=f"evaluate@{fmt}", engine=engine):
         if pcm and not row["sweep"] and row["input"] == e.inputs[0]:
             row["wav"] = f"wavs/{_wav_name(row['id'])}"
             wavs.append((row["wav"], pcm, row["audio_sample_rate"]))
+            pcms[len(rows)] = (pcm, row["audio_sample_rate"])
         rows.append(row)
     if rows and all(r["error"] for r in rows):
         raise RuntimeError(f"every answer failed; the first error: {rows[0]['error']}")
     main_ratio = f"{p.schedule.speak}:{p.schedule.think}" if format_info(fmt).ratio else ""
     metrics: dict[str, Any] = summarize(rows, list(items), sweep_ids, main_ratio, inputs=e.inputs)
+    # What a listener hears: ASR of the reference, codec resynthesis and talker speech (intelligibility.py)
+    metrics.update(intelligibility.assess(rows, pcms, data_dir or DATA, codec_dir, out / "listen"))
     seconds = round(time.time() - t0, 1)
     metrics.update({"evaluate/seconds": seconds, "evaluate/answers": len(rows)})
 
@@ -172,7 +177,8 @@ def run(p: Params, fmt: str = "tis", tracker=None, *, model_dir: Path | None = N
                f"{m.get('overall/seconds_to_first_audio', float('nan')):.3f} s; {len(rows)} answers in {seconds:.0f} s")
     return StageResult(
         metrics, summary,
-        artifacts=[(f, "plots") for f in pngs] + [(preds, "predictions"), (out / "wavs", "wavs")],
+        artifacts=[(f, "plots") for f in pngs] + [(preds, "predictions"), (out / "wavs", "wavs")]
+        + ([(out / "listen", "listen")] if (out / "listen").is_dir() else []),
         tables={"predictions.json": [_flat(r) for r in rows]},
         tags={"benchmark": e.benchmark, "benchmark_digest": bench_digest, "checkpoint": str(ckpt), "input": e.inputs[0],
               "inputs": ",".join(e.inputs)})
