@@ -386,7 +386,7 @@ def test_64_concurrent_streams_get_clear_backpressure(server):
     """64 streams against max_active 4 + max_queue 32: every one is answered or refused with a JSON 503
     and a Retry-After from the measured queue; the server stays healthy. Four long answers take the
     slots first (so the line cannot drain during the burst however loaded the machine is), then 60
-    short ones come at once."""
+    more come at once."""
     n, slots = 64, SERVE["max_active"]
     before = health(server)
     results: list = [None] * n
@@ -394,9 +394,10 @@ def test_64_concurrent_streams_get_clear_backpressure(server):
     def one(i, barrier=None):
         if barrier is not None:
             barrier.wait()
-        long = i < slots
+        # Every answer may run to the service's cap: a burst of short ones drains as fast as it arrives
+        # when the model happens to end its answers early (seen in CI), and never fills the line.
         results[i] = post_stream(server, json_body={"text": f"What is {i} plus 1?", "options": {
-            "max_new_tokens": SERVE["max_new_tokens"] if long else 6, "audio": False}}, headers=AUTH, timeout=180)
+            "max_new_tokens": SERVE["max_new_tokens"], "audio": False}}, headers=AUTH, timeout=180)
 
     first = [threading.Thread(target=one, args=(i,)) for i in range(slots)]
     for t in first:

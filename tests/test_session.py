@@ -75,7 +75,7 @@ def trained(tokenizer, tiny_model):
                            for l in both])
     audio = collate_features(feats + feats)
     opt = torch.optim.AdamW(model.thinker.parameters(), lr=4e-3)
-    for _ in range(100):
+    for _ in range(200):  # the scratchpad traces are longer than one-line ones: 100 steps left think-first unsure
         logits = model.thinker(input_ids=x, attention_mask=am, **audio).logits
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                                                  ignore_index=-100)
