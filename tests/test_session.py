@@ -283,7 +283,9 @@ def test_work_per_step_is_bounded(trained):
     ends, one frame per step (so a caller interleaving sessions is never stuck in one)."""
     engine, questions, _ = trained
     n = engine.codec.codebooks
-    s = engine.session(text=questions[0], options=Options(max_new_tokens=60, max_audio_seconds=3.0))
+    # The end rules off (no length bound, no silence end, no early eos): the talker runs to its 3 s cap.
+    s = engine.session(text=questions[0], options=Options(max_new_tokens=60, max_audio_seconds=3.0, audio_bound=None,
+                                                          end_silence_seconds=None, min_speech=100.0))
     steps_after = 0
     while not s.done:
         thinking, before = s.thinking, s.talker_steps
