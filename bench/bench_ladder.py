@@ -183,7 +183,8 @@ def run_rung(rung: str, task: str, trace_style: str, args, work: Path) -> dict:
 
     name, stage, fmt, form = RUNGS[rung]
     sp = {"steps": args.steps, "batch_size": args.batch, "lr": args.lr, "warmup_steps": 20, "max_len": 640}
-    no_probe = {"probe_every": 0, "probe_problems": 0}
+    # The held-out probe (tasks/core/probe.py) on the validation rows (held-out problems): a curve in the log.
+    no_probe = {"probe_every": args.probe_every, "probe_problems": 32 if args.probe_every else 0}
     # Rung d: every text prompt says its numbers in words (as a transcript does), in training and here.
     words = 1.0 if form == "words" else 0.0
     overrides = {"seed": args.seed,
@@ -252,6 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--test", type=int, default=200)
     ap.add_argument("--max-new", type=int, default=160)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--probe-every", type=int, default=0, help="held-out probe every N steps of the TiS stages (0: off)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--dims", default="", help="JSON overrides of model.tiny, e.g. '{\"hidden_size\": 256}'")
     ap.add_argument("--out", default="", help="JSON path (default bench/results/ladder-<task>.json)")

@@ -610,7 +610,7 @@ class MimiCodec(Codec):
             )
         from transformers import MimiModel
 
-        model = MimiModel.from_pretrained(str(p), local_files_only=True)
+        model = MimiModel.from_pretrained(str(p), local_files_only=True, use_kernels=False)
         return cls(model, n_codebooks, str(p))
 
     def encode(self, wave: np.ndarray, sr: int) -> np.ndarray:

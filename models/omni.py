@@ -212,7 +212,7 @@ def load_pretrained(source: str, tokenizer, dtype: str = "auto", local_files_onl
         local_files_only = is_local or os.environ.get("HF_HUB_OFFLINE") == "1"
     torch_dtype = {"auto": "auto", "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     model = Qwen2_5OmniForConditionalGeneration.from_pretrained(
-        str(p) if is_local else source, dtype=torch_dtype, local_files_only=local_files_only
+        str(p) if is_local else source, dtype=torch_dtype, local_files_only=local_files_only, use_kernels=False
     )
     resize_for_tokenizer(model, tokenizer)
     sp = special_ids(tokenizer)
@@ -239,7 +239,10 @@ def load_checkpoint(ckpt_dir: str | Path, dtype=None):
             "stage's step directory, e.g. checkpoints/talker/tis/step-00000080"
         )
     quiet_transformers()
-    model = Qwen2_5OmniForConditionalGeneration.from_pretrained(str(d / "model"), dtype=dtype or torch.float32)
+    # use_kernels=False: transformers 5 otherwise swaps layers for hub kernels on CUDA, fetching them from the
+    # hub at the first model.train()/eval() -- a crash offline ("could not verify publisher trust status").
+    model = Qwen2_5OmniForConditionalGeneration.from_pretrained(str(d / "model"), dtype=dtype or torch.float32,
+                                                                use_kernels=False)
     spk = d / "model" / "spk_dict.pt"
     if spk.exists():  # token2wav's speakers: saved by save(), not restored by from_pretrained
         model.load_speakers(str(spk))

@@ -94,3 +94,20 @@ def test_saved_tiny_checkpoint_loads_through_the_real_checkpoint_path(tokenizer,
     assert out.shape[1] == prompt.shape[1] + 4
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_pretrained("./no/such/dir", tok)
+
+
+def test_loaded_checkpoints_never_reach_for_hub_kernels(tokenizer, tiny_model, tmp_path):
+    """transformers 5 turns on hub kernels in from_pretrained by default; on a GPU the first train()/eval()
+    then downloads kernels from the hub (offline: a crash). Both loaders keep them off, so no layer is
+    swapped and nothing is fetched, on any device."""
+    from models.omni import load_checkpoint, load_pretrained, save
+
+    save(tiny_model, tmp_path / "ckpt" / "model")
+    tokenizer.save_pretrained(tmp_path / "ckpt" / "tokenizer")
+    m, _ = load_checkpoint(tmp_path / "ckpt")
+    m2 = load_pretrained(str(tmp_path / "ckpt" / "model"), tokenizer)
+    for model in (m, m2):
+        assert model.use_kernels is False
+        model.train()
+        model.eval()
+        assert model.use_kernels is False
