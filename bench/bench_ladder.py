@@ -60,23 +60,38 @@ def make_problem(rng: random.Random, task: str, trace_style: str) -> dict:
             "response": f"{a} {WORD[op]} {b} is {v}. The answer is {v}.", "answer": str(v), "key": (a, b)}
 
 
-def builtin_problems(n_train: int, n_test: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """The pipeline's own generator (all four kinds, scratchpad traces); held-out problems from other
-    seeds and never a question of the training set, as the proxy benchmark draws them."""
+def kind_cycle(spec: str) -> tuple[str, ...]:
+    """``"short_digit:3,single_step:1"`` -> the generator's kind cycle (each kind repeated by its weight)."""
+    from tasks.synth.builtin import KINDS
+
+    if not spec:
+        return KINDS
+    out = []
+    for part in spec.split(","):
+        name, _, w = part.partition(":")
+        out += [name.strip()] * int(w or 1)
+    return tuple(out)
+
+
+def builtin_problems(n_train: int, n_test: int, seed: int, kinds: str = "") -> tuple[list[dict], list[dict]]:
+    """The pipeline's own generator (scratchpad traces; training kinds weighted by ``kinds``, held-out
+    problems always all four kinds alike); held-out problems from other seeds and never a question of the
+    training set, as the proxy benchmark draws them."""
     from tasks.synth.builtin import generate_problems
 
     as_dict = lambda p: {"question": p.question, "reasoning": p.reasoning, "response": p.response,  # noqa: E731
                          "answer": p.answer, "kind": p.kind}
-    train = [as_dict(p) for p in generate_problems(n_train, seed=seed)]
+    train = [as_dict(p) for p in generate_problems(n_train, seed=seed, kinds=kind_cycle(kinds))]
     seen = {p["question"] for p in train}
     test = [as_dict(p) for p in generate_problems(n_test * 2, seed=seed + 7919) if p.question not in seen][:n_test]
     return train, test
 
 
-def problems(task: str, n_train: int, n_test: int, seed: int, trace_style: str) -> tuple[list[dict], list[dict]]:
+def problems(task: str, n_train: int, n_test: int, seed: int, trace_style: str,
+             kinds: str = "") -> tuple[list[dict], list[dict]]:
     """Disjoint train and held-out problems (no (a, b) pair in both)."""
     if task == "builtin":
-        return builtin_problems(n_train, n_test, seed)
+        return builtin_problems(n_train, n_test, seed, kinds)
     rng = random.Random(seed)
     test, keys = [], set()
     while len(test) < n_test:
@@ -203,7 +218,7 @@ def run_rung(rung: str, task: str, trace_style: str, args, work: Path) -> dict:
     model = build_tiny(p.model.tiny, tok, seed=p.seed)
     save(model, init / "model")
     tok.save_pretrained(str(init / "tokenizer"))
-    train_p, test_p = problems(task, args.train, args.test, args.seed, trace_style)
+    train_p, test_p = problems(task, args.train, args.test, args.seed, trace_style, args.kinds)
     data = d / "data"
     spoken = form == "audio"
     (data / "audio").mkdir(parents=True, exist_ok=True)
@@ -234,7 +249,7 @@ def run_rung(rung: str, task: str, trace_style: str, args, work: Path) -> dict:
     per_kind = shown.pop()["per_kind"] if shown and "per_kind" in shown[-1] else {}
     return {"per_kind": per_kind, "rung": rung, "name": name, "task": task, "trace": trace_style, "format": fmt, "input": form,
             "stages": stages, "accuracy": round(acc, 4), "train_seconds": round(seconds, 1),
-            "tts_seconds": round(tts_s, 1), "steps": args.steps, "batch": args.batch, "lr": args.lr,
+            "tts_seconds": round(tts_s, 1), "steps": args.steps, "batch": args.batch, "lr": args.lr, "kinds": args.kinds,
             "examples_seen": args.steps * args.batch, "train_problems": args.train, "held_out": args.test,
             "losses": history, "examples": shown}
 
@@ -253,6 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--test", type=int, default=200)
     ap.add_argument("--max-new", type=int, default=160)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kinds", default="", help="builtin: training kinds and weights, e.g. short_digit:3,single_step:3,"
+                    "long_digit:1,multi_step:1 (held-out problems: all four alike)")
     ap.add_argument("--probe-every", type=int, default=0, help="held-out probe every N steps of the TiS stages (0: off)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--dims", default="", help="JSON overrides of model.tiny, e.g. '{\"hidden_size\": 256}'")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -141,3 +142,27 @@ def test_compare_names_the_missing_run(reports, tmp_path):
     (reports / "think_first" / "metrics.json").unlink()
     with pytest.raises(FileNotFoundError, match="python -m tasks.evaluate --format think_first"):
         load_reports(["tis", "think_first"], reports)
+
+
+def test_compare_table_reaches_mlflow(reports, tmp_path, caplog):
+    """The compare stage's table is logged to MLflow as a table (the pipeline once logged "could not log
+    table compare.json to MLflow"): through a real SQLite store, no warning, the rows come back."""
+    import logging
+
+    import mlflow
+
+    from tasks.core.tracking import Tracker
+
+    p = load_params(overrides={"evaluate": {"splits": ["short_digit", "long_digit"]}})
+    res = run(p, reports=reports, out_dir=tmp_path / "compare")
+    rows = res.tables["compare.json"]
+    assert any(v is None for r in rows for v in r.values())  # empty cells: the case that must not break it
+    rows = [{**rows[0], "per kind": {"short_digit": 0.5}}, *rows[1:]]  # and a non-scalar cell
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("compare-table")
+    with caplog.at_level(logging.WARNING), mlflow.start_run() as r:
+        Tracker(r).table(rows, "compare.json")
+    assert not [m for m in caplog.messages if "could not log table" in m], caplog.messages
+    logged = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=r.info.run_id, artifact_path="compare.json",
+                                                                 dst_path=str(tmp_path / "dl"))).read_text())
+    assert len(logged["data"]) == len(rows) and "accuracy %" in logged["columns"]
