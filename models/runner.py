@@ -1,0 +1,274 @@
+"""The model runner: the thinker's and the talker's forward passes for many sessions at once, over
+slot-indexed KV caches, and the one sampler both of them use.
+
+A ``SlotLM`` is one decoder stack (the thinker's or the talker's) with a preallocated cache
+``(layers, slots, kv_heads, capacity, head_dim)`` for keys and one for values. A request holds a slot
+(``acquire``) for its whole life; ``forward(slots, ...)`` runs ``T`` new positions of every listed slot
+in ONE forward: slot ``s`` writes its keys at ``lengths[s] .. lengths[s] + T - 1`` and its queries see
+the keys ``0 .. own position`` of their own slot only (a per-row mask), with per-row rope positions
+equal to the cache index (the 1-D positions ``models.losses.positions`` gives training). ``free(slot)``
+zeroes the slot and returns it to the pool; the next request in that slot starts from nothing.
+Capacity grows (doubling) as the longest slot needs it, up to ``max_len``; the slot count grows up to
+``max_slots``.
+
+The model's own modules run the forward (HF's decoder layers and attention; this module supplies
+the cache, the 4-D mask and the positions), so what a batch computes is what a batch of one computes,
+up to float rounding.
+
+``sample`` is the vectorised sampler: per row temperature (0 = greedy), top-k, top-p and a
+``torch.Generator``; a row draws one uniform number from its own generator per sampled token, so a
+request's tokens depend on its seed only, never on who else is in the batch.
+
+    runner = Runner(model, slots=16)
+    slot = runner.thinker.acquire()
+    h = runner.thinker.forward([slot], input_ids=torch.tensor([prompt]))      # (1, T, H) prefill
+    h = runner.thinker.forward([s0, s1, s2], input_ids=next_ids[:, None])     # (3, 1, H) one step each
+    logits = runner.thinker.logits(h[:, -1])                                  # (3, V)
+    tok = sample(logits, [SamplingParams(0.8, top_k=40, generator=g), ...], allowed=mask)
+    runner.thinker.free(slot)
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+class SlotsFull(RuntimeError):
+    """Every slot is taken and the pool is at ``max_slots``."""
+
+
+class _CacheView:
+    """What HF attention layers see as the cache during one ``SlotLM.forward``: ``update`` writes the
+    new keys/values of the batch's rows into their slots and returns their keys/values ``(B, kvh,
+    kv_len, hd)``."""
+
+    def __init__(self, lm: "SlotLM", rows: torch.Tensor, write: torch.Tensor, kv_len: int, span: slice | None):
+        self.lm, self.rows, self.write, self.kv_len, self.span = lm, rows, write, kv_len, span
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        k, v = self.lm.k[layer_idx], self.lm.v[layer_idx]  # (S, kvh, cap, hd)
+        # Advanced indices in dims 0 and 2 around a slice: the indexed view is (B, T, kvh, hd).
+        idx = (self.rows[:, None], slice(None), self.write)
+        k[idx] = key_states.transpose(1, 2).to(k.dtype)
+        v[idx] = value_states.transpose(1, 2).to(v.dtype)
+        if self.span is not None:  # the rows are consecutive slots: a view, no gather
+            return k[self.span, :, : self.kv_len], v[self.span, :, : self.kv_len]
+        return k[self.rows, :, : self.kv_len], v[self.rows, :, : self.kv_len]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.kv_len
+
+
+class SlotLM:
+    """One decoder stack over slot-indexed KV caches (see the module docstring).
+
+    ``body``: the HF module that takes ``input_ids``/``inputs_embeds``, ``position_ids`` (3, B, T),
+    ``attention_mask`` and ``cache`` and returns ``last_hidden_state``; ``head``: hidden -> logits;
+    ``proj``: applied to ``inputs_embeds`` first (the talker's thinker-to-talker projection)."""
+
+    def __init__(self, body, head, config, *, slots: int = 8, max_slots: int = 256, max_len: int | None = None,
+                 capacity: int = 128, proj=None, float_logits: bool = False, name: str = "lm") -> None:
+        if slots < 1 or max_slots < slots:
+            raise ValueError(f"need 1 <= slots <= max_slots, got slots={slots} max_slots={max_slots}")
+        types = set(getattr(config, "layer_types", None) or ["full_attention"])
+        if types != {"full_attention"}:
+            raise ValueError(f"{name}: only full-attention layers are supported, the config has {sorted(types)}")
+        self.body, self.head, self.proj, self.name = body, head, proj, name
+        self.float_logits = float_logits
+        p = next(head.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.layers = config.num_hidden_layers
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.max_len = int(max_len or config.max_position_embeddings)
+        self.max_slots = max_slots
+        cap = min(capacity, self.max_len)
+        shape = (self.layers, slots, self.kv_heads, cap, self.head_dim)
+        self.k = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.v = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.lengths = [0] * slots  # positions held per slot
+        self._free = list(range(slots - 1, -1, -1))  # a stack: the lowest slot is handed out first
+        self._later: list[int] = []  # slots to free on the next acquire (freed from another thread)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_thinker(cls, thinker, **kw) -> "SlotLM":
+        """The thinker: ``thinker.model`` (audio features merge there at prefill) and ``lm_head``."""
+        return cls(thinker.model, thinker.lm_head, thinker.config.text_config, name="thinker", **kw)
+
+    @classmethod
+    def for_talker(cls, talker, **kw) -> "SlotLM":
+        """The talker: inputs are thinker-width embeddings through ``thinker_to_talker_proj``; float logits."""
+        return cls(talker.model, talker.codec_head, talker.config, proj=talker.thinker_to_talker_proj,
+                   float_logits=True, name="talker", **kw)
+
+    # -- slots ------------------------------------------------------------------------------------
+    @property
+    def slots(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[3]
+
+    @property
+    def in_use(self) -> int:
+        return self.slots - len(self._free)
+
+    def acquire(self) -> int:
+        """A free slot (empty); grows the pool when none is free. Raises ``SlotsFull`` at ``max_slots``."""
+        while self._later:
+            self.free(self._later.pop())
+        with self._lock:
+            if not self._free:
+                if self.slots >= self.max_slots:
+                    raise SlotsFull(f"{self.name}: all {self.slots} slots are in use (max_slots); close finished "
+                                    "sessions or raise max_slots")
+                self._grow(slots=min(self.max_slots, 2 * self.slots))
+            return self._free.pop()
+
+    def free(self, slot: int) -> None:
+        """Zero ``slot`` and return it to the pool (idempotent)."""
+        with self._lock:
+            if not 0 <= slot < self.slots:
+                raise ValueError(f"{self.name}: no slot {slot} (the pool has {self.slots})")
+            if slot in self._free:
+                return
+            n = self.lengths[slot]
+            with torch.no_grad():
+                self.k[:, slot, :, :n].zero_()
+                self.v[:, slot, :, :n].zero_()
+            self.lengths[slot] = 0
+            self._free.append(slot)
+
+    def free_later(self, slot: int) -> None:
+        """Free ``slot`` at the next ``acquire`` (safe from any thread, e.g. a garbage collector's
+        finalizer, while another thread runs a forward)."""
+        self._later.append(slot)
+
+    def _grow(self, *, slots: int | None = None, capacity: int | None = None) -> None:
+        s, cap = slots or self.slots, capacity or self.capacity
+        with torch.inference_mode(False), torch.no_grad():  # plain tensors: free() may run outside inference mode
+            self._realloc(s, cap)
+
+    def _realloc(self, s: int, cap: int) -> None:
+        k = torch.zeros((self.layers, s, self.kv_heads, cap, self.head_dim), dtype=self.dtype, device=self.device)
+        v = torch.zeros_like(k)
+        k[:, : self.slots, :, : self.capacity] = self.k
+        v[:, : self.slots, :, : self.capacity] = self.v
+        if s > self.slots:
+            self._free = list(range(s - 1, self.slots - 1, -1)) + self._free
+            self.lengths += [0] * (s - self.slots)
+        self.k, self.v = k, v
+
+    # -- forward ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def forward(self, slots: Sequence[int], *, input_ids: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None, **extra) -> torch.Tensor:
+        """Run ``T`` new positions of each listed slot in one forward; returns the last hidden states
+        ``(B, T, H)``. ``input_ids`` (B, T) or ``inputs_embeds`` (B, T, H_in); ``extra``: more body
+        inputs (the thinker's ``input_features`` at prefill)."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        x = input_ids if input_ids is not None else inputs_embeds
+        b, t = x.shape[:2]
+        slots = [int(s) for s in slots]
+        if len(slots) != b:
+            raise ValueError(f"{len(slots)} slots for a batch of {b} rows")
+        if len(set(slots)) != b:
+            raise ValueError(f"a slot may appear once per forward, got {slots}")
+        for s in slots:
+            if not 0 <= s < self.slots or s in self._free:
+                raise ValueError(f"{self.name}: slot {s} is not acquired")
+        starts = [self.lengths[s] for s in slots]
+        kv_len = max(starts) + t
+        if kv_len > self.max_len:
+            raise ValueError(f"{self.name}: a slot would hold {kv_len} positions, more than max_len={self.max_len}")
+        if kv_len > self.capacity:
+            cap = self.capacity
+            while cap < kv_len:
+                cap *= 2
+            self._grow(capacity=min(cap, self.max_len))
+        dev = self.device
+        pos = torch.tensor(starts, device=dev)[:, None] + torch.arange(t, device=dev)  # (B, T)
+        # (B, 1, T, kv_len): a query sees its own slot's keys up to its own position, nothing else.
+        mask = (torch.arange(kv_len, device=dev)[None, None, :] <= pos[:, :, None])[:, None]
+        consecutive = slots == list(range(slots[0], slots[0] + b))
+        span = slice(slots[0], slots[0] + b) if consecutive else None
+        cache = _CacheView(self, torch.tensor(slots, device=dev), pos, kv_len, span)
+        if inputs_embeds is not None and self.proj is not None:
+            inputs_embeds = self.proj(inputs_embeds)
+        out = self.body(input_ids=input_ids, inputs_embeds=inputs_embeds, position_ids=pos[None].expand(3, b, t),
+                        attention_mask={"full_attention": mask}, cache=cache, use_cache=True, **extra)
+        for s in slots:
+            self.lengths[s] += t
+        return out.last_hidden_state
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        out = self.head(hidden)
+        return out.float() if self.float_logits else out
+
+
+class Runner:
+    """The thinker's and the talker's ``SlotLM`` for one model (the talker's only when the model has one)."""
+
+    def __init__(self, model, *, slots: int = 16, max_slots: int = 256, thinker_max_len: int | None = None,
+                 talker_max_len: int | None = None) -> None:
+        self.model = model
+        self.thinker = SlotLM.for_thinker(model.thinker, slots=slots, max_slots=max_slots, max_len=thinker_max_len)
+        talker = getattr(model, "talker", None)
+        self.talker = None if talker is None else SlotLM.for_talker(talker, slots=slots, max_slots=max_slots,
+                                                                     max_len=talker_max_len)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """One row's sampling: ``temperature`` 0 is greedy; ``top_k`` 0 and ``top_p`` 1.0 are off."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0: off), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def sample(logits: torch.Tensor, params: Sequence[SamplingParams], allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """One token per row of ``logits`` (B, V) -> (B,) long. ``allowed`` (B, V) bool: ids a row may
+    take (the format's bans, the codebook's ids). Greedy rows take the argmax; sampled rows keep the
+    ``top_k`` most probable ids, then the smallest set whose probability reaches ``top_p``, and draw
+    by inverse CDF with one uniform number from their own generator."""
+    if logits.ndim != 2 or logits.shape[0] != len(params):
+        raise ValueError(f"logits {tuple(logits.shape)} must be (B, V) with B = {len(params)} rows of params")
+    scores = logits.float()
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    out = scores.argmax(-1)
+    rows = [i for i, p in enumerate(params) if p.temperature > 0]
+    if not rows:
+        return out
+    dev, v = scores.device, scores.shape[-1]
+    ps = [params[i] for i in rows]
+    temp = torch.tensor([p.temperature for p in ps], device=dev)
+    s, order = (scores[rows] / temp[:, None]).sort(dim=-1, descending=True, stable=True)  # (R, V)
+    probs = torch.softmax(s, -1)
+    k = torch.tensor([p.top_k or v for p in ps], device=dev)
+    keep = torch.arange(v, device=dev)[None] < k[:, None]
+    top_p = torch.tensor([p.top_p for p in ps], device=dev)
+    keep &= (probs.cumsum(-1) - probs) < top_p[:, None]  # the first id always stays
+    cdf = (probs * keep).cumsum(-1)
+    u = torch.stack([torch.rand((), generator=p.generator, device=p.generator.device if p.generator else "cpu")
+                     .to(dev) for p in ps])
+    j = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=v - 1)
+    out[rows] = order.gather(1, j)[:, 0]
+    return out
