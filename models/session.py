@@ -155,7 +155,7 @@ class Engine:
 
     @classmethod
     def load(cls, model_dir: str | Path, codec_dir: str | Path | None = None, device: str | None = None,
-             dtype: str = "auto") -> "Engine":
+             dtype: str = "auto", slots: int = 16) -> "Engine":
         """A checkpoint directory with ``model/`` and ``tokenizer/`` (e.g. a training stage's
         ``step-XXXXXXXX``), and optionally the codec stage's output directory."""
         import torch
@@ -176,7 +176,7 @@ class Engine:
             if not cfg.exists():
                 raise FileNotFoundError(f"no codec in {codec_dir} (no codec.json); pass the codec stage's output")
             codec = load_codec(f"{json.loads(cfg.read_text())['kind']}:{codec_dir}")
-        return cls(model, tokenizer, codec, device)
+        return cls(model, tokenizer, codec, device, slots=slots)
 
     def session(self, *, text: str | None = None, audio: tuple[np.ndarray, int] | None = None,
                 options: Options = Options()) -> "Session":
