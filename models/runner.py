@@ -121,8 +121,7 @@ class SlotLM:
 
     def acquire(self) -> int:
         """A free slot (empty); grows the pool when none is free. Raises ``SlotsFull`` at ``max_slots``."""
-        while self._later:
-            self.free(self._later.pop())
+        self.reclaim()
         with self._lock:
             if not self._free:
                 if self.slots >= self.max_slots:
@@ -144,6 +143,11 @@ class SlotLM:
                 self.v[:, slot, :, :n].zero_()
             self.lengths[slot] = 0
             self._free.append(slot)
+
+    def reclaim(self) -> None:
+        """Free the slots ``free_later`` queued (on the thread that runs the forwards)."""
+        while self._later:
+            self.free(self._later.pop())
 
     def free_later(self, slot: int) -> None:
         """Free ``slot`` at the next ``acquire`` (safe from any thread, e.g. a garbage collector's
@@ -174,6 +178,7 @@ class SlotLM:
         inputs (the thinker's ``input_features`` at prefill)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        self.reclaim()
         x = input_ids if input_ids is not None else inputs_embeds
         b, t = x.shape[:2]
         slots = [int(s) for s in slots]

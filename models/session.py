@@ -389,6 +389,8 @@ class Session:
 
         e, o = self.engine, self.options
         runner = e.runner
+        if runner.talker is not None:
+            runner.talker.reclaim()  # slots of sessions dropped without close()
         cursor = cursor_for(o.fmt, Schedule(o.speak, o.think), e.ids)
         slot = runner.thinker.acquire()
         self._thinker_slot = (runner.thinker, slot)
