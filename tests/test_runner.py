@@ -361,3 +361,29 @@ def test_runner_holds_both_stacks(tiny_model):
     assert r.thinker.slots == r.talker.slots == 2 and r.talker.float_logits
     with pytest.raises(ValueError, match="slots"):
         SlotLM.for_thinker(tiny_model.thinker, slots=0)
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+def test_evaluation_answers_in_batches_equal_one_at_a_time(engine):
+    """tasks.evaluate.decode.answers with batch 3 over 5 jobs (a place freed by a finished answer goes
+    to the next job) == each job answered alone, text, spoken answers and PCM included."""
+    from tasks.evaluate.decode import Job, answer, answers
+
+    def job(i, q, speak, n):
+        return Job(i, f"q{i}", "single_step_reasoning", q, "4", "tis" if i % 2 == 0 else "think_first", 2, 8, n,
+                   0.0, i, speak, 0.6, False, None, 0, input="text")
+
+    jobs = [job(i, q, i < 2, n) for i, (q, n) in enumerate(zip(QUESTIONS + QUESTIONS[:1], (20, 36, 12, 28, 16)))]
+    alone = [answer(engine, j) for j in jobs]
+    got = sorted(answers(engine, jobs, batch=3), key=lambda x: x[0])
+    assert [k for k, _, _ in got] == list(range(5))
+
+    def same(row):
+        return {k: v for k, v in row.items() if k != "timings"} | {
+            "timings": {k: v for k, v in row["timings"].items() if "seconds" not in k and k not in (
+                "tokens_per_s", "audio_gaps", "decode_batch")}}
+
+    for (row, pcm), (_, brow, bpcm) in zip(alone, got):
+        assert same(brow) == same(row) and bpcm == pcm
+        assert brow["timings"]["decode_batch"] == 3 and row["timings"]["decode_batch"] == 1
+    assert alone[0][1]  # a spoken answer (think-first may not reach its response in 36 positions)
