@@ -4,10 +4,12 @@ slot-indexed KV caches, and the one sampler both of them use.
 A ``SlotLM`` is one decoder stack (the thinker's or the talker's) with a preallocated cache
 ``(layers, slots, kv_heads, capacity, head_dim)`` for keys and one for values. A request holds a slot
 (``acquire``) for its whole life; ``forward(slots, ...)`` runs ``T`` new positions of every listed slot
-in ONE forward: slot ``s`` writes its keys at ``lengths[s] .. lengths[s] + T - 1`` and its queries see
-the keys ``0 .. own position`` of their own slot only (a per-row mask), with per-row rope positions
+in ONE forward: a slot holding ``n`` positions writes its keys at ``n .. n + T - 1`` and its queries
+see the keys ``0 .. own position`` of their own slot only (a per-row mask), with per-row rope positions
 equal to the cache index (the 1-D positions ``models.losses.positions`` gives training). ``free(slot)``
-zeroes the slot and returns it to the pool; the next request in that slot starts from nothing.
+zeroes the slot and returns it to the pool; the next request in that row starts from nothing. The rows
+in use stay packed at the bottom (a free moves the last one into the hole, as llama.cpp defragments its
+cache), so a batch of every active request reads its keys as one view instead of a gather.
 Capacity grows (doubling) as the longest slot needs it, up to ``max_len``; the slot count grows up to
 ``max_slots``.
 
@@ -90,9 +92,13 @@ class SlotLM:
         shape = (self.layers, slots, self.kv_heads, cap, self.head_dim)
         self.k = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.v = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        self.lengths = [0] * slots  # positions held per slot
-        self._free = list(range(slots - 1, -1, -1))  # a stack: the lowest slot is handed out first
-        self._later: list[int] = []  # slots to free on the next acquire (freed from another thread)
+        self._len = [0] * slots  # positions held, per physical row
+        # A request's slot is a handle; its cache lives in physical row _row[handle]. The rows in use
+        # are always 0 .. in_use - 1 (free() moves the last one into the hole), so a batch of every
+        # active request reads its caches as one view, with no gather.
+        self._row: dict[int, int] = {}
+        self._handles = 0
+        self._later: list[int] = []  # slots to free on the next acquire/forward (freed from another thread)
         self._lock = threading.Lock()
 
     @classmethod
@@ -107,9 +113,11 @@ class SlotLM:
                    float_logits=True, name="talker", **kw)
 
     # -- slots ------------------------------------------------------------------------------------
+    # acquire, free and forward run on one thread (the model thread); free_later from any.
     @property
     def slots(self) -> int:
-        return len(self.lengths)
+        """Physical rows allocated (grows up to ``max_slots``)."""
+        return len(self._len)
 
     @property
     def capacity(self) -> int:
@@ -117,32 +125,60 @@ class SlotLM:
 
     @property
     def in_use(self) -> int:
-        return self.slots - len(self._free)
+        return len(self._row)
+
+    def row(self, slot: int) -> int:
+        """The physical cache row of ``slot`` now (it moves when a lower row is freed)."""
+        if slot not in self._row:
+            raise ValueError(f"{self.name}: slot {slot} is not acquired")
+        return self._row[slot]
+
+    def length(self, slot: int) -> int:
+        """Positions ``slot`` holds."""
+        return self._len[self.row(slot)]
 
     def acquire(self) -> int:
-        """A free slot (empty); grows the pool when none is free. Raises ``SlotsFull`` at ``max_slots``."""
+        """A new slot (empty), in the lowest free row; grows the pool when every row is taken. Raises
+        ``SlotsFull`` at ``max_slots``."""
         self.reclaim()
         with self._lock:
-            if not self._free:
+            if self.in_use >= self.slots:
                 if self.slots >= self.max_slots:
                     raise SlotsFull(f"{self.name}: all {self.slots} slots are in use (max_slots); close finished "
                                     "sessions or raise max_slots")
                 self._grow(slots=min(self.max_slots, 2 * self.slots))
-            return self._free.pop()
+            h = self._handles
+            self._handles += 1
+            self._row[h] = self.in_use
+            return h
 
     def free(self, slot: int) -> None:
-        """Zero ``slot`` and return it to the pool (idempotent)."""
+        """Zero ``slot``'s row and return it to the pool (idempotent); the last row in use moves into
+        the hole, so the rows in use stay 0 .. in_use - 1."""
         with self._lock:
-            if not 0 <= slot < self.slots:
-                raise ValueError(f"{self.name}: no slot {slot} (the pool has {self.slots})")
-            if slot in self._free:
+            if slot not in self._row:
+                if not 0 <= slot < self._handles:
+                    raise ValueError(f"{self.name}: no slot {slot} was ever acquired")
                 return
-            n = self.lengths[slot]
+            r = self._row.pop(slot)
+            last = self.in_use  # the highest row in use before this free
             with torch.no_grad():
-                self.k[:, slot, :, :n].zero_()
-                self.v[:, slot, :, :n].zero_()
-            self.lengths[slot] = 0
-            self._free.append(slot)
+                if r != last:
+                    n = self._len[last]
+                    moved = next(h for h, x in self._row.items() if x == last)
+                    self.k[:, r, :, :n] = self.k[:, last, :, :n]
+                    self.v[:, r, :, :n] = self.v[:, last, :, :n]
+                    self._zero(r, n)  # what the freed request held past the moved one's length
+                    self._row[moved], self._len[r] = r, n
+                    r = last
+                self._zero(r, 0)
+                self._len[r] = 0
+
+    def _zero(self, r: int, keep: int) -> None:  # zero row r from position keep on (what it held)
+        n = self._len[r]
+        if n > keep:
+            self.k[:, r, :, keep:n].zero_()
+            self.v[:, r, :, keep:n].zero_()
 
     def reclaim(self) -> None:
         """Free the slots ``free_later`` queued (on the thread that runs the forwards)."""
@@ -150,8 +186,8 @@ class SlotLM:
             self.free(self._later.pop())
 
     def free_later(self, slot: int) -> None:
-        """Free ``slot`` at the next ``acquire`` (safe from any thread, e.g. a garbage collector's
-        finalizer, while another thread runs a forward)."""
+        """Free ``slot`` at the next ``acquire``/``forward`` (safe from any thread, e.g. a garbage
+        collector's finalizer, while another thread runs a forward)."""
         self._later.append(slot)
 
     def _grow(self, *, slots: int | None = None, capacity: int | None = None) -> None:
@@ -164,9 +200,7 @@ class SlotLM:
         v = torch.zeros_like(k)
         k[:, : self.slots, :, : self.capacity] = self.k
         v[:, : self.slots, :, : self.capacity] = self.v
-        if s > self.slots:
-            self._free = list(range(s - 1, self.slots - 1, -1)) + self._free
-            self.lengths += [0] * (s - self.slots)
+        self._len += [0] * (s - self.slots)
         self.k, self.v = k, v
 
     # -- forward ----------------------------------------------------------------------------------
@@ -186,10 +220,19 @@ class SlotLM:
             raise ValueError(f"{len(slots)} slots for a batch of {b} rows")
         if len(set(slots)) != b:
             raise ValueError(f"a slot may appear once per forward, got {slots}")
-        for s in slots:
-            if not 0 <= s < self.slots or s in self._free:
-                raise ValueError(f"{self.name}: slot {s} is not acquired")
-        starts = [self.lengths[s] for s in slots]
+        rows = [self.row(s) for s in slots]
+        # Rows in physical order: a batch of consecutive rows (every active request) is a view.
+        order = sorted(range(b), key=rows.__getitem__)
+        if order != list(range(b)):
+            if extra:
+                raise ValueError("prefill (with extra inputs) one slot at a time")
+            perm = torch.tensor(order, device=x.device)
+            x, rows = x[perm], [rows[i] for i in order]
+            if input_ids is not None:
+                input_ids = x
+            else:
+                inputs_embeds = x
+        starts = [self._len[r] for r in rows]
         kv_len = max(starts) + t
         if kv_len > self.max_len:
             raise ValueError(f"{self.name}: a slot would hold {kv_len} positions, more than max_len={self.max_len}")
@@ -202,16 +245,18 @@ class SlotLM:
         pos = torch.tensor(starts, device=dev)[:, None] + torch.arange(t, device=dev)  # (B, T)
         # (B, 1, T, kv_len): a query sees its own slot's keys up to its own position, nothing else.
         mask = (torch.arange(kv_len, device=dev)[None, None, :] <= pos[:, :, None])[:, None]
-        consecutive = slots == list(range(slots[0], slots[0] + b))
-        span = slice(slots[0], slots[0] + b) if consecutive else None
-        cache = _CacheView(self, torch.tensor(slots, device=dev), pos, kv_len, span)
+        span = slice(rows[0], rows[0] + b) if rows == list(range(rows[0], rows[0] + b)) else None
+        cache = _CacheView(self, torch.tensor(rows, device=dev), pos, kv_len, span)
         if inputs_embeds is not None and self.proj is not None:
             inputs_embeds = self.proj(inputs_embeds)
         out = self.body(input_ids=input_ids, inputs_embeds=inputs_embeds, position_ids=pos[None].expand(3, b, t),
                         attention_mask={"full_attention": mask}, cache=cache, use_cache=True, **extra)
-        for s in slots:
-            self.lengths[s] += t
-        return out.last_hidden_state
+        for r in rows:
+            self._len[r] += t
+        h = out.last_hidden_state
+        if order != list(range(b)):
+            h = h[torch.tensor(order, device=h.device).argsort()]  # back to the caller's order
+        return h
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         out = self.head(hidden)

@@ -78,7 +78,8 @@ def _alone(thinker, prompt, fmt, ids, n, temperature, seed):
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_thinker_batch_equals_each_alone(tokenizer, tiny_model, temperature):
     """4 prompts of different lengths, one slot each, stepped together (one forward per step), with the
-    4th joining after 5 steps and max_new_tokens ending them at different steps."""
+    4th joining after 5 steps and max_new_tokens ending them at different steps (each freed at its end,
+    so live rows move under the others)."""
     ids, thinker = control_ids(tokenizer), tiny_model.thinker
     prompts = [text_prompt(tokenizer, q) for q in QUESTIONS]
     assert len({len(p) for p in prompts}) == 4
@@ -98,7 +99,9 @@ def test_thinker_batch_equals_each_alone(tokenizer, tiny_model, temperature):
             break
         for i, out in zip(live, step_batch([states[i] for i in live])):
             got[i].append(out)
-    assert {states[i].slot for i in range(4)} == {0, 1, 2, 3}
+            if states[i].done:  # its row goes back: the last row in use moves into the hole
+                lm.free(states[i].slot)
+    assert {states[i].slot for i in range(4)} == {0, 1, 2, 3} and lm.in_use == 0
     for a, b in zip(alone, got):
         assert [s.token for s in a] == [s.token for s in b] and len(a) >= 25
         for x, y in zip(a, b):
@@ -129,7 +132,7 @@ def test_slot_lm_prefill_and_decode_equal_a_whole_forward(tokenizer, tiny_model)
                 seqs[i] = torch.cat([seqs[i], nxt[r : r + 1]], 1)
                 ref = th.model(input_ids=seqs[i]).last_hidden_state[0, -1]
                 torch.testing.assert_close(h[r], ref, rtol=1e-5, atol=1e-5)
-    assert [lm.lengths[s] for s in slots] == [8, 14, 22] and lm.capacity >= 22
+    assert [lm.length(s) for s in slots] == [8, 14, 22] and lm.capacity >= 22
 
 
 def test_slot_errors(tiny_model):
@@ -146,7 +149,9 @@ def test_slot_errors(tiny_model):
     with pytest.raises(ValueError, match="not acquired"):
         lm.forward([b], input_ids=torch.ones(1, 1, dtype=torch.long))
     lm.free(b)  # idempotent
-    assert lm.acquire() == b
+    assert lm.acquire() not in (a, b) and lm.in_use == 2
+    with pytest.raises(ValueError, match="ever acquired"):
+        lm.free(99)
 
 
 def test_freed_slot_carries_nothing_over(tokenizer, tiny_model):
@@ -158,10 +163,11 @@ def test_freed_slot_carries_nothing_over(tokenizer, tiny_model):
     st = prefill(lm, long, cursor_for("tis", Schedule(), ids), max_new_tokens=50)
     for _ in range(20):
         step(None, st)
+    row = lm.row(st.slot)
     lm.free(st.slot)  # cancelled
-    assert lm.lengths[st.slot] == 0 and not lm.k[:, st.slot].any() and not lm.v[:, st.slot].any()
+    assert lm.in_use == 0 and not lm.k[:, row].any() and not lm.v[:, row].any()
     again = prefill(lm, short, cursor_for("tis", Schedule(), ids), max_new_tokens=30)
-    assert again.slot == st.slot
+    assert lm.row(again.slot) == row
     reused = []
     while not again.done:
         reused.append(step(None, again).token)
@@ -265,12 +271,13 @@ def test_cancelled_session_slot_reused_like_fresh(engine):
     a = engine.session(**kinds[0])
     for _ in range(15):
         a.step()
-    held = (a._thinker_slot[1], a._talker_slot[1])
+    rows = lambda s: (s._thinker_slot[0].row(s._thinker_slot[1]), s._talker_slot[0].row(s._talker_slot[1]))  # noqa: E731
+    held = rows(a)
     a.close()
     assert engine.runner.thinker.in_use == 0 and engine.runner.talker.in_use == 0
     b = engine.session(**kinds[3])
     events = b.step()
-    assert (b._thinker_slot[1], b._talker_slot[1]) == held
+    assert rows(b) == held
     events += list(b)
     assert comparable(events) == want
 
