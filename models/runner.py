@@ -310,15 +310,21 @@ def sample(logits: torch.Tensor, params: Sequence[SamplingParams], allowed: torc
     dev, v = scores.device, scores.shape[-1]
     ps = [params[i] for i in rows]
     temp = torch.tensor([p.temperature for p in ps], device=dev)
-    s, order = (scores[rows] / temp[:, None]).sort(dim=-1, descending=True, stable=True)  # (R, V)
-    probs = torch.softmax(s, -1)
+    x = scores[rows] / temp[:, None]
+    kmax = max(min(p.top_k, v) if p.top_k else v for p in ps)
+    lse = torch.logsumexp(x, -1, keepdim=True)  # probabilities over every id, before the top-k cut
+    if kmax < v:  # only the kmax best ids can be drawn: sort those, not the vocabulary
+        s, order = x.topk(kmax, dim=-1)  # (R, kmax), descending
+    else:
+        s, order = x.sort(dim=-1, descending=True, stable=True)  # (R, V)
+    probs = (s - lse).exp()
     k = torch.tensor([p.top_k or v for p in ps], device=dev)
-    keep = torch.arange(v, device=dev)[None] < k[:, None]
+    keep = torch.arange(s.shape[-1], device=dev)[None] < k[:, None]
     top_p = torch.tensor([p.top_p for p in ps], device=dev)
     keep &= (probs.cumsum(-1) - probs) < top_p[:, None]  # the first id always stays
     cdf = (probs * keep).cumsum(-1)
     u = torch.stack([torch.rand((), generator=p.generator, device=p.generator.device if p.generator else "cpu")
                      .to(dev) for p in ps])
-    j = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=v - 1)
+    j = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=s.shape[-1] - 1)
     out[rows] = order.gather(1, j)[:, 0]
     return out
