@@ -328,3 +328,87 @@ def sample(logits: torch.Tensor, params: Sequence[SamplingParams], allowed: torc
     j = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=s.shape[-1] - 1)
     out[rows] = order.gather(1, j)[:, 0]
     return out
+
+
+class StaticDecoder(torch.nn.Module):
+    """One decode position for rows ``0 .. batch - 1`` of a ``SlotLM`` with static shapes (keys over
+    the whole capacity, masked per row), written over the model's own modules without HF's forward
+    wrappers, so ``torch.compile`` (``mode="reduce-overhead"``: CUDA graphs) can take it whole. The
+    eager ``SlotLM.forward`` is the reference; ``tests/test_runner.py`` holds this to it.
+
+    The slot's rows must be ``0 .. batch - 1`` (``SlotLM`` keeps the rows in use packed at the bottom)
+    and the capacity must not change (make the ``SlotLM`` with ``capacity=max_len``).
+
+        dec = StaticDecoder(lm, batch=16, compile="reduce-overhead")
+        hidden = dec(slots, input_ids=ids[:, None])   # (B, 1, H), as lm.forward(slots, input_ids=...)
+    """
+
+    def __init__(self, lm: SlotLM, batch: int, compile: str | bool = False) -> None:
+        super().__init__()
+        self.lm, self.batch = lm, batch
+        text = getattr(lm.body, "language_model", lm.body)  # the thinker's text model; the talker's is itself
+        self.layers, self.norm, self.rope = text.layers, text.norm, text.rotary_emb
+        self.embed = text.get_input_embeddings()
+        self.register_buffer("k", lm.k, persistent=False)  # static addresses for CUDA graphs
+        self.register_buffer("v", lm.v, persistent=False)
+        self._step = self._forward
+        if compile:
+            mode = compile if isinstance(compile, str) else None
+            self._step = torch.compile(self._forward, mode=mode, dynamic=False, fullgraph=True)
+
+    @staticmethod
+    def _rotate(x: torch.Tensor) -> torch.Tensor:
+        h = x.shape[-1] // 2
+        return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+    def _forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """x: (B, 1, H) inputs (after the talker's projection), pos: (B,) positions -> (B, 1, H)."""
+        b, cap = x.shape[0], self.k.shape[3]
+        # 1-D positions: every mrope section reads the same row, so this is plain rope.
+        freqs = pos[:, None].float() * self.rope.inv_freq.float()[None]  # (B, hd/2)
+        emb = torch.cat((freqs, freqs), -1)[:, None, None, :]  # (B, 1, 1, hd)
+        cos = (emb.cos() * self.rope.attention_scaling).to(x.dtype)
+        sin = (emb.sin() * self.rope.attention_scaling).to(x.dtype)
+        mask = torch.arange(cap, device=x.device)[None, None, None, :] <= pos[:, None, None, None]  # (B,1,1,cap)
+        rows = torch.arange(b, device=x.device)
+        h = x
+        for i, layer in enumerate(self.layers):
+            a = layer.self_attn
+            y = layer.input_layernorm(h)
+            q = a.q_proj(y).view(b, 1, -1, a.head_dim).transpose(1, 2)  # (B, heads, 1, hd)
+            k = a.k_proj(y).view(b, 1, -1, a.head_dim).transpose(1, 2)  # (B, kv_heads, 1, hd)
+            v = a.v_proj(y).view(b, 1, -1, a.head_dim).transpose(1, 2)
+            q = q * cos + self._rotate(q) * sin
+            k = k * cos + self._rotate(k) * sin
+            kc, vc = self.k[i, :b], self.v[i, :b]  # (B, kv_heads, cap, hd) views of the cache
+            kc[rows, :, pos] = k[:, :, 0].to(kc.dtype)
+            vc[rows, :, pos] = v[:, :, 0].to(vc.dtype)
+            o = torch.nn.functional.scaled_dot_product_attention(q, kc, vc, attn_mask=mask, scale=a.scaling,
+                                                                 enable_gqa=q.shape[1] != kc.shape[1])
+            h = h + a.o_proj(o.transpose(1, 2).reshape(b, 1, -1))
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return self.norm(h)
+
+    @torch.no_grad()
+    def forward(self, slots: Sequence[int], *, input_ids: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        lm = self.lm
+        if lm.k is not self.k:
+            raise RuntimeError(f"{lm.name}: the cache was reallocated (capacity or slots grew); make the "
+                               "SlotLM with capacity=max_len and enough slots before the StaticDecoder")
+        rows = [lm.row(s) for s in slots]
+        if rows != list(range(self.batch)):
+            raise ValueError(f"a StaticDecoder steps rows 0..{self.batch - 1} in order, got rows {rows}")
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        starts = [lm._len[r] for r in rows]
+        if max(starts) >= lm.capacity:
+            raise ValueError(f"{lm.name}: a slot is full ({lm.capacity} positions)")
+        x = self.embed(input_ids) if input_ids is not None else inputs_embeds
+        if inputs_embeds is not None and lm.proj is not None:
+            x = lm.proj(x)
+        pos = torch.tensor(starts, device=lm.device)
+        h = self._step(x, pos)
+        for r in rows:
+            lm._len[r] += 1
+        return h

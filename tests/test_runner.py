@@ -394,3 +394,31 @@ def test_evaluation_answers_in_batches_equal_one_at_a_time(engine):
         assert same(brow) == same(row) and bpcm == pcm
         assert brow["timings"]["decode_batch"] == 3 and row["timings"]["decode_batch"] == 1
     assert alone[0][1]  # a spoken answer (think-first may not reach its response in 36 positions)
+
+
+def test_static_decoder_equals_the_slot_forward(tiny_model):
+    """The compile-ready decode step (own layer loop over the model's modules, static shapes) gives
+    the eager SlotLM.forward's hidden states, thinker and talker."""
+    from models.runner import StaticDecoder
+
+    g = torch.Generator().manual_seed(0)
+    for lm_a, lm_b, width in (
+        (SlotLM.for_thinker(tiny_model.thinker, slots=3, capacity=64),
+         SlotLM.for_thinker(tiny_model.thinker, slots=3, capacity=64), None),
+        (SlotLM.for_talker(tiny_model.talker, slots=3, capacity=64),
+         SlotLM.for_talker(tiny_model.talker, slots=3, capacity=64), tiny_model.thinker.config.text_config.hidden_size),
+    ):
+        sa, sb = [lm_a.acquire() for _ in range(3)], [lm_b.acquire() for _ in range(3)]
+        for a, b, n in zip(sa, sb, (5, 9, 2)):
+            x = (dict(input_ids=torch.randint(5, 500, (1, n), generator=g)) if width is None
+                 else dict(inputs_embeds=torch.randn(1, n, width, generator=g)))
+            lm_a.forward([a], **x)
+            lm_b.forward([b], **x)
+        dec = StaticDecoder(lm_b, batch=3)
+        for _ in range(4):
+            x = (dict(input_ids=torch.randint(5, 500, (3, 1), generator=g)) if width is None
+                 else dict(inputs_embeds=torch.randn(3, 1, width, generator=g)))
+            torch.testing.assert_close(dec(sb, **x), lm_a.forward(sa, **x), rtol=1e-5, atol=1e-5)
+        assert [lm_b.length(s) for s in sb] == [9, 13, 6]
+        with pytest.raises(ValueError, match="rows 0..2"):
+            dec(sb[::-1], **x)
