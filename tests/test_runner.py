@@ -422,3 +422,20 @@ def test_static_decoder_equals_the_slot_forward(tiny_model):
         assert [lm_b.length(s) for s in sb] == [9, 13, 6]
         with pytest.raises(ValueError, match="rows 0..2"):
             dec(sb[::-1], **x)
+
+
+def test_gpu_bench_runs_at_smoke_size_and_says_why_it_skips(tmp_path):
+    """bench/bench_rtf_gpu.py must not rot where there is no GPU: its code at tiny shapes on the CPU;
+    without --smoke and without a GPU it records why it measured nothing."""
+    import json
+
+    from bench import bench_rtf_gpu
+
+    r = bench_rtf_gpu.main(["--smoke", "--modes", "eager", "static", "--steps", "2", "--warmup", "1",
+                            "--json", str(tmp_path / "smoke.json")])
+    assert not r["errors"] and len(r["rows"]) == 2 * 2 * 2  # thinker and talker, 2 modes, batches 1 and 16
+    assert {s["batch"] for s in r["summary"]} == {1, 16} and all(s["rtf"] > 0 for s in r["summary"])
+    assert json.loads((tmp_path / "smoke.json").read_text())["summary"] == r["summary"]
+    if not torch.cuda.is_available():
+        skipped = bench_rtf_gpu.main(["--json", str(tmp_path / "gpu.json")])
+        assert "no CUDA GPU" in skipped["skipped"] and "skipped" in json.loads((tmp_path / "gpu.json").read_text())
