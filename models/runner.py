@@ -32,11 +32,14 @@ request's tokens depend on its seed only, never on who else is in the batch.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class SlotsFull(RuntimeError):
@@ -73,7 +76,10 @@ class SlotLM:
     ``proj``: applied to ``inputs_embeds`` first (the talker's thinker-to-talker projection)."""
 
     def __init__(self, body, head, config, *, slots: int = 8, max_slots: int = 256, max_len: int | None = None,
-                 capacity: int = 128, proj=None, float_logits: bool = False, name: str = "lm") -> None:
+                 capacity: int = 128, proj=None, float_logits: bool = False, name: str = "lm",
+                 compile: bool | str = False) -> None:
+        if compile not in (False, True, "static") and not isinstance(compile, str):
+            raise ValueError(f"compile must be False, True, 'static' or a torch.compile mode, got {compile!r}")
         if slots < 1 or max_slots < slots:
             raise ValueError(f"need 1 <= slots <= max_slots, got slots={slots} max_slots={max_slots}")
         types = set(getattr(config, "layer_types", None) or ["full_attention"])
@@ -100,6 +106,11 @@ class SlotLM:
         self._handles = 0
         self._later: list[int] = []  # slots to free on the next acquire/forward (freed from another thread)
         self._lock = threading.Lock()
+        # Decode steps of every row in use (rows 0..B-1, one position each) may run through a
+        # StaticDecoder per B: "static" eager, True or a mode string under torch.compile. Its keys span
+        # the whole capacity, so compile where capacity == max_len is affordable (a GPU).
+        self.compile = compile
+        self._static: dict[int, "StaticDecoder"] = {}
 
     @classmethod
     def for_thinker(cls, thinker, **kw) -> "SlotLM":
@@ -196,6 +207,7 @@ class SlotLM:
             self._realloc(s, cap)
 
     def _realloc(self, s: int, cap: int) -> None:
+        self._static.clear()  # they hold the old buffers
         k = torch.zeros((self.layers, s, self.kv_heads, cap, self.head_dim), dtype=self.dtype, device=self.device)
         v = torch.zeros_like(k)
         k[:, : self.slots, :, : self.capacity] = self.k
@@ -244,6 +256,10 @@ class SlotLM:
         dev = self.device
         pos = torch.tensor(starts, device=dev)[:, None] + torch.arange(t, device=dev)  # (B, T)
         # (B, 1, T, kv_len): a query sees its own slot's keys up to its own position, nothing else.
+        if self.compile and t == 1 and not extra and rows == list(range(b)) and max(starts) < self.capacity:
+            h = self._static_step(slots, order, input_ids, inputs_embeds)
+            if h is not None:
+                return h
         mask = (torch.arange(kv_len, device=dev)[None, None, :] <= pos[:, :, None])[:, None]
         span = slice(rows[0], rows[0] + b) if rows == list(range(rows[0], rows[0] + b)) else None
         cache = _CacheView(self, torch.tensor(rows, device=dev), pos, kv_len, span)
@@ -258,6 +274,25 @@ class SlotLM:
             h = h[torch.tensor(order, device=h.device).argsort()]  # back to the caller's order
         return h
 
+    def _static_step(self, slots, order, input_ids, inputs_embeds) -> torch.Tensor | None:
+        """The decode step through this batch size's StaticDecoder; None (and eager from now on) when
+        it cannot run here (e.g. torch.compile without a working compiler)."""
+        b = len(slots)
+        sorted_slots = [slots[i] for i in order]
+        try:
+            dec = self._static.get(b)
+            if dec is None:
+                dec = self._static[b] = StaticDecoder(self, b, compile=False if self.compile == "static" else self.compile)
+            h = dec(sorted_slots, input_ids=input_ids, inputs_embeds=inputs_embeds)
+        except Exception as e:  # noqa: BLE001 - any compile failure: the eager path is the reference
+            log.warning("%s: compiled decode failed (%s: %s); decoding eagerly from now on", self.name,
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            self.compile, self._static = False, {}
+            return None
+        if order != list(range(b)):
+            h = h[torch.tensor(order, device=h.device).argsort()]
+        return h
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         out = self.head(hidden)
         return out.float() if self.float_logits else out
@@ -267,12 +302,12 @@ class Runner:
     """The thinker's and the talker's ``SlotLM`` for one model (the talker's only when the model has one)."""
 
     def __init__(self, model, *, slots: int = 16, max_slots: int = 256, thinker_max_len: int | None = None,
-                 talker_max_len: int | None = None) -> None:
+                 talker_max_len: int | None = None, compile: bool | str = False, capacity: int = 128) -> None:
         self.model = model
-        self.thinker = SlotLM.for_thinker(model.thinker, slots=slots, max_slots=max_slots, max_len=thinker_max_len)
+        kw = dict(slots=slots, max_slots=max_slots, compile=compile, capacity=capacity)
+        self.thinker = SlotLM.for_thinker(model.thinker, max_len=thinker_max_len, **kw)
         talker = getattr(model, "talker", None)
-        self.talker = None if talker is None else SlotLM.for_talker(talker, slots=slots, max_slots=max_slots,
-                                                                     max_len=talker_max_len)
+        self.talker = None if talker is None else SlotLM.for_talker(talker, max_len=talker_max_len, **kw)
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,7 @@ class Options:
 class Engine:
     """The loaded model, tokenizer and codec, shared by all sessions (which never modify them)."""
 
-    def __init__(self, model, tokenizer, codec=None, device=None, slots: int = 16) -> None:
+    def __init__(self, model, tokenizer, codec=None, device=None, slots: int = 16, compile: bool | str = False) -> None:
         import threading
 
         import torch
@@ -139,6 +139,7 @@ class Engine:
         if codec is not None:
             _check_codec_ids(model, [codec.vocab_size - 1])
         self.slots = slots
+        self.compile = compile  # the runner's decode steps: False eager, True / a torch.compile mode, "static"
         self._runner = None
         self._runner_lock = threading.Lock()
 
@@ -150,7 +151,7 @@ class Engine:
             if self._runner is None:
                 from models.runner import Runner
 
-                self._runner = Runner(self.model, slots=self.slots)
+                self._runner = Runner(self.model, slots=self.slots, compile=self.compile)
             return self._runner
 
     @classmethod

@@ -439,3 +439,23 @@ def test_gpu_bench_runs_at_smoke_size_and_says_why_it_skips(tmp_path):
     if not torch.cuda.is_available():
         skipped = bench_rtf_gpu.main(["--json", str(tmp_path / "gpu.json")])
         assert "no CUDA GPU" in skipped["skipped"] and "skipped" in json.loads((tmp_path / "gpu.json").read_text())
+
+
+@pytest.mark.parametrize("compile", ["static", "no-such-mode"])
+def test_engine_with_the_static_decode_step_gives_the_same_events(engine, compile):
+    """Engine(compile=...): decode steps of every active row through the StaticDecoder ("static": no
+    torch.compile) give the eager events; a compile that cannot run falls back to eager."""
+    kinds = _sessions(engine, _voice(1.0, 7))
+    other = Engine(engine.model, engine.tokenizer, engine.codec, slots=4, compile=compile)
+    want = [comparable(list(engine.session(**k))) for k in kinds]
+    sessions = [other.session(**k) for k in kinds]
+    got: list[list] = [[] for _ in sessions]
+    while not all(s.done for s in sessions):
+        for out, events in zip(got, step_all(sessions)):
+            out += events
+    assert [comparable(g) for g in got] == want
+    lm = other.runner.thinker
+    if compile == "static":
+        assert lm.compile == "static" and lm._static  # the static step ran
+    else:
+        assert lm.compile is False  # fell back
