@@ -177,9 +177,12 @@ def answers(engine, jobs: list[Job], batch: int = 1) -> Iterator[tuple[int, dict
 
 
 def answer(engine, job: Job) -> tuple[dict[str, Any], bytes]:
-    """Decode ``job`` through a session; returns (prediction row, the spoken answer as PCM16 bytes)."""
-    (_, row, pcm), = answers(engine, [job])
-    return row, pcm
+    """Decode ``job`` alone through a session (``iter(session)``); returns (prediction row, the spoken
+    answer as PCM16 bytes), the row ``answers`` gives it in a batch."""
+    a = _Answer(job, _session(engine, job), 1)
+    for ev in a.session:
+        a.add([ev])
+    return a.row()
 
 
 def _progress(what: str, total: int) -> Callable[[dict], None]:
