@@ -40,6 +40,7 @@ from typing import Sequence
 import torch
 
 log = logging.getLogger(__name__)
+DEFAULT_MAX_LEN = 1 << 16  # positions a slot may hold unless max_len says otherwise
 
 
 class SlotsFull(RuntimeError):
@@ -92,7 +93,9 @@ class SlotLM:
         self.layers = config.num_hidden_layers
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        self.max_len = int(max_len or config.max_position_embeddings)
+        # A guard, not an allocation (the capacity grows as needed). Not the config's
+        # max_position_embeddings: the talker writes 200 positions per second of speech (30 s: 6,002).
+        self.max_len = int(max_len or DEFAULT_MAX_LEN)
         self.max_slots = max_slots
         cap = min(capacity, self.max_len)
         shape = (self.layers, slots, self.kv_heads, cap, self.head_dim)

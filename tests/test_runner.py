@@ -154,6 +154,17 @@ def test_slot_errors(tiny_model):
         lm.free(99)
 
 
+def test_a_slot_holds_more_than_the_configs_max_positions(tiny_model):
+    """30 s of speech is 6,002 talker positions: more than the tiny config's max_position_embeddings
+    (4096), which the per-request DynamicCache never enforced either."""
+    lm = SlotLM.for_talker(tiny_model.talker)
+    assert tiny_model.talker.config.max_position_embeddings < 6002 <= lm.max_len
+    s = lm.acquire()
+    width = tiny_model.thinker.config.text_config.hidden_size
+    lm.forward([s], inputs_embeds=torch.randn(1, 6002, width))
+    assert lm.length(s) == 6002 and lm.capacity >= 6002
+
+
 def test_freed_slot_carries_nothing_over(tokenizer, tiny_model):
     """A request cancelled mid-way leaves its slot zeroed; the next request in that slot decodes exactly
     as in a fresh runner."""
