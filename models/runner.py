@@ -282,10 +282,16 @@ class SlotLM:
         it cannot run here (e.g. torch.compile without a working compiler)."""
         b = len(slots)
         sorted_slots = [slots[i] for i in order]
+        # One graph per bucket of batch sizes (1, 2, 4, ...), as vLLM captures CUDA graphs: a batch of b
+        # runs padded to the bucket, when the pad rows exist and have room for one more position.
+        bucket = 1 << (b - 1).bit_length()
+        if bucket > self.slots or any(self._len[r] >= self.capacity for r in range(b, bucket)):
+            bucket = b
         try:
-            dec = self._static.get(b)
+            dec = self._static.get(bucket)
             if dec is None:
-                dec = self._static[b] = StaticDecoder(self, b, compile=False if self.compile == "static" else self.compile)
+                dec = self._static[bucket] = StaticDecoder(self, bucket,
+                                                           compile=False if self.compile == "static" else self.compile)
             h = dec(sorted_slots, input_ids=input_ids, inputs_embeds=inputs_embeds)
         except Exception as e:  # noqa: BLE001 - any compile failure: the eager path is the reference
             log.warning("%s: compiled decode failed (%s: %s); decoding eagerly from now on", self.name,
@@ -391,7 +397,11 @@ class StaticDecoder(torch.nn.Module):
         self.register_buffer("v", lm.v, persistent=False)
         self._step = self._forward
         if compile:
+            import torch._dynamo
+
             mode = compile if isinstance(compile, str) else None
+            # Every batch size (bucket) and stack compiles the same code once: room for all of them.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
             self._step = torch.compile(self._forward, mode=mode, dynamic=False, fullgraph=True)
 
     @staticmethod
@@ -434,19 +444,24 @@ class StaticDecoder(torch.nn.Module):
         if lm.k is not self.k:
             raise RuntimeError(f"{lm.name}: the cache was reallocated (capacity or slots grew); make the "
                                "SlotLM with capacity=max_len and enough slots before the StaticDecoder")
+        b = len(slots)
         rows = [lm.row(s) for s in slots]
-        if rows != list(range(self.batch)):
-            raise ValueError(f"a StaticDecoder steps rows 0..{self.batch - 1} in order, got rows {rows}")
+        if b > self.batch or rows != list(range(b)):
+            raise ValueError(f"a StaticDecoder steps rows 0..b-1 in order (b <= {self.batch}), got rows {rows}")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        starts = [lm._len[r] for r in rows]
+        # Rows b..batch-1 are padding: they compute a position nobody reads (each writes a key at its
+        # own next position, which its owner overwrites before it can see it) and do not advance.
+        starts = [lm._len[r] for r in range(self.batch)]
         if max(starts) >= lm.capacity:
             raise ValueError(f"{lm.name}: a slot is full ({lm.capacity} positions)")
         x = self.embed(input_ids) if input_ids is not None else inputs_embeds
         if inputs_embeds is not None and lm.proj is not None:
             x = lm.proj(x)
+        if b < self.batch:
+            x = torch.cat([x, x.new_zeros(self.batch - b, *x.shape[1:])])
         pos = torch.tensor(starts, device=lm.device)
-        h = self._step(x, pos)
+        h = self._step(x, pos)[:b].clone()  # a copy: CUDA graphs reuse their output buffers
         for r in rows:
             lm._len[r] += 1
         return h

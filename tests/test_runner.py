@@ -409,30 +409,40 @@ def test_evaluation_answers_in_batches_equal_one_at_a_time(engine):
 
 def test_static_decoder_equals_the_slot_forward(tiny_model):
     """The compile-ready decode step (own layer loop over the model's modules, static shapes) gives
-    the eager SlotLM.forward's hidden states, thinker and talker."""
+    the eager SlotLM.forward's hidden states, thinker and talker; 3 rows padded to a batch of 4, and
+    the pad row's next request unaffected."""
     from models.runner import StaticDecoder
 
     g = torch.Generator().manual_seed(0)
-    for lm_a, lm_b, width in (
-        (SlotLM.for_thinker(tiny_model.thinker, slots=3, capacity=64),
-         SlotLM.for_thinker(tiny_model.thinker, slots=3, capacity=64), None),
-        (SlotLM.for_talker(tiny_model.talker, slots=3, capacity=64),
-         SlotLM.for_talker(tiny_model.talker, slots=3, capacity=64), tiny_model.thinker.config.text_config.hidden_size),
-    ):
+    width = tiny_model.thinker.config.text_config.hidden_size
+    for make, embeds in ((SlotLM.for_thinker, False), (SlotLM.for_talker, True)):
+        stack = tiny_model.talker if embeds else tiny_model.thinker
+        lm_a, lm_b = make(stack, slots=4, capacity=64), make(stack, slots=4, capacity=64)
+
+        def x(b, t):
+            return (dict(inputs_embeds=torch.randn(b, t, width, generator=g)) if embeds
+                    else dict(input_ids=torch.randint(5, 500, (b, t), generator=g)))
+
         sa, sb = [lm_a.acquire() for _ in range(3)], [lm_b.acquire() for _ in range(3)]
         for a, b, n in zip(sa, sb, (5, 9, 2)):
-            x = (dict(input_ids=torch.randint(5, 500, (1, n), generator=g)) if width is None
-                 else dict(inputs_embeds=torch.randn(1, n, width, generator=g)))
-            lm_a.forward([a], **x)
-            lm_b.forward([b], **x)
-        dec = StaticDecoder(lm_b, batch=3)
-        for _ in range(4):
-            x = (dict(input_ids=torch.randint(5, 500, (3, 1), generator=g)) if width is None
-                 else dict(inputs_embeds=torch.randn(3, 1, width, generator=g)))
-            torch.testing.assert_close(dec(sb, **x), lm_a.forward(sa, **x), rtol=1e-5, atol=1e-5)
-        assert [lm_b.length(s) for s in sb] == [9, 13, 6]
-        with pytest.raises(ValueError, match="rows 0..2"):
-            dec(sb[::-1], **x)
+            xi = x(1, n)
+            lm_a.forward([a], **xi)
+            lm_b.forward([b], **xi)
+        dec = StaticDecoder(lm_b, batch=4)
+        for _ in range(4):  # 3 rows, padded to 4
+            xi = x(3, 1)
+            torch.testing.assert_close(dec(sb, **xi), lm_a.forward(sa, **xi), rtol=1e-5, atol=1e-5)
+        assert [lm_b.length(s) for s in sb] == [9, 13, 6] and lm_b.in_use == 3
+        xi = x(1, 7)  # a request in the pad row: the padding left nothing it can see
+        sa.append(lm_a.acquire())
+        lm_a.forward([sa[-1]], **xi)
+        sb.append(lm_b.acquire())
+        lm_b.forward([sb[-1]], **xi)
+        for _ in range(3):
+            xi = x(4, 1)
+            torch.testing.assert_close(dec(sb, **xi), lm_a.forward(sa, **xi), rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match="rows 0..b-1"):
+            dec(sb[::-1], **xi)
 
 
 def test_gpu_bench_runs_at_smoke_size_and_says_why_it_skips(tmp_path):
