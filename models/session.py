@@ -8,10 +8,11 @@ its short first block once ``first_block_frames + lookahead_frames`` frames exis
 talker steps for the WORLD codec: in TiS after 11 thinker positions). After the thinker ends, each
 ``step()`` makes one more codec frame until the speech ends: the talker's eos, or the session's end
 rules (trailing silence once the response is read; a bound of ``AUDIO_BOUND`` x the response's
-speaking time; the ``max_audio_seconds`` cap), reported as ``DoneEvent.audio_end``. A session holds only its own state (its slots in the engine's
-``models.runner.Runner``, cursor, generators, decoder); nothing is set on the shared model.
-``step_all(sessions)`` advances many sessions by one ``step()`` each with one batched thinker forward
-and batched talker steps; ``session.step()`` is ``step_all([session])``.
+speaking time; the ``max_audio_seconds`` cap), reported as ``DoneEvent.audio_end``. A session holds
+only its own state (its slots in the engine's ``models.runner.Runner``, cursor, generators, decoder);
+nothing is set on the shared model. ``step_all(sessions)`` advances many sessions by one ``step()``
+each with one batched thinker forward and batched talker steps; ``session.step()`` is
+``step_all([session])``.
 
     engine = Engine.load("checkpoints/talker/tis/step-00000160", codec_dir="checkpoints/codec")
     for ev in engine.session(text="What is 3 plus 4?", options=Options(temperature=0.0)):
@@ -120,7 +121,8 @@ class Options:
 class Engine:
     """The loaded model, tokenizer and codec, shared by all sessions (which never modify them)."""
 
-    def __init__(self, model, tokenizer, codec=None, device=None, slots: int = 16, compile: bool | str = False) -> None:
+    def __init__(self, model, tokenizer, codec=None, device=None, slots: int = 16,
+                 compile: bool | str = False) -> None:
         import threading
 
         import torch
@@ -156,9 +158,10 @@ class Engine:
 
     @classmethod
     def load(cls, model_dir: str | Path, codec_dir: str | Path | None = None, device: str | None = None,
-             dtype: str = "auto", slots: int = 16) -> "Engine":
+             dtype: str = "auto", slots: int = 16, compile: bool | str = False) -> "Engine":
         """A checkpoint directory with ``model/`` and ``tokenizer/`` (e.g. a training stage's
-        ``step-XXXXXXXX``), and optionally the codec stage's output directory."""
+        ``step-XXXXXXXX``), and optionally the codec stage's output directory. ``slots``: sessions the
+        runner holds before it grows; ``compile``: see ``models.runner.SlotLM``."""
         import torch
 
         from models.codec import load_codec
@@ -177,7 +180,7 @@ class Engine:
             if not cfg.exists():
                 raise FileNotFoundError(f"no codec in {codec_dir} (no codec.json); pass the codec stage's output")
             codec = load_codec(f"{json.loads(cfg.read_text())['kind']}:{codec_dir}")
-        return cls(model, tokenizer, codec, device, slots=slots)
+        return cls(model, tokenizer, codec, device, slots=slots, compile=compile)
 
     def session(self, *, text: str | None = None, audio: tuple[np.ndarray, int] | None = None,
                 options: Options = Options()) -> "Session":
