@@ -99,8 +99,9 @@ class SlotLM:
         self.max_slots = max_slots
         cap = min(capacity, self.max_len)
         shape = (self.layers, slots, self.kv_heads, cap, self.head_dim)
-        self.k = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        self.v = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        with torch.inference_mode(False):  # plain tensors even when made inside inference mode (free() runs outside)
+            self.k = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            self.v = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self._len = [0] * slots  # positions held, per physical row
         # A request's slot is a handle; its cache lives in physical row _row[handle]. The rows in use
         # are always 0 .. in_use - 1 (free() moves the last one into the hole), so a batch of every

@@ -150,6 +150,10 @@ def test_slot_errors(tiny_model):
         lm.forward([b], input_ids=torch.ones(1, 1, dtype=torch.long))
     lm.free(b)  # idempotent
     assert lm.acquire() not in (a, b) and lm.in_use == 2
+    with torch.inference_mode():  # a runner made and used inside inference mode frees outside it
+        inner = SlotLM.for_thinker(tiny_model.thinker, slots=1)
+        inner.forward([s := inner.acquire()], input_ids=torch.ones(1, 3, dtype=torch.long))
+    inner.free(s)
     with pytest.raises(ValueError, match="ever acquired"):
         lm.free(99)
 
