@@ -86,6 +86,10 @@ class SlotLM:
         types = set(getattr(config, "layer_types", None) or ["full_attention"])
         if types != {"full_attention"}:
             raise ValueError(f"{name}: only full-attention layers are supported, the config has {sorted(types)}")
+        attn = getattr(config, "_attn_implementation", None) or "sdpa"
+        if attn not in ("sdpa", "eager"):
+            raise ValueError(f"{name}: the slot cache needs a 4-D attention mask: attention implementation 'sdpa' "
+                             f"or 'eager', not {attn!r} (model.set_attn_implementation('sdpa'))")
         self.body, self.head, self.proj, self.name = body, head, proj, name
         self.float_logits = float_logits
         p = next(head.parameters())
@@ -259,12 +263,14 @@ class SlotLM:
             self._grow(capacity=min(cap, self.max_len))
         dev = self.device
         pos = torch.tensor(starts, device=dev)[:, None] + torch.arange(t, device=dev)  # (B, T)
-        # (B, 1, T, kv_len): a query sees its own slot's keys up to its own position, nothing else.
         if self.compile and t == 1 and not extra and rows == list(range(b)) and max(starts) < self.capacity:
             h = self._static_step(slots, order, input_ids, inputs_embeds)
             if h is not None:
                 return h
-        mask = (torch.arange(kv_len, device=dev)[None, None, :] <= pos[:, :, None])[:, None]
+        # (B, 1, T, kv_len): a query sees its own slot's keys up to its own position, nothing else.
+        # Additive (0 / most negative), which both the sdpa and the eager attention take.
+        seen = (torch.arange(kv_len, device=dev)[None, None, :] <= pos[:, :, None])[:, None]
+        mask = torch.zeros(seen.shape, dtype=self.dtype, device=dev).masked_fill_(~seen, torch.finfo(self.dtype).min)
         span = slice(rows[0], rows[0] + b) if rows == list(range(rows[0], rows[0] + b)) else None
         cache = _CacheView(self, torch.tensor(rows, device=dev), pos, kv_len, span)
         if inputs_embeds is not None and self.proj is not None:

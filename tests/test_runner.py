@@ -135,6 +135,22 @@ def test_slot_lm_prefill_and_decode_equal_a_whole_forward(tokenizer, tiny_model)
     assert [lm.length(s) for s in slots] == [8, 14, 22] and lm.capacity >= 22
 
 
+def test_eager_attention_takes_the_same_mask(tokenizer, tiny_model):
+    """The per-row mask is additive, so HF's eager attention (which adds the mask) masks as sdpa does."""
+    model = copy.deepcopy(tiny_model)
+    model.thinker.set_attn_implementation("eager")
+    assert model.thinker.config.text_config._attn_implementation == "eager"
+    ids = control_ids(tokenizer)
+    prompts = [text_prompt(tokenizer, q) for q in QUESTIONS[:3]]
+    lm = SlotLM.for_thinker(model.thinker, slots=3)
+    states = [prefill(lm, p, cursor_for("tis", Schedule(), ids), max_new_tokens=20) for p in prompts]
+    got: list[list[int]] = [[] for _ in states]
+    while live := [i for i, s in enumerate(states) if not s.done]:
+        for i, out in zip(live, step_batch([states[i] for i in live])):
+            got[i].append(out.token)
+    assert got == [[s.token for s in _alone(tiny_model.thinker, p, "tis", ids, 20, 0.0, 0)] for p in prompts]
+
+
 def test_slot_errors(tiny_model):
     lm = SlotLM.for_thinker(tiny_model.thinker, slots=1, max_slots=2, max_len=16)
     a, b = lm.acquire(), lm.acquire()
