@@ -13,10 +13,10 @@ Routes: serve/routes.py. Request bodies and options: serve/requests.py. Limits c
 params.yaml (``OMNI_TIS_PARAMS`` names another file); when the env var named by ``serve.token_env`` is
 set, the API wants ``Authorization: Bearer <token>``.
 
-Concurrency (serve/scheduler.py): one thread owns the model and steps every admitted session in turn,
-one thinker position each: ``serve.max_active`` at once, the rest wait in line (``serve.max_queue`` of
-them, then 503 with a Retry-After from the measured queue). A client that goes away has its session
-closed at the thread's next turn.
+Concurrency (serve/scheduler.py): one thread owns the model and steps every admitted session together,
+one thinker position each per round in one batched forward (models/runner.py): ``serve.max_active`` at
+once, the rest wait in line (``serve.max_queue`` of them, then 503 with a Retry-After from the measured
+queue). A client that goes away has its session closed (its slots freed) before the next round.
 """
 
 from __future__ import annotations

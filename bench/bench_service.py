@@ -20,8 +20,8 @@ serving path, not answer quality. Both sides run torch on one thread (the bench 
   aggregate thinker positions per second (tokens/s), streams/s, audio gaps per answer (the session's
   count: playback from the first chunk at real time stalls), and the refusals: 429/503 counts and
   their Retry-After (p50/max seconds). ``max_active=1`` is one session at a time (moshi's lock); more
-  interleave sessions on the one model thread, and ``admit_ahead_s`` > 0 starts another only while
-  every running answer has that much audio buffered.
+  step together on the one model thread (one batched forward per round, models/runner.py), and
+  ``admit_ahead_s`` > 0 starts another only while every running answer has that much audio buffered.
 """
 
 from __future__ import annotations
@@ -138,14 +138,14 @@ def in_process_concurrent(engine, opts: dict, clients: int, max_active: int, adm
     audio, aggregate thinker positions per second, and how many the line refused."""
     import asyncio
 
-    from models.session import Options
+    from models.session import Options, step_all
     from serve.scheduler import Busy, Job, Scheduler
 
     o = Options(max_new_tokens=opts["max_new_tokens"], temperature=0.0, seed=0, reasoning=True,
                 max_audio_seconds=audio_seconds)
 
     async def run() -> dict:
-        sched = Scheduler(max_active, max_queue, admit)
+        sched = Scheduler(max_active, max_queue, admit, step_batch=step_all)  # as serve/runtime.py
         loop = asyncio.get_running_loop()
         # Sessions made first, then all submitted at once: the burst the line sees is exactly `clients`.
         sessions = [engine.session(text=QUESTIONS[k % len(QUESTIONS)], options=o) for k in range(clients)]

@@ -2,6 +2,7 @@
 think-first), audio gaps with the thinker paced at 50 tokens/s, audio real-time factor.
 
     .venv/bin/python -m bench.bench_session [--model CKPT_DIR --codec CODEC_DIR] [--out bench/results/session.json]
+    .venv/bin/python -m bench.bench_session --parts concurrency --concurrency 1 4 16 --out bench/results/concurrency.json
 
 Without ``--model`` a tiny Qwen2.5-Omni is built and trained here for a minute on a few generated
 problems (thinker on both formats, talker on espeak speech of the responses through a WORLD codec
@@ -17,6 +18,12 @@ speaks. Numbers are medians over the questions (and repeats for throughput).
   codec work of each position runs in that step), audio gaps counted as the session counts them
   (goal: 0 at 50 tokens/s).
 - ``rtf``: session wall time / audio seconds, unpaced.
+- ``concurrency``: N sessions (spoken answers) at once, stepped as the service steps them: ``batched``
+  (``models.session.step_all``: one thinker forward and batched talker steps per round for all N)
+  and ``sequential`` (each session's own ``step()`` in turn, one forward per session: how the service
+  stepped before the model runner); aggregate thinker positions/s, first audio p50/p95 (seconds from
+  the sessions' creation), errors. Goal (issue 20, CPU tiny, 16 streams): batched aggregate >= 4x one
+  stream, p95 first audio <= 1.5 s. ``--parts concurrency`` runs only this.
 """
 
 from __future__ import annotations
@@ -269,6 +276,54 @@ def paced(engine, questions, rate: float, max_new_tokens: int, max_audio_seconds
             "median_ms_to_first_audio": round(1000 * statistics.median(f for f in firsts if f is not None), 1)}
 
 
+def concurrency(engine, questions, counts: list[int], max_new_tokens: int, max_audio_seconds: float) -> dict:
+    """N spoken answers at once (greedy, one seed each), batched vs sequential; see the module docstring."""
+    from models.session import Options, step_all
+
+    def run(n: int, batched: bool) -> dict:
+        sessions = [engine.session(text=questions[i % len(questions)],
+                                   options=Options(max_new_tokens=max_new_tokens, max_audio_seconds=max_audio_seconds,
+                                                   seed=i)) for i in range(n)]
+        t0 = time.perf_counter()
+        dones, errors, rounds = [None] * n, 0, 0
+        while live := [i for i, s in enumerate(sessions) if not s.done]:
+            rounds += 1
+            batch = step_all([sessions[i] for i in live]) if batched else [sessions[i].step() for i in live]
+            for i, events in zip(live, batch):
+                for ev in events:
+                    if ev.type == "done":
+                        dones[i] = ev
+                    elif ev.type == "error":
+                        errors += 1
+        wall = time.perf_counter() - t0
+        positions = sum(d.timings["thinker_positions"] for d in dones if d)
+        first = sorted(d.timings["seconds_to_first_audio"] for d in dones if d and d.timings["seconds_to_first_audio"])
+        q = lambda p: round(first[min(len(first) - 1, int(p * len(first)))], 3) if first else None  # noqa: E731
+        return {"sessions": n, "mode": "batched" if batched else "sequential", "seconds": round(wall, 3),
+                "thinker_positions": positions, "positions_per_s": round(positions / wall, 1),
+                "talker_steps": sum(d.timings["talker_steps"] or 0 for d in dones if d),
+                "first_audio_p50_s": q(0.5), "first_audio_p95_s": q(0.95), "errors": errors, "rounds": rounds}
+
+    rows = [run(n, b) for n in counts for b in (False, True)]
+    one = next((r["positions_per_s"] for r in rows if r["sessions"] == 1 and r["mode"] == "sequential"), None)
+    for r in rows:
+        r["vs_one_stream"] = round(r["positions_per_s"] / one, 2) if one else None
+    return {"max_new_tokens": max_new_tokens, "max_audio_seconds": max_audio_seconds, "rows": rows,
+            "goal": {"sessions": 16, "vs_one_stream": 4.0, "first_audio_p95_s": 1.5, "errors": 0}}
+
+
+def print_concurrency(c: dict) -> None:
+    print(f"{'sessions':>8} {'mode':>10} {'seconds':>8} {'positions':>9} {'pos/s':>8} {'x one':>6} "
+          f"{'1st audio p50':>13} {'p95':>6} {'errors':>6}")
+    for r in c["rows"]:
+        print(f"{r['sessions']:>8} {r['mode']:>10} {r['seconds']:>8.2f} {r['thinker_positions']:>9} "
+              f"{r['positions_per_s']:>8.1f} {r['vs_one_stream']:>6} {r['first_audio_p50_s']!s:>13} "
+              f"{r['first_audio_p95_s']!s:>6} {r['errors']:>6}")
+
+
+PARTS = ("throughput", "latency", "paced", "spoken", "concurrency")
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="checkpoint dir (model/ + tokenizer/); default: train a tiny one")
@@ -287,6 +342,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--talker-steps", type=int, default=200)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="concurrent sessions to time")
+    ap.add_argument("--concurrency-tokens", type=int, default=96, help="max_new_tokens of each concurrent session")
+    ap.add_argument("--concurrency-audio-seconds", type=float, default=2.0, help="audio cap of each concurrent session")
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
     ap.add_argument("--out", default="bench/results/session.json")
     args = ap.parse_args(argv)
 
@@ -317,15 +376,26 @@ def main(argv: list[str] | None = None) -> dict:
                   "block_frames": c.stream.block_frames, "lookahead_frames": c.stream.lookahead_frames},
         "goal": {"positions_to_first_audio": 12, "talker_steps_to_first_audio": 40, "no_gaps_at_tokens_per_s": 50,
                  "session_vs_generate_ratio": 0.95},
-        "throughput": throughput(engine, questions, args.max_new_tokens, args.repeats),
-        "latency": {f: latency(engine, questions, f, args.max_new_tokens, args.max_audio_seconds)
-                    for f in ("tis", "think_first")},
-        "paced": [paced(engine, questions, r, args.max_new_tokens, args.max_audio_seconds) for r in args.paced_rates],
-        "spoken": spoken_latency(engine, args.spoken_seconds, 64, args.max_audio_seconds),
     }
+    parts = set(args.parts)
+    if "throughput" in parts:
+        result["throughput"] = throughput(engine, questions, args.max_new_tokens, args.repeats)
+    if "latency" in parts:
+        result["latency"] = {f: latency(engine, questions, f, args.max_new_tokens, args.max_audio_seconds)
+                             for f in ("tis", "think_first")}
+    if "paced" in parts:
+        result["paced"] = [paced(engine, questions, r, args.max_new_tokens, args.max_audio_seconds)
+                           for r in args.paced_rates]
+    if "spoken" in parts:
+        result["spoken"] = spoken_latency(engine, args.spoken_seconds, 64, args.max_audio_seconds)
+    if "concurrency" in parts:
+        result["concurrency"] = concurrency(engine, questions, args.concurrency, args.concurrency_tokens,
+                                            args.concurrency_audio_seconds)
     if engine.device.type == "cuda":
         result["cuda_max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    print(__import__("json").dumps(result, indent=2))
+    print(__import__("json").dumps({k: v for k, v in result.items() if k != "concurrency"}, indent=2))
+    if "concurrency" in result:
+        print_concurrency(result["concurrency"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, result)

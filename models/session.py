@@ -8,13 +8,18 @@ its short first block once ``first_block_frames + lookahead_frames`` frames exis
 talker steps for the WORLD codec: in TiS after 11 thinker positions). After the thinker ends, each
 ``step()`` makes one more codec frame until the speech ends: the talker's eos, or the session's end
 rules (trailing silence once the response is read; a bound of ``AUDIO_BOUND`` x the response's
-speaking time; the ``max_audio_seconds`` cap), reported as ``DoneEvent.audio_end``. All state is
-per session (KV caches, cursor, samplers, decoder); nothing is set on the shared model, so one caller
-may step several sessions in turn.
+speaking time; the ``max_audio_seconds`` cap), reported as ``DoneEvent.audio_end``. A session holds
+only its own state (its slots in the engine's ``models.runner.Runner``, cursor, generators, decoder);
+nothing is set on the shared model. ``step_all(sessions)`` advances many sessions by one ``step()``
+each with one batched thinker forward and batched talker steps; ``session.step()`` is
+``step_all([session])``.
 
     engine = Engine.load("checkpoints/talker/tis/step-00000160", codec_dir="checkpoints/codec")
     for ev in engine.session(text="What is 3 plus 4?", options=Options(temperature=0.0)):
         print(ev.type, ev.to_dict() if ev.type != "audio" else ev.seq)
+    sessions = [engine.session(text=q) for q in questions]
+    while not all(s.done for s in sessions):
+        for s, events in zip(sessions, step_all(sessions)): ...
 
     python -m models.session MODEL_DIR [--codec DIR] (--text "..." | --wav q.wav) [--out answer.wav]
 """
@@ -28,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -116,7 +121,10 @@ class Options:
 class Engine:
     """The loaded model, tokenizer and codec, shared by all sessions (which never modify them)."""
 
-    def __init__(self, model, tokenizer, codec=None, device=None) -> None:
+    def __init__(self, model, tokenizer, codec=None, device=None, slots: int = 16,
+                 compile: bool | str = False) -> None:
+        import threading
+
         import torch
 
         from models.talker import _check_codec_ids
@@ -132,12 +140,28 @@ class Engine:
         self.sample_rate: int | None = codec.sample_rate if codec is not None else None
         if codec is not None:
             _check_codec_ids(model, [codec.vocab_size - 1])
+        self.slots = slots
+        self.compile = compile  # the runner's decode steps: False eager, True / a torch.compile mode, "static"
+        self._runner = None
+        self._runner_lock = threading.Lock()
+
+    @property
+    def runner(self):
+        """The model runner (models.runner.Runner): every session's thinker and talker slots; made on
+        first use."""
+        with self._runner_lock:
+            if self._runner is None:
+                from models.runner import Runner
+
+                self._runner = Runner(self.model, slots=self.slots, compile=self.compile)
+            return self._runner
 
     @classmethod
     def load(cls, model_dir: str | Path, codec_dir: str | Path | None = None, device: str | None = None,
-             dtype: str = "auto") -> "Engine":
+             dtype: str = "auto", slots: int = 16, compile: bool | str = False) -> "Engine":
         """A checkpoint directory with ``model/`` and ``tokenizer/`` (e.g. a training stage's
-        ``step-XXXXXXXX``), and optionally the codec stage's output directory."""
+        ``step-XXXXXXXX``), and optionally the codec stage's output directory. ``slots``: sessions the
+        runner holds before it grows; ``compile``: see ``models.runner.SlotLM``."""
         import torch
 
         from models.codec import load_codec
@@ -156,7 +180,7 @@ class Engine:
             if not cfg.exists():
                 raise FileNotFoundError(f"no codec in {codec_dir} (no codec.json); pass the codec stage's output")
             codec = load_codec(f"{json.loads(cfg.read_text())['kind']}:{codec_dir}")
-        return cls(model, tokenizer, codec, device)
+        return cls(model, tokenizer, codec, device, slots=slots, compile=compile)
 
     def session(self, *, text: str | None = None, audio: tuple[np.ndarray, int] | None = None,
                 options: Options = Options()) -> "Session":
@@ -290,6 +314,8 @@ class Session:
         self._thinker = None  # models.decode.ThinkerState, made by the first step
         self._talker = None  # models.talker.TalkerStream
         self._decoder = None  # models.codec.StreamDecoder
+        self._thinker_slot = self._talker_slot = None  # (SlotLM, slot) held in the engine's runner
+        self._slot_guard = None  # frees the slots of a session dropped without close()
         self._text = _Detokenizer(engine.tokenizer)
         self._reasoning = _Detokenizer(engine.tokenizer)
         self._frames_sent = 0
@@ -306,20 +332,8 @@ class Session:
 
     # -- public -----------------------------------------------------------------------------------
     def step(self) -> list[Event]:
-        if self._closed:
-            raise RuntimeError("this session is closed; start a new one with engine.session(...)")
-        if self.done:
-            return []
-        import torch
-
-        try:
-            with torch.inference_mode():
-                return self._step()
-        except Exception as e:  # one request failing must not take the caller down
-            log.exception("session failed")
-            self._release()
-            self.done = True
-            return [ErrorEvent(f"{type(e).__name__}: {e}")]
+        """Advance this session alone (``step_all([self])``)."""
+        return step_all([self])[0]
 
     def __iter__(self) -> Iterator[Event]:
         if self._closed:
@@ -344,6 +358,7 @@ class Session:
         return not self.done and (self._thinker is None or not self._thinker.done)
 
     def close(self) -> None:
+        """Free the session's slots now (idempotent); it cannot step again."""
         self._release()
         self._closed = True
         self.done = True
@@ -353,70 +368,97 @@ class Session:
         return time.perf_counter() - self._t0
 
     def _release(self) -> None:
+        for lm_slot in (self._thinker_slot, self._talker_slot):
+            if lm_slot is not None:
+                lm_slot[0].free(lm_slot[1])
+        self._thinker_slot = self._talker_slot = None
+        if self._slot_guard is not None:
+            self._slot_guard.detach()
+            self._slot_guard = None
         self._thinker = self._talker = self._decoder = None
         self._prompt_inputs = {}
 
+    def _fail(self, e: Exception) -> list[Event]:
+        log.error("session failed: %s: %s", type(e).__name__, e, exc_info=e)
+        self._release()
+        self.done = True
+        return [ErrorEvent(f"{type(e).__name__}: {e}")]
+
     def _start(self) -> None:
+        import weakref
+
         from models.codec import StreamDecoder
         from models.decode import prefill
         from models.talker import TalkerStream
 
         e, o = self.engine, self.options
+        runner = e.runner
+        if runner.talker is not None:
+            runner.talker.reclaim()  # slots of sessions dropped without close()
         cursor = cursor_for(o.fmt, Schedule(o.speak, o.think), e.ids)
-        self._thinker = prefill(e.model.thinker, self.prompt_ids, cursor, max_new_tokens=o.max_new_tokens,
-                                temperature=o.temperature, generator=self._gen, **self._prompt_inputs)
+        slot = runner.thinker.acquire()
+        self._thinker_slot = (runner.thinker, slot)
+        # A session dropped without close() still gives its slots back when it is collected.
+        self._slot_guard = weakref.finalize(self, _free_slots, [self._thinker_slot])
+        self._thinker = prefill(runner.thinker, self.prompt_ids, cursor, max_new_tokens=o.max_new_tokens,
+                                temperature=o.temperature, generator=self._gen, slot=slot, **self._prompt_inputs)
         self._prompt_inputs = {}
         if o.audio:
             c = e.codec
             frames = max(1, int(o.max_audio_seconds * c.frame_rate))
             temp = TALKER_TEMPERATURE if o.talker_temperature is None else o.talker_temperature
+            tslot = runner.talker.acquire()
+            self._talker_slot = (runner.talker, tslot)
+            self._slot_guard.detach()
+            self._slot_guard = weakref.finalize(self, _free_slots, [self._thinker_slot, self._talker_slot])
             self._talker = TalkerStream(e.model, c.codebook_sizes, temperature=temp, top_k=TALKER_TOP_K,
-                                        generator=self._talker_gen, max_codes=frames * c.codebooks)
+                                        generator=self._talker_gen, max_codes=frames * c.codebooks,
+                                        lm=runner.talker, slot=tslot)
             self._decoder = StreamDecoder(c)
             if o.min_speech is not None:
                 self._talker.min_frames = None  # set when the thinker ends (the response is then known)
 
-    def _step(self) -> list[Event]:
-        from models.decode import step as thinker_step
-
-        if self._thinker is None:
-            self._start()
+    def _after_thinker(self, out) -> list[Event]:
+        """Events of one placed thinker position; the position goes to the talker."""
         th, talker, ids = self._thinker, self._talker, self.engine.ids
         events: list[Event] = []
-        if not th.done:
-            out = thinker_step(self.engine.model.thinker, th, need_hidden=talker is not None)
-            self._positions += 1
-            tok, role = out.token, out.placed.role
-            if role is Role.RESPONSE and tok not in (ids.pad, ids.eos):
-                if self._first_text is None:
-                    self._first_text = (out.index + 1, self._now())
-                delta = self._text.push(tok)
-                if delta:
-                    events.append(TextEvent(delta, out.index))
-            elif role is Role.REASONING and tok != ids.pad:
-                delta = self._reasoning.push(tok)
-                if delta and self.options.reasoning:
-                    events.append(ReasoningEvent(delta, out.index, out.placed.block))
-            if th.done:
-                self._thinker_seconds = self._now()
-                if delta := self._text.flush():
-                    events.append(TextEvent(delta, out.index))
-                if (delta := self._reasoning.flush()) and self.options.reasoning:
-                    events.append(ReasoningEvent(delta, out.index, out.placed.block))
-            if talker is not None and not talker.done:
-                embed = None
-                if role is Role.RESPONSE:
-                    embed = self.engine.model.thinker.get_input_embeddings()(
-                        self._token_tensor(tok))[0]
-                talker.push(role, out.hidden, embed)
-                events += self._run_talker(limit=None)  # everything this position made due
-                if th.done:
-                    if self.options.min_speech is not None:
-                        est = self.options.min_speech * speaking_seconds(self._text.text)
-                        talker.min_frames = max(len(talker.reply) + 1, int(est * self.engine.codec.frame_rate))
-                    talker.finish()  # from now on every step is due: one frame per later step()
-        elif talker is not None:
-            events += self._run_talker(limit=talker.n)  # thinker ended: one frame per step
+        self._positions += 1
+        tok, role = out.token, out.placed.role
+        if role is Role.RESPONSE and tok not in (ids.pad, ids.eos):
+            if self._first_text is None:
+                self._first_text = (out.index + 1, self._now())
+            delta = self._text.push(tok)
+            if delta:
+                events.append(TextEvent(delta, out.index))
+        elif role is Role.REASONING and tok != ids.pad:
+            delta = self._reasoning.push(tok)
+            if delta and self.options.reasoning:
+                events.append(ReasoningEvent(delta, out.index, out.placed.block))
+        if th.done:
+            self._thinker_seconds = self._now()
+            if delta := self._text.flush():
+                events.append(TextEvent(delta, out.index))
+            if (delta := self._reasoning.flush()) and self.options.reasoning:
+                events.append(ReasoningEvent(delta, out.index, out.placed.block))
+        if talker is not None and not talker.done:
+            embed = None
+            if role is Role.RESPONSE:
+                embed = self.engine.model.thinker.get_input_embeddings()(self._token_tensor(tok))[0]
+            talker.push(role, out.hidden, embed)
+        return events
+
+    def _after_talker(self, thought: bool, talked: bool) -> list[Event]:
+        """After the talker steps of this ``step()``: the speech end rules and the codec on what the
+        talker made (when it was due to talk), then the end of the answer."""
+        th, talker = self._thinker, self._talker
+        events: list[Event] = []
+        if talked:
+            events += self._talker_rules()
+            if thought and th.done:
+                if self.options.min_speech is not None:
+                    est = self.options.min_speech * speaking_seconds(self._text.text)
+                    talker.min_frames = max(len(talker.reply) + 1, int(est * self.engine.codec.frame_rate))
+                talker.finish()  # from now on every step is due: one frame per later step()
         if th.done and (talker is None or talker.done):
             events += self._finish()
         return events
@@ -426,13 +468,9 @@ class Session:
 
         return torch.tensor([tok], device=self.engine.device)
 
-    def _run_talker(self, limit: int | None) -> list[Event]:
+    def _talker_rules(self) -> list[Event]:
         talker, codec = self._talker, self.engine.codec
         events: list[Event] = []
-        n = 0
-        while talker.ready() and (limit is None or n < limit):
-            talker.step()
-            n += 1
         self._talker_steps = talker.steps
         if talker.done and self._audio_end is None:
             self._audio_end = "eos" if talker.ended_with_eos else "max_audio_seconds"
@@ -515,6 +553,85 @@ class Session:
         self._release()
         self.done = True
         return [done]
+
+
+def _free_slots(held: list) -> None:
+    for lm, slot in held:
+        lm.free_later(slot)  # maybe on the garbage collector's thread: the runner frees it on its own
+
+
+def step_all(sessions: Sequence[Session]) -> list[list[Event]]:
+    """Advance every session by one ``step()``, together: one batched thinker forward for all that are
+    thinking, then batched talker steps (one forward per step for all whose talker has work due), then
+    each session's codec and events. Returns each session's events, in order. A session's events are
+    exactly what stepping it alone gives (the slots share nothing; each samples from its own
+    generators). A failure fails the sessions whose work failed (an ``ErrorEvent`` each), never the
+    caller; a closed session is an error, a done one gets ``[]``."""
+    import torch
+
+    import models.decode
+    import models.talker
+
+    out: list[list[Event]] = [[] for _ in sessions]
+    for s in sessions:
+        if s._closed:
+            raise RuntimeError("this session is closed; start a new one with engine.session(...)")
+    engines = {id(s.engine) for s in sessions}
+    if len(engines) > 1:
+        raise ValueError("step_all steps sessions of one engine (one runner) at a time")
+    live = [i for i, s in enumerate(sessions) if not s.done]
+
+    def fail(rows: list[int], e: Exception) -> None:
+        for i in rows:
+            out[i] += sessions[i]._fail(e)
+
+    with torch.inference_mode():
+        for i in live:
+            if sessions[i]._thinker is None:
+                try:
+                    sessions[i]._start()
+                except Exception as e:  # one request failing must not take the caller down
+                    fail([i], e)
+        live = [i for i in live if not sessions[i].done]
+        thinking = [i for i in live if not sessions[i]._thinker.done]
+        thought = set(thinking)
+        if thinking:
+            try:
+                steps = models.decode.step_batch([sessions[i]._thinker for i in thinking],
+                                                 [sessions[i]._talker is not None for i in thinking])
+            except Exception as e:
+                fail(thinking, e)
+                steps = []
+            for i, st in zip(thinking, steps):
+                try:
+                    out[i] += sessions[i]._after_thinker(st)
+                except Exception as e:
+                    fail([i], e)
+        live = [i for i in live if not sessions[i].done]
+        # Talker work due this step: everything the new position made due while thinking; one frame
+        # per step once the thinker has ended.
+        talked = {i for i in live if sessions[i]._talker is not None and (i not in thought or not sessions[i]._talker.done)}
+        limit = {i: None if i in thought else sessions[i]._talker.n for i in talked}
+        taken = dict.fromkeys(talked, 0)
+        while True:
+            due = [i for i in talked if not sessions[i].done and sessions[i]._talker.ready()
+                   and (limit[i] is None or taken[i] < limit[i])]
+            if not due:
+                break
+            try:
+                models.talker.step_batch([sessions[i]._talker for i in due])
+            except Exception as e:
+                fail(due, e)
+            for i in due:
+                taken[i] += 1
+        for i in live:
+            if sessions[i].done:
+                continue
+            try:
+                out[i] += sessions[i]._after_talker(i in thought, i in talked)
+            except Exception as e:
+                fail([i], e)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ codec frame ``f`` needs only thinker positions up to ``first response + f``.
     stream.push(role, hidden, embed)                        # per thinker position, as they come
     while stream.ready(): stream.step()                     # codec ids in stream.codes
     stream.finish()                                         # the thinker ended
+    step_batch([a, b, c])                                   # many streams: one talker forward
 
 ``roles`` is ``models.format.Role`` per thinker position, ``(B, T)``; batch padding is ``ROLE_PAD``.
 """
@@ -225,7 +226,8 @@ def codebook_mask(step: int, vocab: int, eos_id: int, codebook_sizes: Sequence[i
 
 
 class TalkerStream:
-    """One request's talker: its own KV cache, the reply positions received so far, the codes made.
+    """One request's talker: its slot in a runner's talker cache (``lm``, ``slot``; a private one-slot
+    runner when none is given), the reply positions received so far, the codes made.
 
     ``push`` one thinker position at a time (as the thinker makes them); ``ready()`` says whether the
     next talker step has its input; ``step()`` makes one codec id (or the codec eos, which ends it).
@@ -242,8 +244,10 @@ class TalkerStream:
         top_k: int = 40,
         generator: torch.Generator | None = None,
         max_codes: int | None = None,
+        lm=None,
+        slot: int | None = None,
     ) -> None:
-        from transformers import DynamicCache
+        from models.runner import SlotLM
 
         if not codebook_sizes:
             raise ValueError("codebook_sizes is empty; pass codec.codebook_sizes")
@@ -261,7 +265,9 @@ class TalkerStream:
         self.allowed = torch.stack([codebook_mask(k, vocab, self.eos_id, codebook_sizes) for k in range(self.n)]).to(dev)
         self.temperature, self.top_k, self.generator = temperature, top_k, generator
         self.max_codes = max_codes
-        self.cache = DynamicCache(config=t.config)
+        # This request's keys/values: slot ``slot`` of a runner's talker (``lm``), or a private one-slot runner.
+        self.lm = lm if lm is not None else SlotLM.for_talker(t, slots=1, max_slots=1)
+        self.slot = self.lm.acquire() if slot is None else slot
         self.reply: list[torch.Tensor] = []  # (H,) rows, one per thinker position from the first response on
         self.started = False  # the first RESPONSE position arrived
         self.thinker_done = False
@@ -316,27 +322,33 @@ class TalkerStream:
             return self.reply[f]
         return self.sp["text_eos"] if f == len(self.reply) else self.sp["text_pad"]
 
-    @torch.inference_mode()
-    def step(self) -> int | None:
-        """One talker step: returns the codec id it made, or None for the codec eos (or the cap)."""
-        if not self.ready():
-            raise RuntimeError("talker step not due: wait for the next thinker position (check ready())")
+    @property
+    def sampling(self):
+        from models.runner import SamplingParams
+
+        return SamplingParams(max(0.0, self.temperature), self.top_k if self.temperature > 0 else 0,
+                              generator=self.generator)
+
+    def _inputs(self) -> torch.Tensor:
+        """The next step's input rows ``(T, H)`` (thinker width): the head row goes in with step 0."""
         s = len(self.codes)
         text = self._text(s)
         prev = torch.tensor([self.bos_id if s == 0 else self.codes[-1]], device=text.device)
         x = (text + self.codec_emb(prev)[0].to(text.dtype))[None]  # (1, H)
         if s == 0:
-            x = torch.cat([self.sp["head"][None].to(text.dtype), x])  # the head row goes in with step 0
-        start = 1 + s - (len(x) - 1)
-        pos = torch.arange(start, start + len(x), device=x.device)[None]
-        out = self.model.talker(inputs_embeds=x[None], position_ids=pos, cache=self.cache, use_cache=True)
-        self.logits = out.logits[0, -1]
-        self.steps += 1
+            x = torch.cat([self.sp["head"][None].to(text.dtype), x])
+        return x
+
+    def _allowed(self) -> torch.Tensor:
+        s = len(self.codes)
         allowed = self.allowed[s % self.n]
         if s % self.n == 0 and (self.min_frames is None or self.frame < self.min_frames):
             allowed = allowed.clone()
             allowed[self.eos_id] = False  # too early to end the speech
-        tok = self._choose(self.logits, allowed)
+        return allowed
+
+    def _accept(self, tok: int) -> int | None:
+        self.steps += 1
         if tok == self.eos_id:
             self.done, self.ended_with_eos = True, True
             return None
@@ -345,15 +357,36 @@ class TalkerStream:
             self.done = True
         return tok
 
-    def _choose(self, logits: torch.Tensor, allowed: torch.Tensor) -> int:
-        scores = logits.float().masked_fill(~allowed, float("-inf"))
-        if self.temperature <= 0:
-            return int(scores.argmax())
-        scores = scores / self.temperature
-        if self.top_k:
-            kth = torch.topk(scores, min(self.top_k, int(allowed.sum()))).values[-1]
-            scores = scores.masked_fill(scores < kth, float("-inf"))
-        return int(torch.multinomial(torch.softmax(scores, -1), 1, generator=self.generator))
+    def step(self) -> int | None:
+        """One talker step: returns the codec id it made, or None for the codec eos (or the cap)."""
+        return step_batch([self])[0]
+
+
+@torch.inference_mode()
+def step_batch(streams: Sequence[TalkerStream]) -> list[int | None]:
+    """One talker step of every stream: one forward per runner and input length (a stream's first step
+    carries its head row too), one sampler call for all. Returns per stream the codec id it made, or
+    None for the codec eos (or the cap)."""
+    from models.runner import sample
+
+    for st in streams:
+        if not st.ready():
+            raise RuntimeError("talker step not due: wait for the next thinker position (check ready())")
+    xs = [st._inputs() for st in streams]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (st, x) in enumerate(zip(streams, xs)):
+        groups.setdefault((id(st.lm), len(x)), []).append(i)
+    logits: list[torch.Tensor | None] = [None] * len(streams)
+    for rows in groups.values():
+        lm = streams[rows[0]].lm
+        h = lm.forward([streams[i].slot for i in rows], inputs_embeds=torch.stack([xs[i] for i in rows]))[:, -1]
+        lg = lm.logits(h)  # (B, V)
+        for r, i in enumerate(rows):
+            logits[i] = lg[r]
+    for st, lg in zip(streams, logits):
+        st.logits = lg
+    toks = sample(torch.stack(logits), [st.sampling for st in streams], torch.stack([st._allowed() for st in streams]))
+    return [st._accept(t) for st, t in zip(streams, toks.tolist())]
 
 
 @torch.no_grad()

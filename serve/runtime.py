@@ -1,5 +1,6 @@
-"""The loaded model: the engine (models.session), its manifest (models.manifest, what tasks/package.py
-wrote) and the scheduler whose thread steps its sessions. One per service process.
+"""The loaded model: the engine (models.session, with its model runner's slots), its manifest
+(models.manifest, what tasks/package.py wrote) and the scheduler whose thread steps its sessions in
+batches (models.session.step_all). One per service process.
 
     rt = Runtime("path/to/packaged/model", tag="omni-tis:abc")
     session = rt.new_session(question)   # ValueError -> the route answers 422
@@ -22,18 +23,18 @@ class Runtime:
     """The loaded engine, its model thread and the model's manifest."""
 
     def __init__(self, model_dir: str | Path, tag: str) -> None:
-        from models.session import Engine
+        from models.session import Engine, step_all
 
         d = Path(model_dir)
         self.manifest = Manifest.read(d)  # FileNotFoundError / ManifestError say how to build one
         self.tag = tag
         codec = d / "codec"
-        self.engine = Engine.load(d, codec if (codec / "codec.json").exists() else None)
+        self.engine = Engine.load(d, codec if (codec / "codec.json").exists() else None, slots=SERVE.max_active)
         self.schedule: dict[str, int] = asdict(self.manifest.schedule)  # {"speak", "think"}: the defaults
         self.fmt = self.manifest.format
         self.engine.warmup()
         self._warm_spoken()
-        self.scheduler = Scheduler(SERVE.max_active, SERVE.max_queue, SERVE.admit_ahead_s)
+        self.scheduler = Scheduler(SERVE.max_active, SERVE.max_queue, SERVE.admit_ahead_s, step_batch=step_all)
         self.ready = True
 
     def _warm_spoken(self) -> None:

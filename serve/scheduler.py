@@ -1,12 +1,13 @@
-"""The scheduler: one thread owns the model and steps the admitted sessions one thinker position at a
-time; requests wait in line for a slot (``serve.max_active``), and past ``serve.max_queue`` are refused
-with a wait estimated from how long recent answers held their slots. Sessions share no state
-(models/session.py), so interleaving never mixes their outputs; events cross to the event loop through
-each job's queue.
+"""The scheduler: admits, orders and cancels; one thread owns the model and, each round, steps every
+admitted session by one thinker position in one batch (``step_batch``: ``models.session.step_all``, one
+batched thinker forward and batched talker steps over the runner's slots). Requests wait in line for a
+place (``serve.max_active``), and past ``serve.max_queue`` are refused with a wait estimated from how
+long recent answers held their places. Sessions share no state (models/session.py, models/runner.py),
+so batching never mixes their outputs; events cross to the event loop through each job's queue.
 
-    sched = Scheduler(max_active=8, max_queue=32)
+    sched = Scheduler(max_active=8, max_queue=32, step_batch=models.session.step_all)
     ahead = sched.submit(Job(id, session, loop))   # Busy when the line is full
-    sched.cancel(job)                              # a client went away
+    sched.cancel(job)                              # a client went away: its slots are freed before the next round
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 
 @dataclass(eq=False)
@@ -76,10 +77,17 @@ def retry_after(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
+def step_each(sessions: list) -> list[list]:
+    """Step sessions one after another (for sessions without a batch stepper)."""
+    return [s.step() for s in sessions]
+
+
 class Scheduler:
-    """One thread owns the model and steps one session at a time, always the one whose listener is
-    closest to running out of audio (least audio in hand beyond real time; an answer still on its way to
-    its first chunk comes first; ties go to the least recently stepped).
+    """One thread owns the model and, each round, steps every active session once, in one call of
+    ``step_batch`` (a list of sessions -> their events). The round lists them by need: the listener
+    closest to running out of audio first (least audio in hand beyond real time; an answer still on its
+    way to its first chunk comes first; ties go to the least recently stepped); ``step_each`` steps them
+    in that order, a batch stepper returns their events in that order.
 
     Admission (the rule, in full): a waiting request starts as soon as fewer than ``max_active`` run
     (``admit_ahead_s=0``, the default: ``max_active`` answers run at once; ``max_active=1`` is one at a
@@ -91,8 +99,10 @@ class Scheduler:
 
     RECENT = 32  # finished answers whose slot times estimate the wait
 
-    def __init__(self, max_active: int, max_queue: int, admit_ahead_s: float = 0.0) -> None:
+    def __init__(self, max_active: int, max_queue: int, admit_ahead_s: float = 0.0,
+                 step_batch: Callable[[list], list[list]] = step_each) -> None:
         self.max_active, self.max_queue, self.admit_ahead_s = max_active, max_queue, admit_ahead_s
+        self.step_batch = step_batch
         self._cv = threading.Condition()
         self._waiting: collections.deque[Job] = collections.deque()
         self._active: list[Job] = []
@@ -154,7 +164,8 @@ class Scheduler:
 
     def cancel(self, job: Job) -> None:
         """Stop ``job`` (a client went away): a waiting job leaves the line now, an active one is closed
-        by the model thread before its next step. No-op for a finished job."""
+        (its slots freed) by the model thread before the next round, never during a forward. No-op for
+        a finished job."""
         with self._cv:
             if job.state == "waiting" and job in self._waiting:
                 self._waiting.remove(job)
@@ -184,8 +195,9 @@ class Scheduler:
         self.counts["served" if state == "done" else state] += 1
         job.put(None)
 
-    def _next(self) -> Job | None:
-        """Admit who may start, drop the cancelled, pick who steps; None when stopping."""
+    def _next(self) -> list[Job] | None:
+        """Admit who may start, drop the cancelled, list who steps this round (every active job, by
+        need); None when stopping."""
         with self._cv:
             while True:
                 if self._stop:
@@ -203,24 +215,34 @@ class Scheduler:
                     job.state, job.started = "active", now
                     self._active.append(job)
                 if self._active:
-                    return min(self._active, key=lambda j: (j.ahead(now), j.last_turn))
+                    return sorted(self._active, key=lambda j: (j.ahead(now), j.last_turn))
                 self._cv.wait()
 
     def _run(self) -> None:
-        while (job := self._next()) is not None:
-            events = job.session.step()  # never raises: a failure is an ErrorEvent
-            self._turn += 1
-            job.last_turn = self._turn
-            for ev in events:
-                if ev.type == "audio":
-                    job.first_audio = job.first_audio or time.perf_counter()
-                    job.audio_seconds += ev.seconds
-            if events:
-                job.put(events)
-                time.sleep(0)  # hand the GIL to the event loop now, so it sends these at once
-            if job.session.done:
-                failed = any(ev.type == "error" for ev in events)
-                with self._cv:
-                    self._active.remove(job)
-                    self._finish(job, "failed" if failed else "done")
+        from models.events import ErrorEvent
 
+        while (jobs := self._next()) is not None:
+            try:
+                batch = self.step_batch([job.session for job in jobs])  # a session's failure is its ErrorEvent
+            except Exception as e:  # a bug in the stepper: fail this round's jobs, keep serving
+                batch = [[ErrorEvent(f"{type(e).__name__}: {e}")] for _ in jobs]
+                for job in jobs:
+                    job.session.done = True
+            self._turn += 1
+            ended = []
+            for job, events in zip(jobs, batch):
+                job.last_turn = self._turn
+                for ev in events:
+                    if ev.type == "audio":
+                        job.first_audio = job.first_audio or time.perf_counter()
+                        job.audio_seconds += ev.seconds
+                if events:
+                    job.put(events)
+                if job.session.done:
+                    ended.append((job, any(ev.type == "error" for ev in events)))
+            time.sleep(0)  # hand the GIL to the event loop now, so it sends these at once
+            if ended:
+                with self._cv:
+                    for job, failed in ended:
+                        self._active.remove(job)
+                        self._finish(job, "failed" if failed else "done")

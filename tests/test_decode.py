@@ -93,7 +93,7 @@ def test_last_position_without_hidden(tokenizer, tiny_model):
     a, b = step(tiny_model.thinker, st), step(tiny_model.thinker, st, need_hidden=False)
     assert a.hidden is not None and b.hidden is not None  # not the last: its forward is needed anyway
     c = step(tiny_model.thinker, st, need_hidden=False)
-    assert st.done and c.hidden is None and st.logits is None and len(st.cache.layers[0].keys[0, 0]) == st.prompt_len + 2
+    assert st.done and c.hidden is None and st.logits is None and st.lm.length(st.slot) == st.prompt_len + 2
     with pytest.raises(RuntimeError, match="done"):
         step(tiny_model.thinker, st)
 

@@ -125,11 +125,37 @@ def test_scheduler_steps_the_emptiest_listener_and_admits_only_with_audio_in_han
     log = [name for name, _ in _run(main())]
     # b waits until a has >= 0.35 s of audio beyond real time (4 chunks of 0.1 s; steps take microseconds)...
     assert log[:4] == ["a"] * 4, log
-    # ... then b (no audio yet) steps until it has caught up with a, before a steps again.
+    # ... then every round steps both, the emptiest listener first: b (no audio yet), then a.
     first_b = log.index("b")
-    assert log[first_b:first_b + 4] == ["b"] * 4, log
+    assert log[first_b:first_b + 4] == ["b", "a", "b", "a"], log
     # t was admitted once b had audio in hand too, and then shared the model.
     assert log.index("t") > first_b and log.count("t") == 3
+
+
+def test_scheduler_steps_every_active_session_in_one_batch_call():
+    """A batch stepper gets every active session each round (by need) and its events go to each job."""
+    calls: list[list[str]] = []
+
+    def batch(sessions):
+        calls.append([s.name for s in sessions])
+        return [s.step() for s in sessions]
+
+    async def main():
+        sched = Scheduler(max_active=3, max_queue=8, step_batch=batch)
+        loop = asyncio.get_running_loop()
+        jobs = [Job(str(i), FakeSession(f"s{i}", 3 + i, delay=0.005), loop) for i in range(3)]
+        for j in jobs:
+            sched.submit(j)
+        outs = await asyncio.gather(*(_drain(j) for j in jobs))
+        sched.close()
+        return jobs, outs
+
+    jobs, outs = _run(main())
+    for j, out in zip(jobs, outs):
+        assert [e.delta for e in out[:-1]] == [f"{j.session.name}{i}" for i in range(1, j.session.n)]
+        assert out[-1].type == "done" and j.state == "done"
+    assert max(len(c) for c in calls) == 3 and calls[-1] == ["s2"]  # the longest ends alone
+    assert sum(len(c) for c in calls) == 3 + 4 + 5
 
 
 def test_scheduler_cancel_frees_waiting_and_active_jobs():

@@ -342,7 +342,7 @@ def test_error_becomes_one_error_event(trained, monkeypatch):
     def broken(*a, **k):
         raise RuntimeError("device lost")
 
-    monkeypatch.setattr(models.decode, "step", broken)
+    monkeypatch.setattr(models.decode, "step_batch", broken)
     events = list(s)
     assert len(events) == 1 and isinstance(events[0], ErrorEvent) and "device lost" in events[0].message
     assert s.done
@@ -382,14 +382,15 @@ def test_text_deltas_with_a_scripted_thinker(trained, monkeypatch):
     cut = max(i for i, (t, r) in enumerate(zip(script, lay.roles)) if r is Role.RESPONSE and t == resp[-2]) + 1
     assert tok.decode(resp[:-1]).endswith("\ufffd")  # the emoji's last byte is missing at the cut
 
-    def scripted(thinker, state, need_hidden=True):
+    def scripted(states, need_hidden=True):
+        (state,) = states
         t = script[len(state.generated)]
         placed = state.cursor.advance(t)
         state.generated.append(t)
         state.done = state.cursor.done or len(state.generated) >= state.max_new_tokens
-        return ThinkerStep(len(state.generated) - 1, t, placed, False, state.logits, None)
+        return [ThinkerStep(len(state.generated) - 1, t, placed, False, state.logits, None)]
 
-    monkeypatch.setattr(models.decode, "step", scripted)
+    monkeypatch.setattr(models.decode, "step_batch", scripted)
     events = events_of(engine.session(text="hi", options=Options(speak=2, think=1, max_new_tokens=cut,
                                                                  audio=False)))
     done = events[-1]
@@ -555,7 +556,14 @@ def test_talker_may_not_end_before_the_response_is_said(trained):
         s = engine.session(text=questions[0], options=opts)
         s._start()
         t = s._talker
-        t._choose = lambda logits, allowed: t.eos_id if bool(allowed[t.eos_id]) else int(allowed.nonzero()[0])
+        rule = t._allowed
+
+        def eos_first():  # the only id left: eos when allowed, else the first allowed id
+            a, only = rule(), torch.zeros(t.allowed.shape[1], dtype=torch.bool)
+            only[t.eos_id if bool(a[t.eos_id]) else int(a.nonzero()[0])] = True
+            return only
+
+        t._allowed = eos_first
         return events_of(s)[-1]
 
     done = eager(Options(max_new_tokens=160, max_audio_seconds=20.0))

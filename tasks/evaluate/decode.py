@@ -6,7 +6,8 @@ service would, scores the spoken response with AudioBench's rule (``metric.is_co
 JSON-safe row: the question, gold, output, extracted answer, correctness, response, reasoning, the
 session's timings and the event clock (when the first response text and the reasoning's first and
 last deltas reached the caller). ``decode(jobs, ...)`` runs many, in this process or over Ray Data
-actors, logging a progress line every few seconds.
+actors, logging a progress line every few seconds; each process decodes ``batch`` answers together
+through its engine's model runner (``answers``: ``models.session.step_all`` over their sessions).
 
     python -m tasks.evaluate.decode CKPT --codec checkpoints/codec --benchmark proxy --limit 2
 """
@@ -28,6 +29,8 @@ from models.format import format_info
 
 log = logging.getLogger("evaluate")
 PROGRESS_EVERY_S = 5.0
+# Answers a process decodes together (one batched thinker forward per position; models/runner.py).
+DECODE_BATCH = 8
 # Sweep answers are spoken only this long: enough for the first audio chunk (0.2 s of codec frames for
 # the WORLD codec), not for audio gaps; the thinker still runs to the end of the answer.
 SWEEP_AUDIO_SECONDS = 1.0
@@ -76,66 +79,110 @@ def max_new_for(max_new_tokens: int, main: tuple[int, int], ratio: tuple[int, in
     return math.ceil(speak_slots / s) * (s + t + 2)
 
 
-def answer(engine, job: Job) -> tuple[dict[str, Any], bytes]:
-    """Decode ``job`` through a session; returns (prediction row, the spoken answer as PCM16 bytes)."""
-    from models.events import AudioEvent, DoneEvent, ErrorEvent, ReasoningEvent, TextEvent
+def _session(engine, job: Job):
     from models.session import Options
-    from tasks.evaluate.metric import extract_answer, scorer, spoken_words
 
     opts = Options(fmt=job.fmt, speak=job.speak, think=job.think, max_new_tokens=job.max_new_tokens,
                    temperature=job.temperature, seed=job.seed, audio=job.speak_answer, reasoning=True,
                    max_audio_seconds=job.max_audio_seconds)
     if job.audio is not None:
-        session = engine.session(audio=(job.audio, job.sample_rate), options=opts)
-    else:
-        session = engine.session(text=job.transcript, options=opts)
-    # The event clock starts after the prompt's features are made, as the session's own clock does;
-    # each time is when the caller received the event (the session timestamps slightly earlier).
-    t0 = time.perf_counter()
-    pcm: list[bytes] = []
-    first_text_s = first_reason_s = last_reason_s = None
-    first_reason_pos = last_reason_pos = None
-    audio_sr = 0
-    done: DoneEvent | None = None
-    error = ""
-    for ev in session:
-        now = time.perf_counter() - t0
-        if isinstance(ev, TextEvent) and first_text_s is None:
-            first_text_s = now
-        elif isinstance(ev, ReasoningEvent):
-            if first_reason_s is None:
-                first_reason_s, first_reason_pos = now, ev.position + 1
-            last_reason_s, last_reason_pos = now, ev.position + 1
-        elif isinstance(ev, AudioEvent):
-            pcm.append(ev.pcm16)
-            audio_sr = ev.sample_rate
-        elif isinstance(ev, DoneEvent):
-            done = ev
-        elif isinstance(ev, ErrorEvent):
-            error = ev.message
-    response = done.response if done else ""
-    timings = dict(done.timings) if done else {}
-    r4 = lambda x: None if x is None else round(x, 4)  # noqa: E731
-    timings.update({
-        "event_seconds_to_first_text": r4(first_text_s),
-        "positions_to_first_reasoning": first_reason_pos,
-        "seconds_to_first_reasoning": r4(first_reason_s),
-        "positions_to_reasoning_end": last_reason_pos,
-        "seconds_to_reasoning_end": r4(last_reason_s),
-    })
-    extracted = extract_answer(response)
-    row = {
-        "id": job.item_id, "split": job.split, "format": job.fmt, "ratio": job.ratio, "sweep": job.sweep,
-        "input": "audio" if job.audio is not None else "text",
-        "question": job.transcript, "gold": job.answer, "output": response, "extracted": extracted,
-        "correct": bool(done) and scorer(job.scoring)(response, job.answer, job.split),
-        "response": response, "reasoning": done.reasoning if done else "",
-        "spoken_words": spoken_words(response), "finish_reason": done.finish_reason if done else "error",
-        "audio_end": done.audio_end if done else None,
-        "spoken": job.speak_answer, "max_audio_seconds": job.max_audio_seconds if job.speak_answer else None,
-        "audio_sample_rate": audio_sr or None, "wav": "", "error": error, "timings": timings,
-    }
-    return row, b"".join(pcm)
+        return engine.session(audio=(job.audio, job.sample_rate), options=opts)
+    return engine.session(text=job.transcript, options=opts)
+
+
+class _Answer:
+    """One job's session and what its events said so far; ``row()`` once the session is done."""
+
+    def __init__(self, job: Job, session, batch: int) -> None:
+        self.job, self.session, self.batch = job, session, batch
+        # The event clock starts after the prompt's features are made, as the session's own clock does;
+        # each time is when the caller received the event (the session timestamps slightly earlier).
+        self.t0 = time.perf_counter()
+        self.pcm: list[bytes] = []
+        self.first_text_s = self.first_reason_s = self.last_reason_s = None
+        self.first_reason_pos = self.last_reason_pos = None
+        self.audio_sr = 0
+        self.done = None
+        self.error = ""
+
+    def add(self, events) -> None:
+        from models.events import AudioEvent, DoneEvent, ErrorEvent, ReasoningEvent, TextEvent
+
+        now = time.perf_counter() - self.t0
+        for ev in events:
+            if isinstance(ev, TextEvent) and self.first_text_s is None:
+                self.first_text_s = now
+            elif isinstance(ev, ReasoningEvent):
+                if self.first_reason_s is None:
+                    self.first_reason_s, self.first_reason_pos = now, ev.position + 1
+                self.last_reason_s, self.last_reason_pos = now, ev.position + 1
+            elif isinstance(ev, AudioEvent):
+                self.pcm.append(ev.pcm16)
+                self.audio_sr = ev.sample_rate
+            elif isinstance(ev, DoneEvent):
+                self.done = ev
+            elif isinstance(ev, ErrorEvent):
+                self.error = ev.message
+
+    def row(self) -> tuple[dict[str, Any], bytes]:
+        from tasks.evaluate.metric import extract_answer, scorer, spoken_words
+
+        job, done = self.job, self.done
+        response = done.response if done else ""
+        timings = dict(done.timings) if done else {}
+        r4 = lambda x: None if x is None else round(x, 4)  # noqa: E731
+        timings.update({
+            "event_seconds_to_first_text": r4(self.first_text_s),
+            "positions_to_first_reasoning": self.first_reason_pos,
+            "seconds_to_first_reasoning": r4(self.first_reason_s),
+            "positions_to_reasoning_end": self.last_reason_pos,
+            "seconds_to_reasoning_end": r4(self.last_reason_s),
+            # answers decoded together (seconds are shared time; positions and talker steps are not)
+            "decode_batch": self.batch,
+        })
+        extracted = extract_answer(response)
+        row = {
+            "id": job.item_id, "split": job.split, "format": job.fmt, "ratio": job.ratio, "sweep": job.sweep,
+            "input": "audio" if job.audio is not None else "text",
+            "question": job.transcript, "gold": job.answer, "output": response, "extracted": extracted,
+            "correct": bool(done) and scorer(job.scoring)(response, job.answer, job.split),
+            "response": response, "reasoning": done.reasoning if done else "",
+            "spoken_words": spoken_words(response), "finish_reason": done.finish_reason if done else "error",
+            "audio_end": done.audio_end if done else None,
+            "spoken": job.speak_answer, "max_audio_seconds": job.max_audio_seconds if job.speak_answer else None,
+            "audio_sample_rate": self.audio_sr or None, "wav": "", "error": self.error, "timings": timings,
+        }
+        return row, b"".join(self.pcm)
+
+
+def answers(engine, jobs: list[Job], batch: int = 1) -> Iterator[tuple[int, dict[str, Any], bytes]]:
+    """(index in ``jobs``, row, pcm16) as each answer ends: up to ``batch`` sessions step together
+    (``models.session.step_all``: one batched thinker forward per position), a finished one's place
+    going to the next job at once."""
+    from models.session import step_all
+
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    pending = list(enumerate(jobs))[::-1]
+    active: list[tuple[int, _Answer]] = []
+    while pending or active:
+        while pending and len(active) < batch:
+            k, job = pending.pop()
+            active.append((k, _Answer(job, _session(engine, job), batch)))
+        for (_, a), events in zip(active, step_all([a.session for _, a in active])):
+            a.add(events)
+        for k, a in [x for x in active if x[1].session.done]:
+            yield (k, *a.row())
+        active = [x for x in active if not x[1].session.done]
+
+
+def answer(engine, job: Job) -> tuple[dict[str, Any], bytes]:
+    """Decode ``job`` alone through a session (``iter(session)``); returns (prediction row, the spoken
+    answer as PCM16 bytes), the row ``answers`` gives it in a batch."""
+    a = _Answer(job, _session(engine, job), 1)
+    for ev in a.session:
+        a.add([ev])
+    return a.row()
 
 
 def _progress(what: str, total: int) -> Callable[[dict], None]:
@@ -157,28 +204,33 @@ def _progress(what: str, total: int) -> Callable[[dict], None]:
 
 
 def decode(jobs: list[Job], model_dir: str | Path, codec_dir: str | Path | None, *, workers: int = 0,
-           what: str = "evaluate", engine=None) -> Iterator[tuple[dict, bytes]]:
+           what: str = "evaluate", engine=None, batch: int = DECODE_BATCH) -> Iterator[tuple[dict, bytes]]:
     """(row, pcm16) per job, in job order. ``workers`` 0: here (``engine`` or one loaded from
     ``model_dir``); N: N Ray Data actors, each loading the model once (``RAY_ADDRESS`` joins a cluster,
-    whose workers must see ``model_dir``). The engine is warmed up first so the first question's
+    whose workers must see ``model_dir``). Each process decodes ``batch`` answers together through its
+    engine's model runner (``answers``). The engine is warmed up first so the first question's
     latency is not the process's start-up."""
     if workers > 0:
         progress = _progress(what, len(jobs))  # from the start: the actors load the model meanwhile
-        out = sorted(_decode_ray(jobs, str(model_dir), str(codec_dir) if codec_dir else None, workers, progress),
-                     key=lambda x: x[0])
+        out = sorted(_decode_ray(jobs, str(model_dir), str(codec_dir) if codec_dir else None, workers, progress,
+                                 batch), key=lambda x: x[0])
         for _, row, pcm in out:
             yield row, pcm
         return
     if engine is None:
         from models.session import Engine
 
-        engine = Engine.load(model_dir, codec_dir)
+        engine = Engine.load(model_dir, codec_dir, slots=batch)
     engine.warmup()
     progress = _progress(what, len(jobs))
-    for job in jobs:
-        row, pcm = answer(engine, job)
+    ready: dict[int, tuple[dict, bytes]] = {}
+    nxt = 0
+    for k, row, pcm in answers(engine, jobs, batch):
         progress(row)
-        yield row, pcm
+        ready[k] = (row, pcm)
+        while nxt in ready:  # in job order
+            yield ready.pop(nxt)
+            nxt += 1
 
 
 def _init_ray() -> bool:
@@ -205,26 +257,25 @@ def _init_ray() -> bool:
 class _Answerer:
     """A Ray Data actor: loads the model once, answers one job per row."""
 
-    def __init__(self, model_dir: str, codec_dir: str | None):
+    def __init__(self, model_dir: str, codec_dir: str | None, batch: int = 1):
         import torch
 
         from models.session import Engine
 
         torch.set_num_threads(1)  # several actors share the machine's cores
-        self.engine = Engine.load(model_dir, codec_dir)
+        self.engine = Engine.load(model_dir, codec_dir, slots=batch)
         self.engine.warmup()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         import json
 
+        jobs = [Job(**json.loads(batch["job"][k]), audio=_audio(batch["audio"][k]),
+                    sample_rate=int(batch["sample_rate"][k])) for k in range(len(batch["job"]))]
         rows, pcms, idx = [], [], []
-        for k in range(len(batch["job"])):
-            job = Job(**json.loads(batch["job"][k]), audio=_audio(batch["audio"][k]),
-                      sample_rate=int(batch["sample_rate"][k]))
-            row, pcm = answer(self.engine, job)
+        for k, row, pcm in answers(self.engine, jobs, len(jobs)):  # the rows of a Ray batch decode together
             rows.append(json.dumps(row))
             pcms.append(pcm)
-            idx.append(job.index)
+            idx.append(jobs[k].index)
         return {"index": idx, "row": rows, "pcm": pcms}
 
 
@@ -233,7 +284,7 @@ def _audio(b: bytes) -> np.ndarray | None:
 
 
 def _decode_ray(jobs: list[Job], model_dir: str, codec_dir: str | None, workers: int,
-                progress: Callable[[dict], None]) -> Iterable[tuple[int, dict, bytes]]:
+                progress: Callable[[dict], None], batch: int = 1) -> Iterable[tuple[int, dict, bytes]]:
     import json
     import os
 
@@ -250,7 +301,8 @@ def _decode_ray(jobs: list[Job], model_dir: str, codec_dir: str | None, workers:
         cpus = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
         per_actor = max(0.1, min(1.0, 0.9 * cpus / workers))
         ds = ray.data.from_items(records).map_batches(
-            _Answerer, fn_constructor_kwargs={"model_dir": model_dir, "codec_dir": codec_dir}, batch_size=1,
+            _Answerer, fn_constructor_kwargs={"model_dir": model_dir, "codec_dir": codec_dir, "batch": batch},
+            batch_size=batch,
             batch_format="numpy", concurrency=workers, num_cpus=per_actor)
         out = []
         for rec in ds.iter_rows():
