@@ -369,8 +369,11 @@ class EvaluateParams:
     sweep: tuple[tuple[Int, Int], ...]  # speak:think ratios the TiS model is also decoded at
     sweep_per_split: Int  # the first questions of each split that the sweep decodes; 0 = no sweep
     ray_workers: Int  # 0: decode in this process; N: N Ray Data actors (RAY_ADDRESS joins a cluster)
+    decode_batch: Int  # answers each process decodes together (one batched forward per position; models/runner.py)
 
     def __post_init__(self) -> None:
+        _check(self.decode_batch >= 1, f"evaluate.decode_batch must be >= 1 (1 = one answer at a time), got "
+               f"{self.decode_batch}")
         _check(bool(self.benchmark), "evaluate.benchmark is empty; use proxy, spoken_mqa:<hub id or path>, "
                "gsm8k:<file>, svamp:<file> or local:<file>?question=..&answer=..")
         _check(bool(self.inputs) and len(set(self.inputs)) == len(self.inputs),

@@ -142,7 +142,7 @@ def run(p: Params, fmt: str = "tis", tracker=None, *, model_dir: Path | None = N
     wavs: list[tuple[str, bytes, int]] = []
     pcms: dict[int, tuple[bytes, int]] = {}  # row index -> spoken answer, for the intelligibility chain
     for row, pcm in decode(jobs, ckpt, codec_dir if wants_audio else None, workers=e.ray_workers,
-                           what=f"evaluate@{fmt}", engine=engine):
+                           what=f"evaluate@{fmt}", engine=engine, batch=e.decode_batch):
         if pcm and not row["sweep"] and row["input"] == e.inputs[0]:
             row["wav"] = f"wavs/{_wav_name(row['id'])}"
             wavs.append((row["wav"], pcm, row["audio_sample_rate"]))
