@@ -145,24 +145,30 @@ def test_compare_names_the_missing_run(reports, tmp_path):
 
 
 def test_compare_table_reaches_mlflow(reports, tmp_path, caplog):
-    """The compare stage's table is logged to MLflow as a table (the pipeline once logged "could not log
-    table compare.json to MLflow"): through a real SQLite store, no warning, the rows come back."""
+    """The compare stage's result is recorded as the pipeline records it (``record``: metrics JSON at the
+    artifact root, then the tables), through a real SQLite MLflow store: the table arrives and no
+    "could not log table compare.json" warning (the table once collided with the metrics file of the
+    same name, which MLflow then tried to append to)."""
     import logging
 
     import mlflow
 
+    from tasks.core.stage import record
     from tasks.core.tracking import Tracker
 
     p = load_params(overrides={"evaluate": {"splits": ["short_digit", "long_digit"]}})
     res = run(p, reports=reports, out_dir=tmp_path / "compare")
     rows = res.tables["compare.json"]
-    assert any(v is None for r in rows for v in r.values())  # empty cells: the case that must not break it
-    rows = [{**rows[0], "per kind": {"short_digit": 0.5}}, *rows[1:]]  # and a non-scalar cell
+    assert any(v is None for r in rows for v in r.values())  # empty cells must not break it either
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment("compare-table")
     with caplog.at_level(logging.WARNING), mlflow.start_run() as r:
-        Tracker(r).table(rows, "compare.json")
-    assert not [m for m in caplog.messages if "could not log table" in m], caplog.messages
-    logged = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=r.info.run_id, artifact_path="compare.json",
+        record(res, "compare", Tracker(r), metrics_dir=tmp_path / "metrics")
+    assert not [m for m in caplog.messages if "could not log" in m], caplog.messages
+    client = mlflow.MlflowClient()
+    names = {f.path for f in client.list_artifacts(r.info.run_id)} | {
+        f.path for f in client.list_artifacts(r.info.run_id, "tables")}
+    assert "compare.json" in names and "tables/compare.json" in names, names
+    logged = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=r.info.run_id, artifact_path="tables/compare.json",
                                                                  dst_path=str(tmp_path / "dl"))).read_text())
     assert len(logged["data"]) == len(rows) and "accuracy %" in logged["columns"]

@@ -89,8 +89,10 @@ class Tracker:
                             "(`make pipeline` does) or set MLFLOW_TRACKING_URI", path, e)
 
     def table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
-        """Log ``rows`` (one dict per row, same keys) as an MLflow table (``artifact_file`` ends in .json);
-        it shows in the run's Artifacts and in the evaluation view."""
+        """Log ``rows`` (one dict per row, same keys) as an MLflow table at ``tables/<artifact_file>`` (ends
+        in .json); it shows in the run's Artifacts and in the evaluation view. Under ``tables/``: a table
+        named like the stage's metrics file at the artifact root (``compare.json``) would otherwise be
+        appended to that file, which MLflow refuses."""
         if self.run and rows:
             import mlflow
 
@@ -98,7 +100,7 @@ class Tracker:
             data = {c: [r.get(c) if isinstance(r.get(c), (int, float, str, bool)) or r.get(c) is None
                         else str(r.get(c)) for r in rows] for c in cols}
             try:
-                mlflow.log_table(data=data, artifact_file=artifact_file)
+                mlflow.log_table(data=data, artifact_file=f"tables/{artifact_file}")
             except Exception as e:  # noqa: BLE001 - the table is a view; the data is on disk
                 log.warning("could not log table %s to MLflow (%s)", artifact_file, e)
 
