@@ -394,12 +394,13 @@ class Session:
         e, o = self.engine, self.options
         runner = e.runner
         if runner.talker is not None:
-            runner.talker.reclaim()  # slots of sessions dropped without close()
+            runner.talker.reclaim()  # slots of sessions dropped without close() (the thinker's: acquire)
         cursor = cursor_for(o.fmt, Schedule(o.speak, o.think), e.ids)
         slot = runner.thinker.acquire()
         self._thinker_slot = (runner.thinker, slot)
         # A session dropped without close() still gives its slots back when it is collected.
-        self._slot_guard = weakref.finalize(self, _free_slots, [self._thinker_slot])
+        held = [self._thinker_slot]
+        self._slot_guard = weakref.finalize(self, _free_slots, held)
         self._thinker = prefill(runner.thinker, self.prompt_ids, cursor, max_new_tokens=o.max_new_tokens,
                                 temperature=o.temperature, generator=self._gen, slot=slot, **self._prompt_inputs)
         self._prompt_inputs = {}
@@ -409,8 +410,7 @@ class Session:
             temp = TALKER_TEMPERATURE if o.talker_temperature is None else o.talker_temperature
             tslot = runner.talker.acquire()
             self._talker_slot = (runner.talker, tslot)
-            self._slot_guard.detach()
-            self._slot_guard = weakref.finalize(self, _free_slots, [self._thinker_slot, self._talker_slot])
+            held.append(self._talker_slot)  # the guard frees it too
             self._talker = TalkerStream(e.model, c.codebook_sizes, temperature=temp, top_k=TALKER_TOP_K,
                                         generator=self._talker_gen, max_codes=frames * c.codebooks,
                                         lm=runner.talker, slot=tslot)
