@@ -203,7 +203,8 @@ def run_rung(rung: str, task: str, trace_style: str, args, work: Path) -> dict:
     # Rung d: every text prompt says its numbers in words (as a transcript does), in training and here.
     words = 1.0 if form == "words" else 0.0
     overrides = {"seed": args.seed,
-                 "trainer": {"log_every": max(1, args.steps // 5), "checkpoint_every": 10**6, "keep_checkpoints": 1},
+                 "trainer": {"log_every": max(1, args.steps // 5), "checkpoint_every": 10**6, "keep_checkpoints": 1,
+                             **({"length_group": args.length_group} if args.length_group else {})},
                  "pretrain": {**sp, "text_fraction": 1.0, "words_fraction": words},
                  "text_tis": {**sp, **no_probe, "words_fraction": words, "text_pool": False},
                  "acoustic_tis": {**sp, **no_probe},
@@ -249,7 +250,7 @@ def run_rung(rung: str, task: str, trace_style: str, args, work: Path) -> dict:
     per_kind = shown.pop()["per_kind"] if shown and "per_kind" in shown[-1] else {}
     return {"per_kind": per_kind, "rung": rung, "name": name, "task": task, "trace": trace_style, "format": fmt, "input": form,
             "stages": stages, "accuracy": round(acc, 4), "train_seconds": round(seconds, 1),
-            "tts_seconds": round(tts_s, 1), "steps": args.steps, "batch": args.batch, "lr": args.lr, "kinds": args.kinds,
+            "tts_seconds": round(tts_s, 1), "steps": args.steps, "batch": args.batch, "lr": args.lr, "kinds": args.kinds, "length_group": p.trainer.length_group,
             "examples_seen": args.steps * args.batch, "train_problems": args.train, "held_out": args.test,
             "losses": history, "examples": shown}
 
@@ -272,6 +273,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "long_digit:1,multi_step:1 (held-out problems: all four alike)")
     ap.add_argument("--probe-every", type=int, default=0, help="held-out probe every N steps of the TiS stages (0: off)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--length-group", type=int, default=0,
+                    help="trainer.length_group (batches per length group; 1 = off; 0: params.yaml's)")
     ap.add_argument("--dims", default="", help="JSON overrides of model.tiny, e.g. '{\"hidden_size\": 256}'")
     ap.add_argument("--out", default="", help="JSON path (default bench/results/ladder-<task>.json)")
     args = ap.parse_args(argv)

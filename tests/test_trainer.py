@@ -130,6 +130,53 @@ def test_stream_reads_one_permutation_per_epoch(tiny):
     assert [[e.input_ids for e in c.next_batch()] for _ in range(3)] == ref[4:]
 
 
+def _pad_share(batches) -> float:
+    pad = sum(len(b) * max(len(e.input_ids) for e in b) for b in batches)
+    return 1 - sum(len(e.input_ids) for b in batches for e in b) / pad
+
+
+def test_length_groups_read_the_same_rows_with_less_padding(tiny):
+    """trainer.length_group: a group of G batches holds exactly the rows the plain stream reads there
+    (every row once per epoch), pads far less, deals its batches in a shuffled order, and a stream
+    resumed at (cursor, group_batch) in the middle of a group hands out the same batches."""
+    from tasks.core.examples import BatchStream
+
+    data = _data(tiny, "text_tis")
+    bs, g = 2, 4
+    plain = BatchStream(data, bs, 5)
+    flat = [plain.next_batch() for _ in range(3 * g)]
+    grouped = BatchStream(data, bs, 5, length_group=g)
+    got = [grouped.next_batch() for _ in range(3 * g)]
+    key = lambda b: sorted(tuple(e.input_ids) for e in b)  # noqa: E731
+    for k in range(3):  # group k = the plain stream's rows k*g*bs .. (k+1)*g*bs, re-dealt
+        assert key(sum(got[k * g:(k + 1) * g], [])) == key(sum(flat[k * g:(k + 1) * g], []))
+    assert grouped.cursor == plain.cursor and grouped.group_batch == 0
+    assert _pad_share(got) < 0.5 * _pad_share(flat)
+    means = [sum(len(e.input_ids) for e in b) / bs for b in got]
+    assert any(means[k * g:(k + 1) * g] != sorted(means[k * g:(k + 1) * g]) for k in range(3))  # not dealt short-first
+
+    a = BatchStream(data, bs, 5, length_group=g)
+    a.next_batch()
+    b = BatchStream(data, bs, 5, length_group=g)
+    [b.next_batch() for _ in range(g + 2)]  # mid-way through the second group
+    assert (b.cursor, b.group_batch) == (plain_cursor_after(data, bs, g), 2)
+    c = BatchStream(data, bs, 5, b.cursor, length_group=g, group_batch=b.group_batch)
+    assert [[e.input_ids for e in c.next_batch()] for _ in range(g)] == [[e.input_ids for e in x] for x in got[g + 2:2 * g + 2]]
+    with pytest.raises(ValueError, match="length_group"):
+        BatchStream(data, bs, 5, length_group=0)
+    with pytest.raises(ValueError, match="group_batch"):
+        BatchStream(data, bs, 5, length_group=g, group_batch=g)
+
+
+def plain_cursor_after(data, bs: int, g: int) -> int:
+    """Where the plain stream stands after one group's rows (no row of the tiny data is dropped)."""
+    from tasks.core.examples import BatchStream
+
+    s = BatchStream(data, bs, 5)
+    [s.next_batch() for _ in range(g)]
+    return s.cursor
+
+
 def test_rows_that_do_not_fit_are_skipped_and_counted(tiny):
     from tasks.core.examples import BatchStream
 

@@ -45,6 +45,11 @@ class Example:
     codes: list[int] | None = None  # flat codec ids of the response speech (talker targets)
 
     @property
+    def size(self) -> int:
+        """Positions this example costs a forward: its sequence, plus the talker's codec ids."""
+        return len(self.input_ids) + len(self.codes or ())
+
+    @property
     def n_targets(self) -> int:
         if self.codes is not None:
             from models.talker import talker_targets
@@ -260,14 +265,30 @@ class BatchStream:
 
     ``cursor`` is the position in the endless stream of permuted rows; a checkpoint stores it, so a
     resumed run reads exactly the batches an uninterrupted one would.
+
+    ``length_group`` > 1 groups rows of similar length (as HF's ``group_by_length``): the next
+    ``length_group x batch_size`` rows that fit are sorted by length and cut into ``length_group``
+    batches, handed out in a seeded random order. Every row is still read once per epoch, in
+    permutation order across groups, but a batch pads far less (the built-in mixture: 44 % of a
+    batch's positions were padding). While a group is being handed out, ``cursor`` stays at the
+    group's first row and ``group_batch`` counts the batches it has given, so a checkpoint of
+    ``(cursor, group_batch)`` resumes exactly.
     """
 
-    def __init__(self, data: StageData, batch_size: int, seed: int, cursor: int = 0):
+    def __init__(self, data: StageData, batch_size: int, seed: int, cursor: int = 0, *, length_group: int = 1,
+                 group_batch: int = 0):
         if len(data) == 0:
             raise ValueError(f"{data.rows.path} has no rows; check the data stage")
+        if length_group < 1:
+            raise ValueError(f"length_group must be >= 1 (1 = no grouping), got {length_group}")
+        if not 0 <= group_batch < length_group:
+            raise ValueError(f"group_batch {group_batch} is outside a group of {length_group} batches")
         self.data, self.batch_size, self.seed, self.cursor = data, batch_size, seed, cursor
+        self.length_group, self.group_batch = length_group, group_batch
         self.dropped: collections.Counter = collections.Counter()
         self._epoch, self._perm = -1, None
+        self._group: list[list[Example]] | None = None  # the current group's batches, in hand-out order
+        self._next_cursor = cursor  # the row after the current group
 
     def _index(self, k: int) -> int:
         import numpy as np
@@ -278,12 +299,14 @@ class BatchStream:
             self._epoch = epoch
         return int(self._perm[i])
 
-    def next_batch(self) -> list[Example]:
+    def _take(self, n: int, at: int) -> tuple[list[Example], int]:
+        """The next ``n`` rows that fit, reading the stream from position ``at``; returns them and the
+        position after the last one read."""
         out: list[Example] = []
         skipped_in_a_row = 0
-        while len(out) < self.batch_size:
-            e = self.data.example(self._index(self.cursor), epoch=self.cursor // len(self.data))
-            self.cursor += 1
+        while len(out) < n:
+            e = self.data.example(self._index(at), epoch=at // len(self.data))
+            at += 1
             if isinstance(e, str):
                 self.dropped[e] += 1
                 skipped_in_a_row += 1
@@ -294,6 +317,26 @@ class BatchStream:
                 continue
             skipped_in_a_row = 0
             out.append(e)
+        return out, at
+
+    def next_batch(self) -> list[Example]:
+        if self.length_group == 1:
+            out, self.cursor = self._take(self.batch_size, self.cursor)
+            return out
+        import numpy as np
+
+        if self._group is None:
+            rows, self._next_cursor = self._take(self.length_group * self.batch_size, self.cursor)
+            order = sorted(range(len(rows)), key=lambda i: (rows[i].size, i))  # stable
+            batches = [[rows[i] for i in order[b * self.batch_size:(b + 1) * self.batch_size]]
+                       for b in range(self.length_group)]
+            # Seeded by where the group starts, so a resumed stream deals the same batches in the same order.
+            shuffle = np.random.default_rng([self.seed, 7, self.cursor]).permutation(self.length_group)
+            self._group = [batches[int(i)] for i in shuffle]
+        out = self._group[self.group_batch]
+        self.group_batch += 1
+        if self.group_batch == self.length_group:
+            self._group, self.group_batch, self.cursor = None, 0, self._next_cursor
         return out
 
 

@@ -164,15 +164,16 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
                                                  config=ds_config(t, micro, world))
 
     # --- resume
-    start, cursor, history, state = 0, 0, [], {}
+    start, cursor, group_batch, history, state = 0, 0, 0, [], {}
     if resume is not None:
         state = ck.load(resume, engine, rank)
-        start, cursor = state["step"], state.get("cursor", 0)
+        start, cursor, group_batch = state["step"], state.get("cursor", 0), state.get("group_batch", 0)
         history = [tuple(x) for x in state.get("history", [])]
         log.info("%s: resumed from %s at step %d", stage, resume.name, start)
     else:
         torch.manual_seed(p.seed + rank)
-    stream = BatchStream(train_data, sp.batch_size, p.seed, cursor)
+    stream = BatchStream(train_data, sp.batch_size, p.seed, cursor, length_group=t.length_group,
+                         group_batch=group_batch)
     first_val = evaluate(engine, val_data, pad_id, micro, rank, world) if measure_start and start == 0 else None
     probe_every = getattr(sp, "probe_every", 0)
     probe = None
@@ -208,6 +209,7 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
 
     def save(at: int) -> Path:
         state = {"stage": stage, "format": fmt, "fingerprint": fp, "world": world, "cursor": stream.cursor,
+                 "group_batch": stream.group_batch,
                  "config": {"stage": asdict(sp), "trainer": asdict(t), "schedule": asdict(p.schedule),
                             "seed": p.seed, "data": str(data_dir), "init": str(init_ckpt)},
                  "history": history, "probes": probes}
