@@ -12,7 +12,9 @@ serving path, not answer quality. Both sides run torch on one thread (the bench 
 
 - ``single``: median seconds to the first text and the first audio of a typed question, in process
   (from ``engine.session(...)``) and over HTTP (from sending the POST to reading the SSE frame), and
-  their ratio (goal <= 1.3).
+  their ratio (goal <= 1.3): measured one side after the other, and (``paired_first_text``,
+  ``ratio_first_text_paired``) in turn, an answer in process then one over HTTP, so that load from
+  other jobs on the machine falls on both sides alike.
 - ``concurrency[max_active=A,admit_ahead_s=S][clients=C]``: C streams at once, over HTTP (C clients
   each asking back to back, at least 16 streams in all; with ``serve.max_queue`` = ``--max-queue``, so
   past A + Q at once the server refuses) and in process (C sessions submitted at once to the same
@@ -68,30 +70,42 @@ def build_model(out: Path, hidden: int, layers: int) -> Path:
     return out / "model"
 
 
+def session_options(opts: dict, audio_seconds: float):
+    from models.session import Options
+
+    return Options(max_new_tokens=opts["max_new_tokens"], temperature=0.0, seed=0, reasoning=True,
+                   max_audio_seconds=audio_seconds)
+
+
+def answer_in_process(engine, question: str, options) -> tuple[float, float, float]:
+    """Seconds from ``engine.session(...)`` to the first text, to the first audio, and to the end."""
+    t0 = time.perf_counter()
+    ft = fa = None
+    for ev in engine.session(text=question, options=options):
+        now = time.perf_counter() - t0
+        if ev.type == "text" and ft is None:
+            ft = now
+        elif ev.type == "audio" and fa is None:
+            fa = now
+    return ft, fa, time.perf_counter() - t0
+
+
 def in_process(model_dir: Path, opts: dict, repeats: int, audio_seconds: float) -> dict:
     import torch
 
-    from models.session import Engine, Options
+    from models.session import Engine
 
     torch.set_num_threads(1)
     engine = Engine.load(model_dir, model_dir / "codec")
     engine.warmup()
-    o = Options(max_new_tokens=opts["max_new_tokens"], temperature=0.0, seed=0, reasoning=True,
-                max_audio_seconds=audio_seconds)
+    o = session_options(opts, audio_seconds)
     first_text, first_audio, total = [], [], []
     for i in range(repeats + 1):
-        t0 = time.perf_counter()
-        ft = fa = None
-        for ev in engine.session(text=QUESTIONS[i % len(QUESTIONS)], options=o):
-            now = time.perf_counter() - t0
-            if ev.type == "text" and ft is None:
-                ft = now
-            elif ev.type == "audio" and fa is None:
-                fa = now
+        ft, fa, seconds = answer_in_process(engine, QUESTIONS[i % len(QUESTIONS)], o)
         if i:  # the first one is a warm-up
             first_text.append(ft)
             first_audio.append(fa)
-            total.append(time.perf_counter() - t0)
+            total.append(seconds)
     n_params = sum(p.numel() for p in engine.model.thinker.parameters())
     return {"seconds_to_first_text": statistics.median(first_text),
             "seconds_to_first_audio": statistics.median(first_audio), "seconds": statistics.median(total),
@@ -129,6 +143,28 @@ def http_runs(url: str, opts: dict, clients: int, per_client: int) -> list:
     if bad:
         raise RuntimeError(f"{len(bad)} streams failed: {bad[0].status} {bad[0].body[:300]!r} {bad[0].types[-3:]}")
     return [wall, results, refused]
+
+
+def paired_first_text(url: str, engine, opts: dict, repeats: int, audio_seconds: float) -> dict:
+    """First text in process and over HTTP, one of each in turn (the server idles while this process
+    steps, and the other way round): each pair meets the same load, so a machine whose load drifts
+    (another job on the cores) moves both sides of a ratio alike. The sequential numbers beside these
+    (in process first, the server minutes later) measure that drift too."""
+    import httpx
+
+    from tests.service_client import post_stream
+
+    o = session_options(opts, audio_seconds)
+    local, http = [], []
+    with httpx.Client(timeout=600) as c:
+        for i in range(repeats):
+            q = QUESTIONS[i % len(QUESTIONS)]
+            local.append(answer_in_process(engine, q, o)[0])
+            http.append(post_stream(url, json_body={"text": q, "options": opts}, client=c).first("text"))
+    ratios = [h / p for h, p in zip(http, local)]
+    return {"in_process_seconds": round(statistics.median(local), 5), "http_seconds": round(statistics.median(http), 5),
+            "ratio": round(statistics.median(http) / statistics.median(local), 3),
+            "pair_ratio_p25": pct(ratios, 0.25), "pair_ratio_p50": pct(ratios, 0.5), "pair_ratio_p75": pct(ratios, 0.75)}
 
 
 def in_process_concurrent(engine, opts: dict, clients: int, max_active: int, admit: float, max_queue: int,
@@ -222,7 +258,8 @@ def serve_and_measure(model_dir: Path, params: Path, max_active: int, admit: flo
                          "server_first_text_seconds": statistics.median(
                              s.done["timings"]["request"]["seconds_to_first_text"] for s in single),
                          "seconds_to_first_audio": statistics.median(s.first("audio") for s in single),
-                         "seconds": statistics.median(s.first("done") for s in single)}
+                         "seconds": statistics.median(s.first("done") for s in single),
+                         "paired_first_text": paired_first_text(url, engine, opts, repeats * 2, audio_seconds)}
         for c in levels:
             wall, res, refused = http_runs(url, opts, c, max(1, 16 // c) if c < 16 else 1)
             ft = [s.first("text") for s in res]
@@ -289,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['single']['http_floor_seconds'] * 1e3:.1f} ms; seen by the server from the request's arrival: "
               f"setup {s['single']['server_setup_seconds'] * 1e3:.1f} ms, first text "
               f"{s['single']['server_first_text_seconds'] * 1e3:.1f} ms", flush=True)
+        pf = s["single"]["paired_first_text"]
+        print(f"  first text in turn (in process, HTTP): {pf['in_process_seconds'] * 1e3:.1f} / "
+              f"{pf['http_seconds'] * 1e3:.1f} ms, x{pf['ratio']} (pairs p25/p50/p75 {pf['pair_ratio_p25']}/"
+              f"{pf['pair_ratio_p50']}/{pf['pair_ratio_p75']})", flush=True)
         for c in levels:
             h, i = s[f"clients={c}"]["http"], s[f"clients={c}"]["in_process"]
             print(f"  {c:>3} at once: HTTP {h['streams']} answered, {h['refused_429']} x 429, {h['refused_503']} x 503 "
@@ -305,14 +346,16 @@ def main(argv: list[str] | None = None) -> int:
                   "thinker_params": inproc["thinker_params"], "max_new_tokens": args.max_new_tokens,
                   "audio_seconds": args.audio_seconds, "max_queue": args.max_queue},
         "single": {"in_process": {k: round(v, 4) for k, v in inproc.items() if k != "thinker_params"},
-                   "http": {k: round(v, 4) for k, v in http.items()},
+                   "http": {k: v if isinstance(v, dict) else round(v, 4) for k, v in http.items()},
                    "ratio_first_text": round(http["seconds_to_first_text"] / inproc["seconds_to_first_text"], 3),
+                   "ratio_first_text_paired": http["paired_first_text"]["ratio"],
                    "ratio_first_audio": round(http["seconds_to_first_audio"] / inproc["seconds_to_first_audio"], 3),
                    "goal_ratio": 1.3},
         "concurrency": conc,
     }
-    print(f"HTTP / in process: first text x{result['single']['ratio_first_text']}, first audio "
-          f"x{result['single']['ratio_first_audio']} (goal <= 1.3)")
+    print(f"HTTP / in process: first text x{result['single']['ratio_first_text']} (in turn: "
+          f"x{result['single']['ratio_first_text_paired']}), first audio x{result['single']['ratio_first_audio']} "
+          f"(goal <= 1.3)")
     from models.atomic import write_json
 
     args.out.parent.mkdir(parents=True, exist_ok=True)

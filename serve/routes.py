@@ -145,7 +145,9 @@ def _has_token(request: Request) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
-def _authorized(request: Request) -> None:
+# The dependencies and /v1/health are `async def`: FastAPI runs a plain `def` on a worker thread, a hop
+# there and back per request (each a thread wake-up, and a GIL hand-off with the model thread).
+async def _authorized(request: Request) -> None:
     if not _has_token(request):
         raise HTTPException(401, "this service wants `Authorization: Bearer <token>` "
                                  f"(the value of ${SERVE.token_env} where it runs)",
@@ -195,7 +197,9 @@ async def _start(rt: Runtime, request: Request) -> tuple[Job, float, Question, i
     t0 = time.perf_counter()
     q = await parse_question(request)
     try:
-        session = await asyncio.to_thread(rt.new_session, q)
+        # A typed question is only tokenized (~50 us): cheaper here than a hop to a worker thread and
+        # back, which the first text would wait for. A spoken one computes features: off the loop.
+        session = rt.new_session(q) if q.audio is None else await asyncio.to_thread(rt.new_session, q)
     except ValueError as e:
         raise bad(422, str(e)) from None
     job = Job(uuid.uuid4().hex[:12], session, asyncio.get_running_loop(), speaks=session.options.audio,
@@ -210,26 +214,30 @@ async def _start(rt: Runtime, request: Request) -> tuple[Job, float, Question, i
     return job, t0, q, ahead
 
 
-async def _events(job: Job, deadline: float) -> AsyncIterator[Any]:
-    """The job's events as they come; ``None`` items are keepalive ticks while nothing arrives."""
+_TICK = object()  # a keepalive tick, put into a job's queue by a timer
+
+
+async def _batches(job: Job, deadline: float) -> AsyncIterator[list | None]:
+    """The job's events, one list per model round, as they come; ``None`` items are keepalive ticks,
+    one each ``serve.keepalive_s`` while nothing arrives; TimeoutError past ``deadline``. The queue is
+    awaited directly and the tick is a timer putting into it: ``asyncio.wait_for`` per item would wrap
+    every get in a task (three event loop passes from the model thread's put to here, not one)."""
+    loop = asyncio.get_running_loop()
     while True:
         left = deadline - time.perf_counter()
         if left <= 0:
             raise TimeoutError
+        tick = loop.call_later(min(SERVE.keepalive_s, left), job.queue.put_nowait, _TICK)
         try:
-            batch = await asyncio.wait_for(job.queue.get(), timeout=min(SERVE.keepalive_s, left))
-        except asyncio.TimeoutError:
-            yield None
-            continue
+            batch = await job.queue.get()
+        finally:
+            tick.cancel()
         if batch is None:
             return
-        for ev in batch:
-            yield ev
+        yield None if batch is _TICK else batch
 
 
-
-
-def runtime() -> Runtime:
+async def runtime() -> Runtime:
     """The loaded model (a dependency of every API route), or 503 while it loads."""
     rt = getattr(app.state, "runtime", None)
     if rt is None or not rt.ready:
@@ -251,7 +259,7 @@ def page_script() -> FileResponse:
 # -------------------------------------------------------------------------------------------- API
 @app.get("/v1/health", response_model=Health | Liveness, responses={503: _ERRORS[503]},
          summary="Liveness; with the bearer token (or none set) also model, device and sessions")
-def health(request: Request, rt: Runtime = Depends(runtime)) -> Health | Liveness:
+async def health(request: Request, rt: Runtime = Depends(runtime)) -> Health | Liveness:
     if not _has_token(request):  # what runs where is for the operator, not for anyone who asks
         return Liveness(status="ok", ready=rt.ready)
     s = rt.scheduler
@@ -282,15 +290,18 @@ async def stream(request: Request, rt: Runtime = Depends(runtime)) -> StreamingR
                                           "think": opts.think or rt.schedule["think"]},
                              "options": opts.model_dump()})
         try:
-            async for ev in _events(job, deadline):
-                if ev is None:
+            async for batch in _batches(job, deadline):
+                if batch is None:
                     yield b": keepalive\n\n"
                     continue
-                firsts.setdefault(ev.type, time.perf_counter())
-                if ev.type == "done":
-                    yield _sse("done", _done_payload(ev, job, t0, firsts, opts.show_reasoning))
-                else:
-                    yield _sse(ev.type, ev.to_dict())
+                now = time.perf_counter()
+                # One write per event, not one per round: each write's socket call lets go of the GIL.
+                # Written a round at a time, 16 streams held it in longer stretches, the model thread's
+                # rounds fell behind real time and answers stalled 1-2 times each (0 this way).
+                for ev in batch:
+                    firsts.setdefault(ev.type, now)
+                    yield (_sse("done", _done_payload(ev, job, t0, firsts, opts.show_reasoning))
+                           if ev.type == "done" else _sse(ev.type, ev.to_dict()))
         except TimeoutError:
             yield _sse("error", {"type": "error", "message": f"the answer took over serve.timeout_s "
                                                              f"({SERVE.timeout_s:g} s) and was stopped"})
@@ -308,16 +319,15 @@ async def answer(request: Request, rt: Runtime = Depends(runtime)) -> Answer:
     done = None
     watcher = asyncio.create_task(_cancel_on_disconnect(request, job, rt.scheduler))
     try:
-        async for ev in _events(job, t0 + SERVE.timeout_s):
-            if ev is None:
-                continue
-            firsts.setdefault(ev.type, time.perf_counter())
-            if ev.type == "audio":
-                pcm.append(ev.pcm16)
-            elif ev.type == "error":
-                raise HTTPException(500, f"the model failed: {ev.message}")
-            elif ev.type == "done":
-                done = _done_payload(ev, job, t0, firsts, q.options.show_reasoning)
+        async for batch in _batches(job, t0 + SERVE.timeout_s):
+            for ev in batch or ():
+                firsts.setdefault(ev.type, time.perf_counter())
+                if ev.type == "audio":
+                    pcm.append(ev.pcm16)
+                elif ev.type == "error":
+                    raise HTTPException(500, f"the model failed: {ev.message}")
+                elif ev.type == "done":
+                    done = _done_payload(ev, job, t0, firsts, q.options.show_reasoning)
     except TimeoutError:
         raise HTTPException(504, f"the answer took over serve.timeout_s ({SERVE.timeout_s:g} s)") from None
     finally:

@@ -57,7 +57,8 @@ class Runtime:
                        max_audio_seconds=SERVE.max_audio_seconds)
 
     def new_session(self, q: Question):
-        """A session for ``q`` (features computed here, off the event loop); ValueError -> 422."""
+        """A session for ``q``; ValueError -> 422. A typed question is only tokenized; a spoken one's
+        features are computed here, so call it off the event loop for those (serve/routes.py does)."""
         opts = self.session_options(q.options)
         if q.text is not None:
             return self.engine.session(text=q.text, options=opts)

@@ -286,6 +286,96 @@ def test_sse_frames_hold_one_data_line():
     assert event == "text" and data["delta"] == "two\nlines\r\n and: colons"
 
 
+def test_batches_pass_rounds_whole_tick_while_idle_and_leave_no_tick_behind(monkeypatch):
+    """``routes._batches``: each model round's events as one list; a keepalive tick (None) every
+    serve.keepalive_s while nothing comes; the answer's end stops it, and no tick timer outlives it (a
+    late tick would sit in the queue); past the deadline, TimeoutError."""
+    import dataclasses
+
+    from models.events import TextEvent
+
+    monkeypatch.setattr(routes, "SERVE", dataclasses.replace(SERVE, keepalive_s=0.05))
+    rounds = [[TextEvent("a", 0), TextEvent("b", 1)], [TextEvent("c", 2)]]
+
+    async def main():
+        job = Job("j", FakeSession("j", 1), asyncio.get_running_loop())
+        got = []
+
+        async def read():
+            async for batch in routes._batches(job, time.perf_counter() + 30):
+                got.append(batch)
+
+        reader = asyncio.create_task(read())
+        job.queue.put_nowait(rounds[0])
+        await asyncio.sleep(0.3)  # idle: ticks
+        job.queue.put_nowait(rounds[1])
+        job.queue.put_nowait(None)
+        await asyncio.wait_for(reader, 5)
+        await asyncio.sleep(0.2)  # a tick timer left running would put into the queue now
+        late = job.queue.qsize()
+        with pytest.raises(TimeoutError):
+            async for batch in routes._batches(Job("k", FakeSession("k", 1), job.loop), time.perf_counter() + 0.12):
+                assert batch is None
+        return got, late
+
+    got, late = _run(main())
+    assert got[0] == rounds[0] and got[-1] == rounds[1]
+    ticks = got[1:-1]
+    assert ticks and all(t is None for t in ticks), got
+    assert late == 0
+
+
+def test_stream_writes_each_event_as_its_own_frame_in_order(monkeypatch):
+    """/v1/stream through the app (a fake runtime: sessions of two events per round): the start frame,
+    then one body write per event, in the model's order, then the end. (One write per round held the
+    GIL in longer stretches: at 16 streams the model fell behind real time, see serve/routes.py.)"""
+    import json
+    import math
+    from types import SimpleNamespace
+
+    class FakeRuntime:
+        ready, schedule = True, {"speak": 2, "think": 8}
+        engine = SimpleNamespace(sample_rate=16000, device="cpu")
+
+        def __init__(self) -> None:
+            self.scheduler = Scheduler(2, 4)
+
+        def new_session(self, q):
+            session = FakeSpeaker("s", 3, chunk=0.01)  # rounds: [audio, text], [audio, text], [audio, done]
+            session.options = SimpleNamespace(audio=True, max_audio_seconds=math.inf)
+            return session
+
+    rt = FakeRuntime()
+    monkeypatch.setattr(routes.app.state, "runtime", rt, raising=False)
+    body = json.dumps({"text": "What is 3 plus 4?"}).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/stream", "raw_path": b"/v1/stream",
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict] = []
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await asyncio.sleep(3600)  # the client stays to the end
+
+    async def send(message):
+        sent.append(message)
+
+    async def main():
+        try:
+            await asyncio.wait_for(routes.app(scope, receive, send), 10)
+        finally:
+            await asyncio.to_thread(rt.scheduler.close)
+
+    _run(main())
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    chunks = [m["body"].decode() for m in sent[1:] if m["body"]]
+    frames = [[parse_frame(f)[0] for f in c.split("\n\n") if f] for c in chunks]
+    assert frames == [["start"], ["audio"], ["text"], ["audio"], ["text"], ["audio"], ["done"]], frames
+
+
 # ------------------------------------------------------------------------------------ admission, waits
 def test_admission_rule_is_max_active_or_audio_in_hand_and_says_which():
     """8 slots and 9 spoken answers that never get ahead of real time. With admit_ahead_s 0 all 8 run at
