@@ -207,21 +207,24 @@ def test_feature_cache_is_bounded(tiny):
     assert cache.hits == 1 and cache.misses == 6
 
 
-def test_resume_after_stop_reproduces_the_run(tiny, tmp_path):
+@pytest.mark.parametrize("length_group", [1, 4])
+def test_resume_after_stop_reproduces_the_run(tiny, tmp_path, length_group):
     """Stop after step 3 (its checkpoint lost, a half-written one left): the rerun resumes at step 2
-    and ends with the same loss history as an uninterrupted run."""
+    and ends with the same loss history as an uninterrupted run; with length groups of 4 batches, step 2
+    is inside a group, so the checkpoint must carry the group's place."""
     import shutil
 
     from tasks.core.trainer import train
 
+    p = replace(tiny.p, trainer=replace(tiny.p.trainer, length_group=length_group))
     sp = _sp(tiny, "pretrain", steps=4, batch_size=2, lr=2e-3, warmup_steps=1, max_len=1024)
-    a = train("pretrain", tiny.p, sp, tiny.data, tiny.init, tmp_path / "a")
+    a = train("pretrain", p, sp, tiny.data, tiny.init, tmp_path / "a")
     b_dir = tmp_path / "b"
-    b1 = train("pretrain", tiny.p, sp, tiny.data, tiny.init, b_dir, stop_after=3)
+    b1 = train("pretrain", p, sp, tiny.data, tiny.init, b_dir, stop_after=3)
     assert b1.steps == 3 and [s for s, _ in ck.step_dirs(b_dir)] == [2, 3]
     shutil.rmtree(b_dir / ck.step_name(3))  # the stop came before step 3 was saved ...
     (b_dir / f".{ck.step_name(4)}.abc.tmp" / "model").mkdir(parents=True)  # ... while step 4 was half written
-    b2 = train("pretrain", tiny.p, sp, tiny.data, tiny.init, b_dir)
+    b2 = train("pretrain", p, sp, tiny.data, tiny.init, b_dir)
     assert b2.resumed and b2.start_step == 2 and b2.steps == 4
     np.testing.assert_allclose([l for _, l in b2.history], [l for _, l in a.history], rtol=1e-5)
     assert [s for s, _ in b2.history] == [1, 2, 3, 4]
