@@ -14,7 +14,9 @@ serving path, not answer quality. Both sides run torch on one thread (the bench 
   (from ``engine.session(...)``) and over HTTP (from sending the POST to reading the SSE frame), and
   their ratio (goal <= 1.3): measured one side after the other, and (``paired_first_text``,
   ``ratio_first_text_paired``) in turn, an answer in process then one over HTTP, so that load from
-  other jobs on the machine falls on both sides alike.
+  other jobs on the machine falls on both sides alike. In turn, HTTP is read by two clients: httpx
+  (``ratio_first_text_paired``) and Python's http.client (``ratio_first_text_paired_lean``, the goal's
+  number: the service's own cost; httpx adds ~2-3 ms of client work on the same 2 cores).
 - ``concurrency[max_active=A,admit_ahead_s=S][clients=C]``: C streams at once, over HTTP (C clients
   each asking back to back, at least 16 streams in all; with ``serve.max_queue`` = ``--max-queue``, so
   past A + Q at once the server refuses) and in process (C sessions submitted at once to the same
@@ -146,25 +148,45 @@ def http_runs(url: str, opts: dict, clients: int, per_client: int) -> list:
 
 
 def paired_first_text(url: str, engine, opts: dict, repeats: int, audio_seconds: float) -> dict:
-    """First text in process and over HTTP, one of each in turn (the server idles while this process
-    steps, and the other way round): each pair meets the same load, so a machine whose load drifts
-    (another job on the cores) moves both sides of a ratio alike. The sequential numbers beside these
-    (in process first, the server minutes later) measure that drift too."""
+    """First text in process and over HTTP, taken in turn (the server idles while this process steps,
+    and the other way round): each round meets the same load, so a machine whose load drifts (another
+    job on the cores) moves both sides of a ratio alike. The sequential numbers beside these (in
+    process first, the server minutes later) measure that drift too.
+
+    Over HTTP with two clients on kept-alive connections: httpx (``ratio``), and ``post_stream_lean``
+    (``ratio_lean``: Python's http.client, one write per request, as curl sends it). Their difference is
+    the client library's own work, which shares the 2 cores with the server; the lean one is the
+    service's cost (the goal's), httpx's is what a Python client built on it pays."""
+    import http.client
+
     import httpx
 
-    from tests.service_client import post_stream
+    from tests.service_client import post_stream, post_stream_lean
 
     o = session_options(opts, audio_seconds)
-    local, http = [], []
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    local, http_, lean = [], [], []
+    conn = http.client.HTTPConnection(host, int(port), timeout=600)
     with httpx.Client(timeout=600) as c:
+        post_stream_lean(conn, {"text": QUESTIONS[0], "options": opts})  # the connection, warm
         for i in range(repeats):
             q = QUESTIONS[i % len(QUESTIONS)]
             local.append(answer_in_process(engine, q, o)[0])
-            http.append(post_stream(url, json_body={"text": q, "options": opts}, client=c).first("text"))
-    ratios = [h / p for h, p in zip(http, local)]
-    return {"in_process_seconds": round(statistics.median(local), 5), "http_seconds": round(statistics.median(http), 5),
-            "ratio": round(statistics.median(http) / statistics.median(local), 3),
-            "pair_ratio_p25": pct(ratios, 0.25), "pair_ratio_p50": pct(ratios, 0.5), "pair_ratio_p75": pct(ratios, 0.75)}
+            http_.append(post_stream(url, json_body={"text": q, "options": opts}, client=c).first("text"))
+            s = post_stream_lean(conn, {"text": q, "options": opts})
+            if s.status != 200 or s.types[-1:] != ["done"]:
+                raise RuntimeError(f"lean client: {s.status} {s.body[:300]!r} {s.types[-3:]}")
+            lean.append(s.first("text"))
+    conn.close()
+    ratios = [h / p for h, p in zip(http_, local)]
+    ratios_lean = [h / p for h, p in zip(lean, local)]
+    med = statistics.median
+    return {"in_process_seconds": round(med(local), 5), "http_seconds": round(med(http_), 5),
+            "lean_http_seconds": round(med(lean), 5),
+            "ratio": round(med(http_) / med(local), 3), "ratio_lean": round(med(lean) / med(local), 3),
+            "pair_ratio_p25": pct(ratios, 0.25), "pair_ratio_p50": pct(ratios, 0.5), "pair_ratio_p75": pct(ratios, 0.75),
+            "lean_pair_ratio_p25": pct(ratios_lean, 0.25), "lean_pair_ratio_p50": pct(ratios_lean, 0.5),
+            "lean_pair_ratio_p75": pct(ratios_lean, 0.75)}
 
 
 def in_process_concurrent(engine, opts: dict, clients: int, max_active: int, admit: float, max_queue: int,
@@ -327,9 +349,11 @@ def main(argv: list[str] | None = None) -> int:
               f"setup {s['single']['server_setup_seconds'] * 1e3:.1f} ms, first text "
               f"{s['single']['server_first_text_seconds'] * 1e3:.1f} ms", flush=True)
         pf = s["single"]["paired_first_text"]
-        print(f"  first text in turn (in process, HTTP): {pf['in_process_seconds'] * 1e3:.1f} / "
-              f"{pf['http_seconds'] * 1e3:.1f} ms, x{pf['ratio']} (pairs p25/p50/p75 {pf['pair_ratio_p25']}/"
-              f"{pf['pair_ratio_p50']}/{pf['pair_ratio_p75']})", flush=True)
+        print(f"  first text in turn (in process, HTTP with httpx, HTTP with http.client): "
+              f"{pf['in_process_seconds'] * 1e3:.1f} / {pf['http_seconds'] * 1e3:.1f} / {pf['lean_http_seconds'] * 1e3:.1f} "
+              f"ms, x{pf['ratio']} (pairs p25/p50/p75 {pf['pair_ratio_p25']}/{pf['pair_ratio_p50']}/"
+              f"{pf['pair_ratio_p75']}) and x{pf['ratio_lean']} ({pf['lean_pair_ratio_p25']}/"
+              f"{pf['lean_pair_ratio_p50']}/{pf['lean_pair_ratio_p75']})", flush=True)
         for c in levels:
             h, i = s[f"clients={c}"]["http"], s[f"clients={c}"]["in_process"]
             print(f"  {c:>3} at once: HTTP {h['streams']} answered, {h['refused_429']} x 429, {h['refused_503']} x 503 "
@@ -349,12 +373,14 @@ def main(argv: list[str] | None = None) -> int:
                    "http": {k: v if isinstance(v, dict) else round(v, 4) for k, v in http.items()},
                    "ratio_first_text": round(http["seconds_to_first_text"] / inproc["seconds_to_first_text"], 3),
                    "ratio_first_text_paired": http["paired_first_text"]["ratio"],
+                   "ratio_first_text_paired_lean": http["paired_first_text"]["ratio_lean"],
                    "ratio_first_audio": round(http["seconds_to_first_audio"] / inproc["seconds_to_first_audio"], 3),
                    "goal_ratio": 1.3},
         "concurrency": conc,
     }
     print(f"HTTP / in process: first text x{result['single']['ratio_first_text']} (in turn: "
-          f"x{result['single']['ratio_first_text_paired']}), first audio x{result['single']['ratio_first_audio']} "
+          f"x{result['single']['ratio_first_text_paired']} httpx, x{result['single']['ratio_first_text_paired_lean']} "
+          f"http.client), first audio x{result['single']['ratio_first_audio']} "
           f"(goal <= 1.3)")
     from models.atomic import write_json
 

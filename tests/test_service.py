@@ -41,7 +41,7 @@ import numpy as np
 import pytest
 import yaml
 
-from service_client import ROOT, audio_file, bentoml_serve, free_port, post_stream, voiced
+from service_client import ROOT, audio_file, bentoml_serve, free_port, post_stream, post_stream_lean, voiced
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -162,6 +162,28 @@ def test_stream_framing_order_audio_and_reference(server, engine):
     assert {"queue_seconds", "seconds_to_first_text", "seconds_to_first_audio"} <= set(done["timings"]["request"])
     assert "answer" in done
     same(s, reference(engine, text=QUESTION, **opts))
+
+
+def test_lean_client_reads_the_same_stream_on_one_connection(server):
+    """bench_service's goal number reads the stream with http.client (post_stream_lean): it must read
+    what httpx reads, frame for frame, and keep its connection alive across answers."""
+    import http.client
+
+    opts = {"show_reasoning": True, "max_new_tokens": 24}
+    ref = post_stream(server, json_body={"text": QUESTION, "options": opts}, headers=AUTH)
+    host, port = server.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        for _ in range(2):
+            s = post_stream_lean(conn, {"text": QUESTION, "options": opts}, headers=AUTH)
+            assert s.status == 200 and s.types == ref.types and s.text == ref.text and s.pcm == ref.pcm
+            assert s.first("text") <= s.first("done")
+            sock = conn.sock
+        assert sock is not None  # still open after the second answer: one connection for both
+        bad = post_stream_lean(conn, {"text": "", "options": opts}, headers=AUTH)
+        assert bad.status == 422 and "text" in bad.body.decode()
+    finally:
+        conn.close()
 
 
 def test_answer_equals_stream_for_the_same_seed(server):
