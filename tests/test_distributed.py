@@ -65,17 +65,19 @@ def weights(ckpt: Path) -> dict[str, np.ndarray]:
 
 @pytest.mark.integration
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("stage,zero", [("pretrain", 1), ("talker", 2)])
-def test_two_ranks_match_one_rank(tiny, tmp_path, stage, zero):
+@pytest.mark.parametrize("stage,zero,group", [("pretrain", 1, 1), ("pretrain", 1, 4), ("talker", 2, 1)])
+def test_two_ranks_match_one_rank(tiny, tmp_path, stage, zero, group):
     """pretrain mixes text and spoken prompts, so ranks see different feature batches (ZeRO-2/3 refuse
-    that over several ranks, see tasks/core/trainer.py); talker is scored on codec ids. grad_accum 2:
+    that over several ranks, see tasks/core/trainer.py); talker is scored on codec ids. With length
+    groups of 4 (``group``), a rank's pretrain micro-batch is all text while the other's is spoken:
+    without the zero-weighted audio-tower term in ``StageModule`` gloo aborted on mismatched buckets. grad_accum 2:
     a rank's share dropped changes the weights; a lost gradient scale (which AdamW would hide) changes
     the gradient norms, compared with one rank without accumulation too."""
     import pickle
 
     results = {}
     for world, accum in ((1, 1), (1, 2), (2, 2)):
-        p = replace(tiny.p, trainer=replace(tiny.p.trainer, grad_accum=accum, zero_stage=zero))
+        p = replace(tiny.p, trainer=replace(tiny.p.trainer, grad_accum=accum, zero_stage=zero, length_group=group))
         sp = replace(tiny.p.stage(stage), steps=3, batch_size=4, lr=2e-3, warmup_steps=1, max_len=2048)
         out = tmp_path / f"w{world}a{accum}"
         out.mkdir()
@@ -94,4 +96,7 @@ def test_two_ranks_match_one_rank(tiny, tmp_path, stage, zero):
     moved = [k for k in w1 if not np.array_equal(w1[k], w0[k])]
     assert moved, "training changed no weight"
     for k in moved:
-        np.testing.assert_allclose(w2[k], w1[k], rtol=1e-3, atol=2e-6, err_msg=k)
+        # AdamW moves every weight ~lr (2e-3) a step whatever its gradient's size, so a weight whose
+        # gradient is near zero turns float rounding into up to ~1e-5 (seen: one embedding entry of
+        # 72,576); a dropped share moves them by ~lr.
+        np.testing.assert_allclose(w2[k], w1[k], rtol=1e-3, atol=1e-4, err_msg=k)

@@ -61,8 +61,16 @@ class StageModule:
         import torch
 
         from models.losses import LOSSES
+        from models.modules import group_of
 
         loss = LOSSES[loss_name]
+        # The audio tower's parameters (audio_encoder, adapter) only meet a micro-batch with spoken
+        # prompts. On a text-only one they would get no gradient at all, and a rank whose micro-batch is
+        # all text would then reduce fewer gradients than a rank with speech (ZeRO-1 skips params
+        # without a grad: mismatched all-reduce buckets, gloo aborts). A zero-weighted sum of them gives
+        # every trainable one a zero gradient instead, which is what DeepSpeed's reduction treats a missing
+        # one as anyway (so one rank's numbers do not change).
+        heard = [q for n, q in model.named_parameters() if group_of(n) in ("audio_encoder", "adapter")]
 
         class _M(torch.nn.Module):
             def __init__(self) -> None:
@@ -70,7 +78,12 @@ class StageModule:
                 self.model = model
 
             def forward(self, **batch):
-                return loss(self.model, batch, **loss_kwargs)
+                out = loss(self.model, batch, **loss_kwargs)
+                if batch.get("input_features") is None:
+                    live = [q for q in heard if q.requires_grad]
+                    if live:
+                        out = out + 0.0 * sum(q.sum() for q in live)
+                return out
 
         return _M()
 
