@@ -135,6 +135,24 @@ def _pad_share(batches) -> float:
     return 1 - sum(len(e.input_ids) for b in batches for e in b) / pad
 
 
+def test_a_length_group_spans_at_most_one_epoch(tiny):
+    """A group larger than the data would hold every row several times, sorted side by side: a batch of
+    a small set (the overfit tests' two rows) became one row repeated. Groups stop at one epoch."""
+    from tasks.core.examples import BatchStream
+
+    data = _data(tiny, "text_tis")
+    n = len(data)
+    whole = BatchStream(data, n, 5, length_group=4)  # one batch is the whole set: nothing to group
+    for _ in range(3):
+        ids = [tuple(e.input_ids) for e in whole.next_batch()]
+        assert len(set(ids)) == n, "a batch of the whole set holds a row twice"
+    assert whole.length_group == 1
+    half = BatchStream(data, n // 2, 5, length_group=8)
+    assert half.length_group == 2
+    with pytest.raises(ValueError, match="group_batch"):
+        BatchStream(data, n // 2, 5, length_group=8, group_batch=3)
+
+
 def test_length_groups_read_the_same_rows_with_less_padding(tiny):
     """trainer.length_group: a group of G batches holds exactly the rows the plain stream reads there
     (every row once per epoch), pads far less, deals its batches in a shuffled order, and a stream

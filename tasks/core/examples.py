@@ -272,7 +272,8 @@ class BatchStream:
     ``length_group`` > 1 groups rows of similar length (as HF's ``group_by_length``): the next
     ``length_group x batch_size`` rows that fit are sorted by length (in bins of ``LENGTH_BIN``
     positions, random order within a bin) and cut into ``length_group``
-    batches, handed out in a seeded random order. Every row is still read once per epoch, in
+    batches, handed out in a seeded random order; at most one epoch's rows (``len(data) //
+    batch_size`` batches, so a small dataset groups less or not at all). Every row is still read once per epoch, in
     permutation order across groups, but a batch pads far less (the built-in mixture: 44 % of a
     batch's positions were padding). While a group is being handed out, ``cursor`` stays at the
     group's first row and ``group_batch`` counts the batches it has given, so a checkpoint of
@@ -288,7 +289,16 @@ class BatchStream:
         if not 0 <= group_batch < length_group:
             raise ValueError(f"group_batch {group_batch} is outside a group of {length_group} batches")
         self.data, self.batch_size, self.seed, self.cursor = data, batch_size, seed, cursor
-        self.length_group, self.group_batch = length_group, group_batch
+        # A group never holds more than one epoch's rows: past that it would hold a row twice, sorting
+        # would put the copies side by side, and a batch of two rows would be one row twice.
+        fit = max(1, min(length_group, len(data) // batch_size))
+        if fit < length_group:
+            log.info("%s: %d rows make %d batch(es) of %d: length groups of %d instead of %d", data.spec.name,
+                     len(data), len(data) // batch_size, batch_size, fit, length_group)
+            if group_batch >= fit:
+                raise ValueError(f"group_batch {group_batch} is outside a group of {fit} batches (length_group "
+                                 f"{length_group}, capped at one epoch of {len(data)} rows)")
+        self.length_group, self.group_batch = fit, group_batch
         self.dropped: collections.Counter = collections.Counter()
         self._epoch, self._perm = -1, None
         self._group: list[list[Example]] | None = None  # the current group's batches, in hand-out order
