@@ -8,6 +8,7 @@ tests (tests/test_service*.py, tests/test_package.py) and bench/bench_service.py
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import io
 import json
@@ -90,6 +91,26 @@ class Streamed:
         return json.loads(self.body)
 
 
+def read_frames(out: Streamed, chunks: Iterator[str], t0: float, stop_after: int | None = None) -> Streamed:
+    """Parse SSE text as it arrives into ``out.frames`` (each stamped with seconds since ``t0``); stop
+    after ``stop_after`` frames. A stream that ends inside a frame raises."""
+    buf = ""
+    for chunk in chunks:
+        buf += chunk
+        while "\n\n" in buf:
+            frame, buf = buf.split("\n\n", 1)
+            parsed = parse_frame(frame)
+            if parsed is None:
+                out.keepalives += 1
+                continue
+            out.frames.append((*parsed, time.perf_counter() - t0))
+            if stop_after is not None and len(out.frames) >= stop_after:
+                return out
+    if buf.strip():
+        raise ValueError(f"stream ended inside a frame: {buf[:200]!r}")
+    return out
+
+
 def post_stream(url: str, *, json_body: dict | None = None, files: dict | None = None, data: dict | None = None,
                 content: bytes | None = None, headers: dict | None = None, timeout: float = 120,
                 client=None, stop_after: int | None = None) -> Streamed:
@@ -108,21 +129,7 @@ def post_stream(url: str, *, json_body: dict | None = None, files: dict | None =
             if r.status_code != 200:
                 out.body = r.read()
                 return out
-            buf = ""
-            for chunk in r.iter_text():
-                buf += chunk
-                while "\n\n" in buf:
-                    frame, buf = buf.split("\n\n", 1)
-                    parsed = parse_frame(frame)
-                    if parsed is None:
-                        out.keepalives += 1
-                        continue
-                    out.frames.append((*parsed, time.perf_counter() - t0))
-                    if stop_after is not None and len(out.frames) >= stop_after:
-                        return out
-            if buf.strip():
-                raise ValueError(f"stream ended inside a frame: {buf[:200]!r}")
-            return out
+            return read_frames(out, r.iter_text(), t0, stop_after)
     finally:
         if own:
             client.close()
@@ -142,19 +149,8 @@ def post_stream_lean(conn, body: dict, path: str = "/v1/stream", headers: dict |
     if r.status != 200:
         out.body = r.read()
         return out
-    buf = ""
-    while chunk := r.read1(65536):
-        buf += chunk.decode()
-        while "\n\n" in buf:
-            frame, buf = buf.split("\n\n", 1)
-            parsed = parse_frame(frame)
-            if parsed is None:
-                out.keepalives += 1
-                continue
-            out.frames.append((*parsed, time.perf_counter() - t0))
-    if buf.strip():
-        raise ValueError(f"stream ended inside a frame: {buf[:200]!r}")
-    return out
+    utf8 = codecs.getincrementaldecoder("utf-8")()  # a character may span two reads
+    return read_frames(out, (utf8.decode(b) for b in iter(lambda: r.read1(65536), b"")), t0)
 
 
 @contextlib.contextmanager
