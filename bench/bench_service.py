@@ -157,16 +157,13 @@ def paired_first_text(url: str, engine, opts: dict, repeats: int, audio_seconds:
     (``ratio_lean``: Python's http.client, one write per request, as curl sends it). Their difference is
     the client library's own work, which shares the 2 cores with the server; the lean one is the
     service's cost (the goal's), httpx's is what a Python client built on it pays."""
-    import http.client
-
     import httpx
 
-    from tests.service_client import post_stream, post_stream_lean
+    from tests.service_client import lean_connection, post_stream, post_stream_lean
 
     o = session_options(opts, audio_seconds)
-    host, port = url.removeprefix("http://").rsplit(":", 1)
     local, http_, lean = [], [], []
-    conn = http.client.HTTPConnection(host, int(port), timeout=600)
+    conn = lean_connection(url)
     with httpx.Client(timeout=600) as c:
         post_stream_lean(conn, {"text": QUESTIONS[0], "options": opts})  # the connection, warm
         for i in range(repeats):

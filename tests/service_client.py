@@ -135,6 +135,14 @@ def post_stream(url: str, *, json_body: dict | None = None, files: dict | None =
             client.close()
 
 
+def lean_connection(url: str, timeout: float = 600):
+    """An ``http.client.HTTPConnection`` to ``url`` (``http://host:port``), for ``post_stream_lean``."""
+    import http.client
+
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return http.client.HTTPConnection(host, int(port), timeout=timeout)
+
+
 def post_stream_lean(conn, body: dict, path: str = "/v1/stream", headers: dict | None = None) -> Streamed:
     """POST a JSON ``body`` on ``conn`` (an ``http.client.HTTPConnection``, kept alive between calls) and
     read the whole SSE stream, each frame timestamped: the same strict parsing as ``post_stream``

@@ -41,7 +41,8 @@ import numpy as np
 import pytest
 import yaml
 
-from service_client import ROOT, audio_file, bentoml_serve, free_port, post_stream, post_stream_lean, voiced
+from service_client import (ROOT, audio_file, bentoml_serve, free_port, lean_connection, post_stream, post_stream_lean,
+                            voiced)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -167,12 +168,9 @@ def test_stream_framing_order_audio_and_reference(server, engine):
 def test_lean_client_reads_the_same_stream_on_one_connection(server):
     """bench_service's goal number reads the stream with http.client (post_stream_lean): it must read
     what httpx reads, frame for frame, and keep its connection alive across answers."""
-    import http.client
-
     opts = {"show_reasoning": True, "max_new_tokens": 24}
     ref = post_stream(server, json_body={"text": QUESTION, "options": opts}, headers=AUTH)
-    host, port = server.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn = lean_connection(server, timeout=60)
     try:
         for _ in range(2):
             s = post_stream_lean(conn, {"text": QUESTION, "options": opts}, headers=AUTH)

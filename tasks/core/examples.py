@@ -286,18 +286,16 @@ class BatchStream:
             raise ValueError(f"{data.rows.path} has no rows; check the data stage")
         if length_group < 1:
             raise ValueError(f"length_group must be >= 1 (1 = no grouping), got {length_group}")
-        if not 0 <= group_batch < length_group:
-            raise ValueError(f"group_batch {group_batch} is outside a group of {length_group} batches")
-        self.data, self.batch_size, self.seed, self.cursor = data, batch_size, seed, cursor
         # A group never holds more than one epoch's rows: past that it would hold a row twice, sorting
         # would put the copies side by side, and a batch of two rows would be one row twice.
         fit = max(1, min(length_group, len(data) // batch_size))
         if fit < length_group:
             log.info("%s: %d rows make %d batch(es) of %d: length groups of %d instead of %d", data.spec.name,
                      len(data), len(data) // batch_size, batch_size, fit, length_group)
-            if group_batch >= fit:
-                raise ValueError(f"group_batch {group_batch} is outside a group of {fit} batches (length_group "
-                                 f"{length_group}, capped at one epoch of {len(data)} rows)")
+        if not 0 <= group_batch < fit:
+            raise ValueError(f"group_batch {group_batch} is outside a group of {fit} batches (length_group "
+                             f"{length_group}, at most one epoch of {len(data)} rows)")
+        self.data, self.batch_size, self.seed, self.cursor = data, batch_size, seed, cursor
         self.length_group, self.group_batch = fit, group_batch
         self.dropped: collections.Counter = collections.Counter()
         self._epoch, self._perm = -1, None

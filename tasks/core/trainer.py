@@ -57,7 +57,7 @@ class StageModule:
     """Factory for the nn.Module the engine wraps: the full model, forward = this stage's loss sum."""
 
     @staticmethod
-    def build(model, loss_name: str, **loss_kwargs):
+    def build(model, loss_name: str, *, ranks: int = 1, **loss_kwargs):
         import torch
 
         from models.losses import LOSSES
@@ -69,8 +69,9 @@ class StageModule:
         # all text would then reduce fewer gradients than a rank with speech (ZeRO-1 skips params
         # without a grad: mismatched all-reduce buckets, gloo aborts). A zero-weighted sum of them gives
         # every trainable one a zero gradient instead, which is what DeepSpeed's reduction treats a missing
-        # one as anyway (so one rank's numbers do not change).
-        heard = [q for n, q in model.named_parameters() if group_of(n) in ("audio_encoder", "adapter")]
+        # one as anyway. One rank reduces with nobody: it skips the term (and reading those weights).
+        heard = [] if ranks == 1 else [q for n, q in model.named_parameters()
+                                       if group_of(n) in ("audio_encoder", "adapter")]
 
         class _M(torch.nn.Module):
             def __init__(self) -> None:
@@ -79,7 +80,7 @@ class StageModule:
 
             def forward(self, **batch):
                 out = loss(self.model, batch, **loss_kwargs)
-                if batch.get("input_features") is None:
+                if heard and batch.get("input_features") is None:
                     live = [q for q in heard if q.requires_grad]
                     if live:
                         out = out + 0.0 * sum(q.sum() for q in live)
@@ -168,7 +169,7 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
 
     phase = spec.phase_at(0, sp.steps)
     set_trainable(model, spec.trainable)
-    module = StageModule.build(model, spec.t.loss,
+    module = StageModule.build(model, spec.t.loss, ranks=world,
                                **({"codebooks": train_data.codes.codebooks} if train_data.codes else {}))
     trainable = [q for q in module.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=sp.lr, weight_decay=sp.weight_decay)
