@@ -49,7 +49,8 @@ def talker_loss_sum(model, batch: dict, reduction: str = "sum", *, codebooks: in
     hidden, embeds = thinker_states(model, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                     position_ids=positions(batch["attention_mask"]), **audio_kwargs(batch))
     codes = [[int(x) for x in row if x != IGNORE] for row in batch["codes"].tolist()]
-    return talker_loss(model, hidden, embeds, batch["roles"], codes, reduction=reduction, codebooks=codebooks)
+    return talker_loss(model, hidden, embeds, batch["roles"], codes, reduction=reduction, codebooks=codebooks,
+                       input_ids=batch["input_ids"])
 
 
 LOSSES = {"thinker": thinker_loss, "talker": talker_loss_sum}

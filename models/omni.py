@@ -230,6 +230,7 @@ def load_checkpoint(ckpt_dir: str | Path, dtype=None):
     import torch
     from transformers import Qwen2_5OmniForConditionalGeneration
 
+    from models.talker import attach_pace
     from models.tokenizer import load_tokenizer
 
     d = Path(ckpt_dir)
@@ -246,7 +247,9 @@ def load_checkpoint(ckpt_dir: str | Path, dtype=None):
     spk = d / "model" / "spk_dict.pt"
     if spk.exists():  # token2wav's speakers: saved by save(), not restored by from_pretrained
         model.load_speakers(str(spk))
-    return model, load_tokenizer(d / "tokenizer")
+    tok = load_tokenizer(d / "tokenizer")
+    attach_pace(model, tok)  # the talker's pace, as its config names it
+    return model, tok
 
 
 def save(model, out_dir: str | Path) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 
 from models.events import AudioEvent, DoneEvent, ErrorEvent, Event, ReasoningEvent, TextEvent
 from models.format import Role, Schedule, cursor_for
+from models.talker import speaking_seconds
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,11 @@ TALKER_TOP_K = 40
 # never reaches its eos: every answer was silence up to the audio cap. Sampling is still reproducible
 # (its own seeded generator).
 TALKER_TEMPERATURE = 0.9
-# How long a response takes to say, from its text: espeak at the synthesize stage's slowest rate
-# spends ~0.065 s per letter and ~0.45 s per digit (a digit of "7178479" is a word and a scale:
-# "seven million one hundred ..."). On the synthesized training responses the real length over this
-# estimate is 0.66-1.49 (median 0.96). Once the thinker has ended, a talker that never says eos is
-# stopped at AUDIO_BOUND x the estimate + AUDIO_SLACK_S ("audio_length"): past every training response,
-# and within ~1.6x of what a normal answer takes to say.
-SECONDS_PER_LETTER = 0.065
-SECONDS_PER_DIGIT = 0.45
+# How long a response takes to say, from its text: ``speaking_seconds`` (models/talker.py). On the
+# synthesized training responses the real length over this estimate is 0.66-1.49 (median 0.96). Once
+# the thinker has ended, a talker that never says eos is stopped at AUDIO_BOUND x the estimate +
+# AUDIO_SLACK_S ("audio_length"): past every training response, and within ~1.6x of what a normal
+# answer takes to say.
 AUDIO_BOUND = 1.5
 AUDIO_SLACK_S = 0.5
 # Nor may the talker end before the response is said: its eos is allowed only once it has read the
@@ -228,11 +226,6 @@ class Engine:
         for ev in self.session(text="What is one plus one?", options=opts):
             if isinstance(ev, ErrorEvent):
                 raise RuntimeError(f"warmup failed: {ev.message}")
-
-
-def speaking_seconds(text: str) -> float:
-    """Estimated seconds a TTS voice takes to say ``text`` (letters and digits; see SECONDS_PER_LETTER)."""
-    return SECONDS_PER_LETTER * sum(c.isalpha() for c in text) + SECONDS_PER_DIGIT * sum(c.isdigit() for c in text)
 
 
 def trailing_silence(wave: np.ndarray, sample_rate: int, run: int = 0, dbfs: float = SILENCE_DBFS) -> int:
@@ -444,7 +437,7 @@ class Session:
             embed = None
             if role is Role.RESPONSE:
                 embed = self.engine.model.thinker.get_input_embeddings()(self._token_tensor(tok))[0]
-            talker.push(role, out.hidden, embed)
+            talker.push(role, out.hidden, embed, token=tok)
         return events
 
     def _after_talker(self, thought: bool, talked: bool) -> list[Event]:
@@ -457,7 +450,7 @@ class Session:
             if thought and th.done:
                 if self.options.min_speech is not None:
                     est = self.options.min_speech * speaking_seconds(self._text.text)
-                    talker.min_frames = max(len(talker.reply) + 1, int(est * self.engine.codec.frame_rate))
+                    talker.min_frames = max(talker.text_end_frame + 1, int(est * self.engine.codec.frame_rate))
                 talker.finish()  # from now on every step is due: one frame per later step()
         if th.done and (talker is None or talker.done):
             events += self._finish()
@@ -486,7 +479,7 @@ class Session:
             events += self._audio(self._decoder.push(codec.unflatten(ids)))
             end = self.options.end_silence_seconds
             if end is not None and not talker.done:
-                heard_all = talker.thinker_done and talker.frame > len(talker.reply)  # read the text eos
+                heard_all = talker.thinker_done and talker.frame > talker.text_end_frame  # read the text eos
                 if self._silent_run >= (end if heard_all else 2 * end) * codec.sample_rate:
                     talker.stop()  # the speech has ended (or is stuck in a pause)
                     self._audio_end = "silence"

@@ -43,6 +43,114 @@ from models.format import Role
 ROLE_PAD = -1  # batch padding in ``roles``: the position does not exist
 
 
+# --- pace: which thinker row the talker reads at each codec frame -----------------------------------
+# "position": one thinker position per frame, from the first response position on (Qwen's pace, one
+#   per frame): the talker must learn for itself which of the rows it has read it is saying now.
+# "duration": each spoken response token is read for as many frames as it takes to say (its estimated
+#   seconds, ``token_seconds``), moved along a fixed direction by how far through it the frame is
+#   (``_progress``); pads, eos, reasoning and controls are skipped, so a response delayed by pads (the
+#   drift rule) or laid out at another speak:think ratio is said the same way. The talker only renders:
+#   it no longer has to learn the alignment. Training spreads a sample's frames over its tokens in
+#   proportion to their estimates; streaming uses ``frames_per_second`` (frames per estimated second,
+#   measured on the training speech by the talker stage), so frame f needs only the token said at f.
+PACES = ("position", "duration")
+# How long a TTS voice takes to say a text: espeak at the synthesize stage's slowest rate spends
+# ~0.065 s per letter and ~0.45 s per digit (a digit of "7178479" is a word and a scale: "seven
+# million one hundred ..."); punctuation is a pause.
+SECONDS_PER_LETTER = 0.065
+SECONDS_PER_DIGIT = 0.45
+PAUSE_SECONDS = {",": 0.15, ";": 0.2, ":": 0.2, ".": 0.3, "?": 0.3, "!": 0.3}
+
+
+def speaking_seconds(text: str) -> float:
+    """Estimated seconds a TTS voice takes to say ``text`` (letters and digits; see SECONDS_PER_LETTER)."""
+    return SECONDS_PER_LETTER * sum(c.isalpha() for c in text) + SECONDS_PER_DIGIT * sum(c.isdigit() for c in text)
+
+
+def token_seconds(tokenizer) -> torch.Tensor:
+    """``(V,)`` estimated seconds to say each token id alone (letters, digits, then punctuation pauses);
+    0 for special tokens and tokens that say nothing (a space): the talker skips those."""
+    special = set(tokenizer.all_special_ids)
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return torch.tensor([0.0 if i in special else speaking_seconds(t) + sum(PAUSE_SECONDS.get(c, 0.0) for c in t)
+                         for i, t in enumerate(texts)])
+
+
+@dataclass
+class Pace:
+    """A talker's pace (see PACES): ``seconds`` ``(V,)`` per token id (``token_seconds``) and the
+    measured ``frames_per_second`` (codec frames per estimated second) for the duration pace."""
+
+    kind: str
+    seconds: torch.Tensor | None = None
+    frames_per_second: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in PACES:
+            raise ValueError(f"talker pace must be one of {PACES}, got {self.kind!r}; set talker.pace in params.yaml")
+        if self.kind == "duration" and (self.seconds is None or not self.frames_per_second
+                                        or self.frames_per_second <= 0):
+            raise ValueError("the duration pace needs token seconds and a positive frames_per_second "
+                             f"(got {self.frames_per_second!r}); the talker stage measures it on its training speech")
+
+    @property
+    def by_duration(self) -> bool:
+        return self.kind == "duration"
+
+
+def pace_of(model) -> Pace:
+    """The pace a model's talker reads at (``set_pace``); a model without one reads by position."""
+    return getattr(model, "talker_pace", None) or Pace("position")
+
+
+def set_pace(model, tokenizer, kind: str, frames_per_second: float | None = None) -> Pace:
+    """Give ``model``'s talker a pace, kept in its config (``save_pretrained`` writes it, ``attach_pace``
+    restores it on load)."""
+    cfg = model.config.talker_config
+    pace = Pace(kind, token_seconds(tokenizer) if kind == "duration" else None, frames_per_second)
+    cfg.tis_pace = kind
+    cfg.tis_pace_frames_per_second = frames_per_second
+    model.talker_pace = pace
+    return pace
+
+
+def attach_pace(model, tokenizer) -> None:
+    """Restore the pace a checkpoint's config names (``set_pace``); none named: by position."""
+    cfg = getattr(model.config, "talker_config", None)
+    kind = getattr(cfg, "tis_pace", None) or "position"
+    if kind != "position":
+        set_pace(model, tokenizer, kind, getattr(cfg, "tis_pace_frames_per_second", None))
+
+
+def frame_bounds(weights: torch.Tensor, *, frames: int | None = None, frames_per_second: float | None = None) -> list[int]:
+    """End frame of each spoken token: ``round(scale * cumsum(weights))``, the scale spreading exactly
+    ``frames`` frames over the tokens (training) or ``frames_per_second`` (streaming)."""
+    cum = torch.cumsum(weights.double(), 0)
+    if frames is not None:
+        total = float(cum[-1]) if len(cum) else 0.0
+        scale = frames / total if total > 0 else 0.0
+    else:
+        scale = float(frames_per_second)
+    return [int(round(float(c) * scale)) for c in cum]
+
+
+def _progress(row: torch.Tensor, a, toward: torch.Tensor) -> torch.Tensor:
+    """``row`` moved ``a`` (0 at a token's first frame, towards 1 at its last) of its own length along the
+    unit direction ``toward``: how far through the token the frame is, without the token after it (a TiS
+    response may wait blocks for its next token) and without new weights."""
+    return row + (a * row.norm(dim=-1, keepdim=True)) * toward
+
+
+def _said_at(rows: Sequence[torch.Tensor], bounds: Sequence[int], f: int, toward: torch.Tensor) -> torch.Tensor:
+    """Frame ``f``'s text row while the tokens are said: token ``k`` (``bounds[k-1] <= f < bounds[k]``),
+    with how far through it ``f`` is (``_progress``)."""
+    import bisect
+
+    k = bisect.bisect_right(bounds, f)
+    start = bounds[k - 1] if k else 0
+    return _progress(rows[k], (f - start) / (bounds[k] - start), toward)
+
+
 @dataclass
 class TalkerInputs:
     """Teacher-forced talker batch: feed ``inputs_embeds`` etc. to ``model.talker``; ``labels`` for CE."""
@@ -89,7 +197,8 @@ def _special(model, device) -> dict[str, torch.Tensor]:
     ids = torch.tensor([t.text_bos_token, t.text_eos_token, t.text_pad_token], device=device)
     bos, eos, pad = emb(ids).detach()
     head = bos + t.get_input_embeddings().weight[t.codec_pad_token].detach().to(bos.dtype)
-    return {"text_bos": bos, "text_eos": eos, "text_pad": pad, "head": head}
+    toward = eos / eos.norm().clamp(min=1e-12)  # the duration pace's progress direction (``_progress``)
+    return {"text_bos": bos, "text_eos": eos, "text_pad": pad, "head": head, "toward": toward}
 
 
 def _check_codebooks(codebooks: int) -> int:
@@ -114,6 +223,40 @@ def _reply(hidden: torch.Tensor, embeds: torch.Tensor, roles: torch.Tensor, sp) 
     return torch.cat([rows, sp["text_eos"][None].to(h.dtype)])
 
 
+def _spoken(hidden: torch.Tensor, embeds: torch.Tensor, roles: torch.Tensor, ids: torch.Tensor,
+            seconds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sample's spoken tokens for the duration pace: ``hidden + embedding`` rows ``(K, H)`` of the
+    RESPONSE positions whose token says something, and their estimated seconds ``(K,)``."""
+    valid = roles != ROLE_PAD
+    w = seconds.to(ids.device)[ids[valid]]
+    keep = (roles[valid] == int(Role.RESPONSE)) & (w > 0)
+    if not keep.any():
+        raise ValueError(
+            "a sample has no spoken RESPONSE token, so the talker has nothing to speak; pass the roles from "
+            "models.format (Layout.roles) and the input_ids of the full sequence"
+        )
+    return hidden[valid][keep] + embeds[valid][keep], w[keep]
+
+
+def _frame_texts(rows: torch.Tensor, bounds: Sequence[int], n_frames: int, sp) -> torch.Tensor:
+    """Text rows ``(n_frames, H)`` of frames ``0..n_frames-1`` under the duration pace: ``_said_at`` while
+    the tokens are said, the text eos at the frame after them, then text pads."""
+    dev, dt = rows.device, rows.dtype
+    end = bounds[-1]
+    out = sp["text_pad"].to(dt).expand(n_frames, -1).clone()
+    said = min(end, n_frames)
+    if said:
+        b = torch.tensor(bounds, device=dev)
+        f = torch.arange(said, device=dev)
+        k = torch.searchsorted(b, f, right=True)
+        start = torch.where(k > 0, b[(k - 1).clamp(min=0)], torch.zeros_like(k))
+        a = ((f - start).double() / (b[k] - start).double()).to(dt)[:, None]
+        out[:said] = _progress(rows[k], a, sp["toward"].to(dt))
+    if end < n_frames:
+        out[end] = sp["text_eos"].to(dt)
+    return out
+
+
 def _check_codec_ids(model, ids: Sequence[int]) -> None:
     limit = model.talker.codec_pad_token  # control ids sit at the top of the talker vocabulary
     if len(ids) and (min(ids) < 0 or max(ids) >= limit):
@@ -131,12 +274,17 @@ def build_talker_inputs(
     codec_ids: Sequence[Sequence[int]],
     *,
     codebooks: int,
+    input_ids: torch.Tensor | None = None,
+    frames_per_second: float | None = None,
 ) -> TalkerInputs:
     """Teacher-forced talker inputs (layout in the module docstring); right-padded over the batch.
 
     hidden, embeds: ``(B, T, H)`` thinker last hidden states and token embeddings; roles: ``(B, T)``;
     codec_ids: one flat list of codec ids per sample (``Codec.flatten``), without bos/eos;
     codebooks: codec ids per frame (``codec.codebooks``): the talker reads one thinker position per frame.
+    input_ids ``(B, T)``: the thinker's tokens, which a talker with the duration pace (``pace_of``)
+    needs; it spreads each sample's frames over its spoken tokens, or with ``frames_per_second`` lays
+    them out as streaming does.
     """
     n = _check_codebooks(codebooks)
     if hidden.shape != embeds.shape or hidden.ndim != 3:
@@ -149,19 +297,34 @@ def build_talker_inputs(
     t = model.talker
     codec_emb = t.get_input_embeddings()
     sp = _special(model, dev)
+    pace = pace_of(model)
+    if pace.by_duration:
+        if input_ids is None or tuple(input_ids.shape) != tuple(hidden.shape[:2]):
+            raise ValueError("a talker with the duration pace needs the thinker's input_ids (B, T) to know how long "
+                             "each response token takes to say")
+        input_ids = input_ids.to(dev)
     rows, labels = [], []
     for i in range(b):
         ids = [int(x) for x in codec_ids[i]]
         _check_codec_ids(model, ids)
-        reply = _reply(hidden[i], embeds[i], r[i], sp)
         steps = len(ids) + 1  # codec ids, then the codec eos
-        text = sp["text_pad"].to(reply.dtype).expand(steps, -1).clone()  # (steps, H)
         frame_starts = torch.arange(0, steps, n, device=dev)
-        read = frame_starts // n < len(reply)
-        text[frame_starts[read]] = reply[frame_starts[read] // n]
+        if pace.by_duration:
+            spoken, w = _spoken(hidden[i], embeds[i], r[i], input_ids[i], pace.seconds)
+            bounds = frame_bounds(w, frames=None if frames_per_second else len(ids) // n,
+                                  frames_per_second=frames_per_second)
+            dt = spoken.dtype
+            text = sp["text_pad"].to(dt).expand(steps, -1).clone()  # (steps, H)
+            text[frame_starts] = _frame_texts(spoken, bounds, len(frame_starts), sp)
+        else:
+            reply = _reply(hidden[i], embeds[i], r[i], sp)
+            dt = reply.dtype
+            text = sp["text_pad"].to(dt).expand(steps, -1).clone()  # (steps, H)
+            read = frame_starts // n < len(reply)
+            text[frame_starts[read]] = reply[frame_starts[read] // n]
         prev = torch.tensor([t.codec_bos_token, *ids], device=dev)
-        x = text + codec_emb(prev).to(reply.dtype)  # (steps, H)
-        rows.append(torch.cat([sp["head"][None].to(reply.dtype), x]))
+        x = text + codec_emb(prev).to(dt)  # (steps, H)
+        rows.append(torch.cat([sp["head"][None].to(dt), x]))
         labels.append(torch.tensor([-100, *ids, t.codec_eos_token], device=dev))
     s = max(len(x) for x in rows)
     x = hidden.new_zeros(b, s, hidden.shape[-1])
@@ -195,6 +358,7 @@ def talker_loss(
     reduction: Literal["mean", "sum"] = "mean",
     *,
     codebooks: int,
+    input_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of the talker on ``codec_ids`` (+ the codec eos), given the thinker's states.
 
@@ -204,7 +368,7 @@ def talker_loss(
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    inputs = build_talker_inputs(model, hidden, embeds, roles, codec_ids, codebooks=codebooks)
+    inputs = build_talker_inputs(model, hidden, embeds, roles, codec_ids, codebooks=codebooks, input_ids=input_ids)
     logits = talker_forward(model, inputs)
     # Position s predicts labels[s]: the layout already puts each target at its own input step.
     return torch.nn.functional.cross_entropy(
@@ -268,7 +432,11 @@ class TalkerStream:
         # This request's keys/values: slot ``slot`` of a runner's talker (``lm``), or a private one-slot runner.
         self.lm = lm if lm is not None else SlotLM.for_talker(t, slots=1, max_slots=1)
         self.slot = self.lm.acquire() if slot is None else slot
-        self.reply: list[torch.Tensor] = []  # (H,) rows, one per thinker position from the first response on
+        self.pace = pace_of(model)
+        self.reply: list[torch.Tensor] = []  # (H,) rows: position pace, one per thinker position from the
+        #   first response on; duration pace, one per spoken response token
+        self.bounds: list[int] = []  # duration pace: the frame each spoken token ends at
+        self._said = 0.0  # duration pace: estimated seconds of the spoken tokens so far
         self.started = False  # the first RESPONSE position arrived
         self.thinker_done = False
         self.codes: list[int] = []
@@ -279,16 +447,27 @@ class TalkerStream:
         # The codec eos is allowed from this frame on (None: not yet; the caller's end rule sets it)
         self.min_frames: int | None = 0
 
-    def push(self, role: Role | int, hidden: torch.Tensor | None = None, embed: torch.Tensor | None = None) -> None:
-        """Receive one thinker position: ``hidden`` and ``embed`` ``(H,)`` are read at RESPONSE positions only."""
+    def push(self, role: Role | int, hidden: torch.Tensor | None = None, embed: torch.Tensor | None = None,
+             token: int | None = None) -> None:
+        """Receive one thinker position: ``hidden`` and ``embed`` ``(H,)`` are read at RESPONSE positions
+        only, and (duration pace) its ``token`` id."""
         if self.thinker_done:
             raise RuntimeError("push after finish(): the thinker already ended")
         if int(role) == int(Role.RESPONSE):
             if hidden is None or embed is None:
                 raise ValueError("a RESPONSE position needs the thinker's hidden state and token embedding")
             self.started = True
-            self.reply.append(hidden + embed)
-        elif self.started:
+            if not self.pace.by_duration:
+                self.reply.append(hidden + embed)
+                return
+            if token is None:
+                raise ValueError("a talker with the duration pace needs each RESPONSE position's token id")
+            w = float(self.pace.seconds[int(token)]) if 0 <= int(token) < len(self.pace.seconds) else 0.0
+            if w > 0:
+                self._said += w
+                self.reply.append(hidden + embed)
+                self.bounds.append(int(round(self._said * self.pace.frames_per_second)))
+        elif self.started and not self.pace.by_duration:
             self.reply.append(self.sp["text_pad"])
 
     def finish(self) -> None:
@@ -306,21 +485,35 @@ class TalkerStream:
         """Frame of the next codec id."""
         return len(self.codes) // self.n
 
+    @property
+    def text_end_frame(self) -> int:
+        """The frame the talker reads the text eos at, once the thinker has ended (the response is said)."""
+        if self.pace.by_duration:
+            return self.bounds[-1] if self.bounds else 0
+        return len(self.reply)
+
     def ready(self) -> bool:
         """Whether the next step has its input (never true once done)."""
         if self.done or not self.started:
             return False
         if len(self.codes) % self.n:
             return True  # inside a frame the talker reads the text pad
-        return self.frame < len(self.reply) or self.thinker_done
+        if self.thinker_done:
+            return True
+        if self.pace.by_duration:  # the token said at this frame has arrived
+            import bisect
+
+            return bisect.bisect_right(self.bounds, self.frame) < len(self.reply)
+        return self.frame < len(self.reply)
 
     def _text(self, s: int) -> torch.Tensor:
         if s % self.n:
             return self.sp["text_pad"]
         f = s // self.n
-        if f < len(self.reply):
-            return self.reply[f]
-        return self.sp["text_eos"] if f == len(self.reply) else self.sp["text_pad"]
+        end = self.text_end_frame
+        if f < end:
+            return _said_at(self.reply, self.bounds, f, self.sp["toward"]) if self.pace.by_duration else self.reply[f]
+        return self.sp["text_eos"] if f == end else self.sp["text_pad"]
 
     @property
     def sampling(self):
@@ -401,9 +594,11 @@ def generate_codes(
     temperature: float = 0.9,
     top_k: int = 40,
     generator: torch.Generator | None = None,
+    input_ids=None,
 ) -> list[int]:
     """Codec ids for one whole sample (``(1, T, H)`` states) until the codec eos (not returned) or
-    ``max_new_tokens`` ids: the whole sequence is pushed before the first talker step."""
+    ``max_new_tokens`` ids: the whole sequence is pushed before the first talker step. ``input_ids``
+    ``(1, T)``: the thinker's tokens (a talker with the duration pace needs them)."""
     if codebook_sizes is None:
         raise ValueError("pass codebook_sizes=codec.codebook_sizes: the talker reads one thinker position per frame")
     if hidden.ndim == 2:
@@ -415,9 +610,12 @@ def generate_codes(
         raise ValueError("the sample has no RESPONSE positions, so the talker has nothing to speak")
     stream = TalkerStream(model, codebook_sizes, temperature=temperature if do_sample else 0.0, top_k=top_k,
                           generator=generator, max_codes=max_new_tokens)
+    toks = None if input_ids is None else torch.as_tensor(input_ids).reshape(-1).tolist()
+    if stream.pace.by_duration and (toks is None or len(toks) != len(r)):
+        raise ValueError("a talker with the duration pace needs the sample's input_ids (1, T)")
     for i, role in enumerate(r):
         if role != ROLE_PAD:
-            stream.push(role, hidden[0, i], embeds[0, i])
+            stream.push(role, hidden[0, i], embeds[0, i], token=None if toks is None else toks[i])
     stream.finish()
     while stream.ready():
         stream.step()

@@ -13,6 +13,7 @@ steps (so it writes structure: response text, reasoning, pads, eos, think-first'
 
 from __future__ import annotations
 
+import bisect
 import copy
 import json
 
@@ -86,18 +87,39 @@ def trained(tokenizer, tiny_model):
     codec = WorldCodec.fit(speech, 16000, codebook_size=32, n_codebooks=3, iters=5, seed=0)
     codes = [codec.flatten(codec.encode(w, 16000)) for w in speech]
     model.thinker.requires_grad_(False)
-    tis = layouts["tis"][:PROBLEMS]
-    x, am = _batch(tis, tok.pad_token_id)
-    roles = torch.tensor([[int(r) for r in l.roles] + [-1] * (x.shape[1] - len(l)) for l in tis])
+    train_talker(model, tok, layouts["tis"][:PROBLEMS], codes, codec)
+    return Engine(model, tok, codec), [p.question for p in probs], spoken_q[0], (layouts["tis"][:PROBLEMS], codes)
+
+
+def train_talker(model, tok, layouts, codes, codec, steps: int = 40) -> None:
+    """The talker (only) on the TiS layouts' response speech ``codes``; leaves the model frozen in eval."""
+    x, am = _batch(layouts, tok.pad_token_id)
+    roles = torch.tensor([[int(r) for r in l.roles] + [-1] * (x.shape[1] - len(l)) for l in layouts])
     hidden, embeds = thinker_states(model, input_ids=x, attention_mask=am)
+    model.talker.requires_grad_(True)
     opt = torch.optim.AdamW(model.talker.parameters(), lr=3e-3)
-    for _ in range(40):
-        loss = talker_loss(model, hidden, embeds, roles, codes, codebooks=codec.codebooks)
+    for _ in range(steps):
+        loss = talker_loss(model, hidden, embeds, roles, codes, codebooks=codec.codebooks, input_ids=x)
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.requires_grad_(False).eval()
-    return Engine(model, tok, codec), [p.question for p in probs], spoken_q[0]
+
+
+@pytest.fixture(scope="module")
+def paced(trained):
+    """The trained engine's model with a talker on the duration pace (models/talker.py), retrained on the
+    same speech; its frames per estimated second measured on that speech as the talker stage does."""
+    from models.talker import set_pace, token_seconds
+
+    engine, questions, wave, (layouts, codes) = trained
+    model, tok, codec = copy.deepcopy(engine.model), engine.tokenizer, engine.codec
+    sec = token_seconds(tok)
+    said = sum(float(sec[[t for t, r in zip(l.input_ids, l.roles) if r is Role.RESPONSE]].sum()) for l in layouts)
+    fps = sum(len(c) / codec.codebooks for c in codes) / said
+    set_pace(model, tok, "duration", fps)
+    train_talker(model, tok, layouts, codes, codec)
+    return Engine(model, tok, codec), questions, wave, (layouts, codes)
 
 
 def reference_decode(model, prompt, fmt, ids, n, temperature=0.0, seed=0, **audio):
@@ -151,7 +173,7 @@ def comparable(events):
 @pytest.mark.parametrize("prompt_kind", ["text", "audio"])
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 def test_session_text_equals_non_streamed_decode(trained, fmt, prompt_kind, temperature):
-    engine, questions, wave = trained
+    engine, questions, wave, _ = trained
     ids, model = engine.ids, engine.model
     if prompt_kind == "text":
         prompt, audio = text_prompt(engine.tokenizer, questions[0]), {}
@@ -188,7 +210,7 @@ def test_session_text_equals_non_streamed_decode(trained, fmt, prompt_kind, temp
 def test_trained_model_writes_structure_and_ends(trained):
     """Both formats end with eos on some question; think-first predicts the <|speak|> that ends its
     reasoning (the bug: it was never a target, so the baseline reasoned to the limit)."""
-    engine, questions, _ = trained
+    engine, questions, _, _ = trained
     done = {fmt: [events_of(engine.session(text=q, options=Options(fmt=fmt, audio=False, max_new_tokens=200)))[-1]
                   for q in questions] for fmt in ("tis", "think_first")}
     for fmt, ends in done.items():
@@ -198,9 +220,10 @@ def test_trained_model_writes_structure_and_ends(trained):
     assert all(d.timings["positions_to_first_text"] <= 3 for d in done["tis"])  # TiS speaks at once
 
 
+@pytest.mark.parametrize("pace", ["position", "duration"])
 @pytest.mark.parametrize("fmt,temperature", [("tis", 0.0), ("tis", 0.8), ("think_first", 0.0)])
-def test_session_audio_equals_whole_sequence_talker(trained, fmt, temperature):
-    engine, questions, _ = trained
+def test_session_audio_equals_whole_sequence_talker(request, fmt, temperature, pace):
+    engine, questions, _, _ = request.getfixturevalue("trained" if pace == "position" else "paced")
     model, codec, ids = engine.model, engine.codec, engine.ids
     # The end rules (length bound, end silence) are the session's, not the talker's: off here.
     opts = Options(fmt=fmt, temperature=temperature, seed=3, max_new_tokens=160, max_audio_seconds=4.0,
@@ -223,7 +246,7 @@ def test_session_audio_equals_whole_sequence_talker(trained, fmt, temperature):
     cap = int(opts.max_audio_seconds * codec.frame_rate) * codec.codebooks
     flat = generate_codes(model, hidden, embeds, roles, max_new_tokens=cap, codebook_sizes=codec.codebook_sizes,
                           do_sample=temperature > 0, temperature=temperature, top_k=TALKER_TOP_K,
-                          generator=torch.Generator().manual_seed(3 + TALKER_SEED_OFFSET))
+                          generator=torch.Generator().manual_seed(3 + TALKER_SEED_OFFSET), input_ids=x)
     from models.wave import to_pcm16
 
     whole = to_pcm16(codec.decode(codec.unflatten(flat, strict=False)))
@@ -232,17 +255,31 @@ def test_session_audio_equals_whole_sequence_talker(trained, fmt, temperature):
     t = done.timings
     assert t["audio_seconds"] == pytest.approx(len(whole) / 2 / codec.sample_rate, abs=1e-3)
     assert t["talker_steps"] == len(flat) + (1 if len(flat) < cap else 0)
-    if fmt == "tis":  # the goal: first audio after <= 12 thinker positions and <= 40 talker steps
+    print(pace, fmt, {k: t[k] for k in ("positions_to_first_audio", "talker_steps_to_first_audio")})
+    if fmt == "tis" and pace == "position":  # the goal: first audio after <= 12 thinker positions and <= 40 talker steps
         assert t["positions_to_first_audio"] <= 12 and t["talker_steps_to_first_audio"] <= 40
-    # Frame f waits for thinker position first-response + f (or for the thinker's end): think-first
-    # speaks only once its response starts.
-    first_response = roles[0].index(Role.RESPONSE) - len(prompt)
-    assert t["positions_to_first_audio"] == min(first_response + codec.stream.first_frames, len(tokens))
     assert t["talker_steps_to_first_audio"] == codec.stream.first_frames * codec.codebooks
+    first_response = roles[0].index(Role.RESPONSE) - len(prompt)
+    if pace == "position":
+        # Frame f waits for thinker position first-response + f (or for the thinker's end): think-first
+        # speaks only once its response starts.
+        assert t["positions_to_first_audio"] == min(first_response + codec.stream.first_frames, len(tokens))
+    else:
+        # Frame f waits for the token it says (or for the thinker's end). Here 1.6 s of speech per response
+        # is ~2.5x faster than the estimate, so the first block needs more tokens than with the TTS voice
+        # (there: the first response token, ~6 frames of 9 at 47.7 frames per estimated second).
+        pace_ = model.talker_pace
+        said = [i for i, (tk, r) in enumerate(zip(tokens, roles[0][len(prompt):]))
+                if r is Role.RESPONSE and pace_.seconds[tk] > 0]
+        ends = [round(float(c) * pace_.frames_per_second)
+                for c in torch.cumsum(pace_.seconds[[tokens[i] for i in said]].double(), 0)]
+        k = bisect.bisect_right(ends, codec.stream.first_frames - 1)  # the token the first block's last frame says
+        need = said[k] + 1 if k < len(said) else len(tokens)
+        assert t["positions_to_first_audio"] == need, (ends, said)
 
 
 def test_sessions_stepped_alternately_equal_each_alone(trained):
-    engine, questions, wave = trained
+    engine, questions, wave, _ = trained
     a = dict(text=questions[1], options=Options(temperature=0.8, seed=1, max_new_tokens=120, max_audio_seconds=2.0))
     b = dict(audio=(wave, 16000), options=Options(fmt="think_first", temperature=0.8, seed=2, max_new_tokens=120,
                                                   max_audio_seconds=2.0))
@@ -260,7 +297,7 @@ def test_sessions_stepped_alternately_equal_each_alone(trained):
 def test_session_sets_nothing_on_the_model(trained):
     """Qwen keeps rope_deltas on the module between calls (a generate() or a training forward sets
     them); a session must neither read nor write them, nor anything else on the model."""
-    engine, questions, _ = trained
+    engine, questions, _, _ = trained
     model = engine.model
     opts = Options(max_new_tokens=40, max_audio_seconds=1.0)
     model.thinker.model.rope_deltas, model.talker.rope_deltas = None, None
@@ -281,7 +318,7 @@ def test_session_sets_nothing_on_the_model(trained):
 def test_work_per_step_is_bounded(trained):
     """While thinking, a step makes at most the one frame its position made due; after the thinker
     ends, one frame per step (so a caller interleaving sessions is never stuck in one)."""
-    engine, questions, _ = trained
+    engine, questions, _, _ = trained
     n = engine.codec.codebooks
     # The end rules off (no length bound, no silence end, no early eos): the talker runs to its 3 s cap.
     s = engine.session(text=questions[0], options=Options(max_new_tokens=60, max_audio_seconds=3.0, audio_bound=None,
@@ -296,14 +333,14 @@ def test_work_per_step_is_bounded(trained):
 
 
 def test_same_seed_same_events_other_seed_other_events(trained):
-    engine, questions, _ = trained
+    engine, questions, _, _ = trained
     run = lambda seed: comparable(events_of(engine.session(  # noqa: E731
         text=questions[1], options=Options(temperature=1.0, seed=seed, max_new_tokens=60, max_audio_seconds=1.0))))
     assert run(4) == run(4) and run(4) != run(9)
 
 
 def test_text_only_and_reasoning_switch(trained):
-    engine, questions, _ = trained
+    engine, questions, _, _ = trained
     events = events_of(engine.session(text=questions[0], options=Options(audio=False, reasoning=False)))
     assert not any(isinstance(e, (AudioEvent, ReasoningEvent)) for e in events)
     t = events[-1].timings
@@ -316,7 +353,7 @@ def test_text_only_and_reasoning_switch(trained):
 
 
 def test_max_new_tokens_and_lifecycle(trained):
-    engine, questions, _ = trained
+    engine, questions, _, _ = trained
     s = engine.session(text=questions[0], options=Options(fmt="think_first", max_new_tokens=5, audio=False))
     events = events_of(s)
     assert s.done and events[-1].finish_reason == "max_new_tokens" and events[-1].timings["thinker_positions"] == 5
@@ -333,7 +370,7 @@ def test_max_new_tokens_and_lifecycle(trained):
 
 
 def test_error_becomes_one_error_event(trained, monkeypatch):
-    engine, questions, _ = trained
+    engine, questions, _, _ = trained
     import models.decode
 
     s = engine.session(text=questions[0], options=Options(audio=False))
@@ -441,7 +478,7 @@ def test_session_input_errors(tokenizer, tiny_model, trained):
 def test_spoken_prompt_at_another_rate_is_resampled(trained):
     from models.wave import resample
 
-    engine, _, wave = trained
+    engine, _, wave, _ = trained
     opts = Options(audio=False, max_new_tokens=20)
     a = events_of(engine.session(audio=(wave, 16000), options=opts))[-1]
     b = events_of(engine.session(audio=(resample(wave, 16000, 24000), 24000), options=opts))[-1]
@@ -479,7 +516,7 @@ def _speech(events):
 def test_normal_answer_is_speech_that_ends_by_itself(trained, fmt):
     """A normal question with the default options: the audio is not silence, a cap did not cut it (the
     cap here is far beyond the 1.6 s the talker was trained on), and it lasts at most twice that."""
-    engine, questions, _ = trained
+    engine, questions, _, _ = trained
     # min_speech off: this talker learnt 1.6 s of synthetic voice per response whatever its text, so the
     # text-based minimum (calibrated on TTS speech) does not fit it; the next tests check that rule.
     for q in questions:
@@ -495,7 +532,7 @@ def test_normal_answer_is_speech_that_ends_by_itself(trained, fmt):
 def test_caps_say_so_in_finish_reason(trained):
     from models.session import AUDIO_SLACK_S, speaking_seconds
 
-    engine, questions, _ = trained
+    engine, questions, _, _ = trained
     capped = events_of(engine.session(text=questions[0], options=Options(max_new_tokens=160, max_audio_seconds=0.3)))[-1]
     assert capped.finish_reason == capped.audio_end == "max_audio_seconds"
     assert capped.timings["audio_seconds"] <= 0.3 + 0.02
@@ -521,7 +558,7 @@ def test_silence_ends_the_speech(trained):
     running to the cap."""
     from models.session import END_SILENCE_S, Engine
 
-    engine, questions, _ = trained
+    engine, questions, _, _ = trained
     codec = copy.copy(engine.codec)
     codec._synthesize = lambda codes: np.zeros(len(codes) * codec.hop)
     mute = Engine(engine.model, engine.tokenizer, codec)
@@ -550,7 +587,7 @@ def test_talker_may_not_end_before_the_response_is_said(trained):
     waits for the text eos and MIN_SPEECH x the response's speaking time."""
     from models.session import MIN_SPEECH, speaking_seconds
 
-    engine, questions, _ = trained
+    engine, questions, _, _ = trained
 
     def eager(opts):
         s = engine.session(text=questions[0], options=opts)

@@ -142,3 +142,5 @@ def test_loss_falls_through_the_real_loop(tiny, fixed_batch, tmp_path, stage, fm
     res = train(stage, tiny.p, sp, tiny.data, tiny.init, tmp_path / "all", fmt=fmt, codec_dir=tiny.codec,
                 measure_start=True)
     assert res.val_loss < 0.95 * res.first_val_loss, (res.first_val_loss, res.val_loss)
+    # Whether it listens to the thinker: the same rows scored against another row's speech.
+    assert res.val_loss_other_speech is not None and res.val_loss_other_speech != res.val_loss

@@ -269,3 +269,233 @@ def test_errors(setup):
         generate_codes(model, hidden, embeds, roles, codebook_sizes=SIZES)
     with pytest.raises(ValueError, match="codebook_sizes"):
         generate_codes(model, hidden[:1], embeds[:1], roles[:1])
+
+
+# --- the duration pace: each spoken token read for as long as it takes to say -------------------------
+
+
+def test_token_seconds_estimate_each_token(setup):
+    from models.talker import PAUSE_SECONDS, SECONDS_PER_DIGIT, SECONDS_PER_LETTER, token_seconds
+
+    tok = setup[1]
+    sec = token_seconds(tok)
+    assert sec.shape == (len(tok),)
+    assert all(float(sec[i]) == 0 for i in tok.all_special_ids)  # controls, pads, eos say nothing
+    by_text = {tok.decode([i]): float(sec[i]) for i in encode(tok, "The answer is 15.")}
+    assert by_text["1"] == pytest.approx(SECONDS_PER_DIGIT)
+    assert by_text["."] == pytest.approx(PAUSE_SECONDS["."])
+    words = {t: s for t, s in by_text.items() if t.strip().isalpha()}
+    assert words and all(s == pytest.approx(SECONDS_PER_LETTER * len(t.strip())) for t, s in words.items())
+
+
+def test_frame_bounds_spread_frames_or_follow_the_rate():
+    from models.talker import frame_bounds
+
+    w = torch.tensor([0.2, 0.1, 0.46, 0.24])
+    assert frame_bounds(w, frames=20) == [4, 6, 15, 20]  # every frame is a token's, the last ends at 20
+    assert frame_bounds(w, frames_per_second=50.0) == [10, 15, 38, 50]
+
+
+@pytest.fixture(scope="module")
+def paced(setup):
+    """The setup's model with the duration pace (its own copy) and the batch's input ids."""
+    import copy
+
+    from models.talker import set_pace
+
+    model, tok, hidden, embeds, roles, codes, layouts = setup
+    m = copy.deepcopy(model)
+    set_pace(m, tok, "duration", frames_per_second=9.0)
+    input_ids = batch(tok, layouts)[0]
+    return m, tok, hidden, embeds, roles, codes, layouts, input_ids
+
+
+def expected_text(rows, bounds, f, eos):
+    """Frame f's text row, written out: token k while bounds[k-1] <= f < bounds[k], moved along the text
+    eos direction by the fraction of token k said before frame f times the row's own length."""
+    start = 0
+    for k, end in enumerate(bounds):
+        if start <= f < end:
+            a = (f - start) / (end - start)
+            return rows[k] + a * rows[k].norm() * eos / eos.norm()
+        start = end
+    raise AssertionError(f"frame {f} is past the tokens")
+
+
+def test_duration_layout_reads_each_spoken_token_for_its_frames(paced):
+    """Training spreads a sample's frames over its spoken response tokens (pads, eos, reasoning and
+    controls are skipped) in proportion to their estimated seconds; the codec eos step reads the text eos."""
+    from models.talker import pace_of
+
+    model, tok, hidden, embeds, roles, codes, layouts, input_ids = paced
+    x = build_talker_inputs(model, hidden, embeds, roles, codes, codebooks=N, input_ids=input_ids)
+    t = model.talker
+    emb = model.thinker.get_input_embeddings().weight
+    codec_emb = t.get_input_embeddings().weight
+    sec = pace_of(model).seconds
+    for i in range(len(codes)):
+        pos = [p for p, r in enumerate(roles[i].tolist()) if r == int(Role.RESPONSE) and sec[input_ids[i, p]] > 0]
+        resp = [p for p, r in enumerate(roles[i].tolist()) if r == int(Role.RESPONSE)]
+        assert 0 < len(pos) < len(resp)  # the speak-slot pads and the eos are not spoken
+        rows = [hidden[i, p] + embeds[i, p] for p in pos]
+        cum = torch.cumsum(sec[input_ids[i, pos]].double(), 0)
+        frames = len(codes[i]) // N
+        bounds = [round(float(c) * frames / float(cum[-1])) for c in cum]
+        for s in range(len(codes[i]) + 1):
+            prev = t.codec_bos_token if s == 0 else codes[i][s - 1]
+            text = x.inputs_embeds[i, 1 + s] - codec_emb[prev]
+            if s % N:
+                want = emb[t.text_pad_token]
+            elif s // N < frames:
+                want = expected_text(rows, bounds, s // N, emb[t.text_eos_token])
+            else:
+                want = emb[t.text_eos_token]  # the codec eos is predicted where the text ends
+            torch.testing.assert_close(text, want, msg=f"sample {i} step {s}")
+    with pytest.raises(ValueError, match="input_ids"):
+        build_talker_inputs(model, hidden, embeds, roles, codes, codebooks=N)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_duration_stream_equals_teacher_forced(paced, temperature):
+    """TalkerStream under the duration pace, fed position by position: each frame waits for the token it
+    says (and no longer), and its logits equal the training layout laid out at the same rate."""
+    import bisect
+
+    model, tok, hidden, embeds, roles, codes, layouts, input_ids = paced
+    n = len(layouts[0])
+    h, e, r, ids = hidden[:1, :n], embeds[:1, :n], roles[:1, :n], input_ids[:1, :n]
+    stream = TalkerStream(model, SIZES, temperature=temperature, generator=torch.Generator().manual_seed(3),
+                          max_codes=40 * N)
+    stream.allowed[:, model.talker.codec_eos_token] = False  # a random talker may end at once
+    logits, pushed = [], 0
+    for i, role in enumerate(r[0].tolist()):
+        stream.push(role, h[0, i], e[0, i], token=int(ids[0, i]))
+        pushed += role == int(Role.RESPONSE) and float(stream.pace.seconds[ids[0, i]]) > 0
+        while stream.ready():
+            if len(stream.codes) % N == 0:  # the token said at this frame is here
+                assert bisect.bisect_right(stream.bounds, stream.frame) < pushed
+            stream.step()
+            logits.append(stream.logits)
+        if stream.bounds and len(stream.codes) % N == 0 and not stream.done:  # waits only for want of a token
+            assert stream.frame >= stream.bounds[-1]
+    stream.finish()
+    while stream.ready():
+        stream.step()
+        logits.append(stream.logits)
+    got = stream.codes
+    assert len(got) == 40 * N and stream.text_end_frame < 40  # it read past the text eos
+    x = build_talker_inputs(model, h, e, r, [got], codebooks=N, input_ids=ids, frames_per_second=9.0)
+    with torch.no_grad():
+        tf = talker_forward(model, x)[0]
+    for k in range(len(got)):
+        torch.testing.assert_close(logits[k], tf[1 + k], rtol=1e-4, atol=1e-4)
+    if temperature == 0:
+        whole = generate_codes(model, h, e, r, max_new_tokens=40 * N, codebook_sizes=SIZES, input_ids=ids)
+        assert len(whole) >= N and whole == got[: len(whole)]
+
+
+def test_duration_codes_ignore_the_speak_think_ratio(paced):
+    """The same response laid out at 2:8 and at 3:7 (other prompt, reasoning and pads around it): the
+    duration pace reads only the spoken tokens, so the talker says the same thing; the position pace
+    does not."""
+    from models.talker import Pace
+
+    model, tok, hidden, embeds, roles, codes, layouts, input_ids = paced
+    ids = control_ids(tok)
+    lay = [build("tis", text_prompt(tok, q), encode(tok, "The answer is 15."), encode(tok, rs), ids, sch,
+                 delay_eos=True)
+           for q, rs, sch in [("Tom has three apples.", "three plus twelve is fifteen", Schedule(2, 8)),
+                              ("A longer question, about apples?", "twelve and three make fifteen", Schedule(3, 7))]]
+    x, am, r = batch(tok, lay)
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(2, x.shape[1], hidden.shape[-1], generator=g)
+    e = torch.randn(2, x.shape[1], hidden.shape[-1], generator=g)
+    sec = model.talker_pace.seconds
+    spoken = [[p for p in range(len(l)) if l.roles[p] is Role.RESPONSE and sec[l.input_ids[p]] > 0] for l in lay]
+    assert [x[0, p] for p in spoken[0]] == [x[1, p] for p in spoken[1]]
+    h[1, spoken[1]], e[1, spoken[1]] = h[0, spoken[0]], e[0, spoken[0]]
+    with torch.no_grad():
+        a = talker_loss(model, h[:1], e[:1], r[:1], codes[:1], codebooks=N, input_ids=x[:1])
+        b = talker_loss(model, h[1:], e[1:], r[1:], codes[:1], codebooks=N, input_ids=x[1:])
+    assert torch.equal(a, b)
+    kw = dict(max_new_tokens=30, codebook_sizes=SIZES)
+    got = generate_codes(model, h[:1, : len(lay[0])], e[:1, : len(lay[0])], r[:1, : len(lay[0])],
+                         input_ids=x[:1, : len(lay[0])], **kw)
+    assert len(got) >= 2 * N
+    assert got == generate_codes(model, h[1:, : len(lay[1])], e[1:, : len(lay[1])], r[1:, : len(lay[1])],
+                                 input_ids=x[1:, : len(lay[1])], **kw)
+    model.talker_pace, saved = Pace("position"), model.talker_pace
+    try:
+        with torch.no_grad():
+            assert not torch.equal(talker_loss(model, h[:1], e[:1], r[:1], codes[:1], codebooks=N),
+                                   talker_loss(model, h[1:], e[1:], r[1:], codes[:1], codebooks=N))
+    finally:
+        model.talker_pace = saved
+
+
+def test_pace_is_saved_with_the_checkpoint(setup, paced, tmp_path):
+    from models.omni import load_checkpoint, save
+    from models.talker import pace_of
+
+    model, tok = paced[0], paced[1]
+    save(model, tmp_path / "model")
+    tok.save_pretrained(str(tmp_path / "tokenizer"))
+    loaded, _ = load_checkpoint(tmp_path)
+    p, q = pace_of(loaded), pace_of(model)
+    assert p.kind == "duration" and p.frames_per_second == q.frames_per_second == 9.0
+    assert torch.equal(p.seconds, q.seconds)
+    assert pace_of(setup[0]).kind == "position"  # no pace set: by position
+
+
+def test_a_talker_on_the_duration_pace_learns_to_say_its_tokens(setup):
+    """Synthetic speech whose every frame is a function of the token being said (as a TTS voice's is):
+    trained on it, the duration-paced talker scores each answer's own speech far better than another
+    answer's (it listens to the thinker), and better than a position-paced talker trained the same way.
+    Breakages: a pace that reads one token late, or a talker that never sees its text, lose the gap."""
+    import copy
+
+    from models.talker import frame_bounds, set_pace
+
+    model0, tok = setup[0], setup[1]
+    ids = control_ids(tok)
+    g = torch.Generator().manual_seed(5)
+    words = ["three", "twelve", "apples", "Tom", "has", "answer", "plus", "is", "fifteen", "15", "3", "more"]
+    # Random word orders: the next token cannot be guessed from the ones before, only read.
+    answers = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (6,), generator=g)) for _ in range(8)]
+    lay = [build("tis", text_prompt(tok, "How many?"), encode(tok, a), encode(tok, "3+12=15"), ids, Schedule(2, 8),
+                 delay_eos=True) for a in answers]
+    x, am, r = batch(tok, lay)
+    fps = 12.0
+    seconds = set_pace(copy.deepcopy(model0), tok, "duration", fps).seconds
+
+    def speech(layout):  # each frame: a fixed code per codebook for the token said, its first frame marked
+        said = [t for t, role in zip(layout.input_ids, layout.roles) if role is Role.RESPONSE and seconds[t] > 0]
+        ends, out, start = frame_bounds(seconds[said], frames_per_second=fps), [], 0
+        for t, end in zip(said, ends):
+            for f in range(start, end):
+                out += [(t * 5 + (f == start)) % SIZES[0], SIZES[0] + (t * 7) % SIZES[1],
+                        SIZES[0] + SIZES[1] + (t * 3 + f - start) % SIZES[2]]
+            start = end
+        return out
+
+    codes = [speech(l) for l in lay]
+    gaps = {}
+    for pace in ("duration", "position"):
+        torch.manual_seed(0)
+        m = copy.deepcopy(model0)
+        set_pace(m, tok, pace, fps if pace == "duration" else None)
+        hidden, embeds = thinker_states(m, input_ids=x, attention_mask=am)
+        opt = torch.optim.AdamW(m.talker.parameters(), lr=5e-3)
+        for _ in range(60):
+            loss = talker_loss(m, hidden, embeds, r, codes, codebooks=N, input_ids=x)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            own = talker_loss(m, hidden, embeds, r, codes, codebooks=N, input_ids=x).item()
+            other = talker_loss(m, hidden, embeds, r, codes[1:] + codes[:1], codebooks=N, input_ids=x).item()
+        gaps[pace] = (own, other)
+    print(gaps)
+    own, other = gaps["duration"]
+    assert other > own + 1.0  # it says this answer's tokens, not any answer's
+    assert own < 0.5 * gaps["position"][0]

@@ -175,6 +175,27 @@ class CodesIndex:
         return [int(x) for x in self.store[self.row_of[response_audio]]["codes"]]
 
 
+def speech_pace(data: "StageData", seconds, limit: int = 2000) -> tuple[float, int]:
+    """Codec frames per estimated second of speech (``models.talker.token_seconds`` of the response's
+    tokens) over the first ``limit`` rows of ``data`` with response speech; and how many rows it read."""
+    if data.codes is None:
+        raise ValueError(f"{data.spec.name} has no codec ids to measure the speech pace on")
+    frames = est = 0.0
+    rows = 0
+    for i in range(min(limit, len(data))):
+        row = data.rows[i]
+        if not row.get("response_audio"):
+            continue
+        ids = data.tok(row["response"], add_special_tokens=False)["input_ids"]
+        frames += len(data.codes(row["response_audio"])) / data.codes.codebooks
+        est += float(seconds[ids].sum())
+        rows += 1
+    if not rows or est <= 0:
+        raise ValueError(f"{data.rows.path}: no response speech with words to measure the talker's pace on; "
+                         "check the synthesize and codec stages")
+    return frames / est, rows
+
+
 class StageData:
     """One split of a stage's data: ``example(i)`` builds row ``i`` for this stage's input and target."""
 

@@ -242,6 +242,14 @@ class PretrainParams(StageParams):
 
 
 @dataclass(frozen=True, config=_STRICT)
+class TalkerParams(StageParams):
+    """talker: how it reads the thinker (models/talker.py PACES): ``position``, one thinker position per
+    codec frame; ``duration``, each spoken token for as long as it takes to say."""
+
+    pace: Literal["position", "duration"]
+
+
+@dataclass(frozen=True, config=_STRICT)
 class TisStageParams(StageParams):
     """acoustic_tis (and text_tis): a held-out accuracy probe while training (tasks/core/probe.py)."""
 
@@ -406,7 +414,7 @@ class Params:
     pretrain: PretrainParams
     text_tis: TextTisParams
     acoustic_tis: TisStageParams
-    talker: StageParams
+    talker: TalkerParams
     evaluate: EvaluateParams
     mlflow: MlflowParams
     dvc: DvcParams

@@ -37,6 +37,8 @@ class TrainResult:
     resumed: bool = False
     seconds: float = 0.0  # wall time of the training loop in this call
     first_val_loss: float | None = None  # validation loss of the starting weights (when measured)
+    # talker: validation loss of each row's thinker states against another row's speech (``evaluate``)
+    val_loss_other_speech: float | None = None
     dropped: dict[str, int] = field(default_factory=dict)
     grad_norms: list[float] = field(default_factory=list)  # global gradient norm (before clipping) per step in this call
     probes: list[tuple[int, dict]] = field(default_factory=list)  # (step, held-out probe metrics), whole run
@@ -87,6 +89,23 @@ class StageModule:
                 return out
 
         return _M()
+
+
+def _set_talker_pace(model, tok, kind: str, train_data, stage: str, rank: int) -> None:
+    """The talker's pace (models/talker.py PACES), saved with its checkpoints; the duration pace's
+    frames per estimated second measured on this stage's training speech."""
+    from models.talker import set_pace
+    from tasks.core.examples import speech_pace
+
+    fps = None
+    if kind == "duration":
+        from models.talker import token_seconds
+
+        fps, rows = speech_pace(train_data, token_seconds(tok))
+        if rank == 0:
+            log.info("%s: duration pace, %.1f codec frames per estimated second of speech (%d responses)", stage, fps,
+                     rows)
+    set_pace(model, tok, kind, fps)
 
 
 def _resume_point(out_dir: Path, fp: str, steps: int, rank: int, stage: str, init_ckpt: Path) -> Path | None:
@@ -166,6 +185,9 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
     if rank == 0:
         log.info("%s: %d train / %d validation rows (%s input, %s target), read lazily", stage, len(train_data),
                  len(val_data), spec.input, spec.target)
+
+    if spec.t.codec and resume is None:
+        _set_talker_pace(model, tok, getattr(sp, "pace", "position"), train_data, stage, rank)
 
     phase = spec.phase_at(0, sp.steps)
     set_trainable(model, spec.trainable)
@@ -280,14 +302,24 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
         log.warning("%s: skipped rows that do not fit: %s", stage, dict(stream.dropped))
 
     val_loss = evaluate(engine, val_data, pad_id, micro, rank, world) if step == sp.steps else None
+    val_other = None
+    if spec.t.codec and step == sp.steps:  # does the talker listen to the thinker? (its speech vs another's)
+        val_other = evaluate(engine, val_data, pad_id, micro, rank, world, other_speech=True)
     # Throughput of the training loop itself (checkpoints inside it included; final save and eval not).
     return TrainResult(stage, step, start, last_loss, val_loss, tokens_seen * world / max(loop_s, 1e-9),
                        ck.latest(out_dir), history, resumed=resume is not None, seconds=loop_s,
-                       first_val_loss=first_val, dropped=dict(stream.dropped), grad_norms=grad_norms, probes=probes)
+                       first_val_loss=first_val, dropped=dict(stream.dropped), grad_norms=grad_norms, probes=probes,
+                       val_loss_other_speech=val_other)
 
 
-def evaluate(engine, data, pad_id: int, micro: int, rank: int, world: int) -> float | None:
-    """Mean target-token loss over every validation row that fits (all ranks)."""
+def evaluate(engine, data, pad_id: int, micro: int, rank: int, world: int, *, other_speech: bool = False) -> float | None:
+    """Mean target-token loss over every validation row that fits (all ranks).
+
+    ``other_speech`` (talker stages): each row is scored against the next row's speech codes instead
+    of its own. A talker that listens to the thinker scores its own row's speech better; one that
+    only continues codec ids (a codec language model) scores both the same."""
+    import dataclasses
+
     import torch
     import torch.distributed as dist
 
@@ -296,6 +328,11 @@ def evaluate(engine, data, pad_id: int, micro: int, rank: int, world: int) -> fl
     examples, _ = data.all_examples()
     if not examples:
         return None
+    if other_speech:
+        if len(examples) < 2 or any(e.codes is None for e in examples):
+            return None
+        examples = [dataclasses.replace(e, codes=examples[(i + 1) % len(examples)].codes)
+                    for i, e in enumerate(examples)]
     was_training = engine.training
     engine.eval()
     tot = torch.zeros(2, device=engine.device)

@@ -40,6 +40,10 @@ def run(stage: str, p: Params, fmt: str | None = None, tracker=None, data_dir: P
                "resumed_from_step": res.start_step}
     if res.val_loss is not None:
         metrics["val/loss"] = res.val_loss
+    if res.val_loss is not None and res.val_loss_other_speech is not None:
+        # How much the thinker's states tell the talker: > 0 once it speaks this answer, not any answer.
+        metrics["val/loss_other_speech"] = res.val_loss_other_speech
+        metrics["val/thinker_gain"] = round(res.val_loss_other_speech - res.val_loss, 5)
     if res.history:
         metrics["train/first_loss"] = res.history[0][1]
     mdir = Path(metrics_dir or stage_mod.METRICS_DIR)
