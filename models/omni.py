@@ -230,7 +230,6 @@ def load_checkpoint(ckpt_dir: str | Path, dtype=None):
     import torch
     from transformers import Qwen2_5OmniForConditionalGeneration
 
-    from models.talker import attach_pace
     from models.tokenizer import load_tokenizer
 
     d = Path(ckpt_dir)
@@ -247,9 +246,7 @@ def load_checkpoint(ckpt_dir: str | Path, dtype=None):
     spk = d / "model" / "spk_dict.pt"
     if spk.exists():  # token2wav's speakers: saved by save(), not restored by from_pretrained
         model.load_speakers(str(spk))
-    tok = load_tokenizer(d / "tokenizer")
-    attach_pace(model, tok)  # the talker's pace, as its config names it
-    return model, tok
+    return model, load_tokenizer(d / "tokenizer")
 
 
 def save(model, out_dir: str | Path) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 
 from models.events import AudioEvent, DoneEvent, ErrorEvent, Event, ReasoningEvent, TextEvent
 from models.format import Role, Schedule, cursor_for
-from models.talker import speaking_seconds
+from models.talker import attach_pace, speaking_seconds
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,7 @@ class Engine:
         if dtype not in dtypes:
             raise ValueError(f"dtype must be auto, bf16, fp16 or fp32, got {dtype!r}")
         model, tokenizer = load_checkpoint(model_dir, dtypes[dtype])
+        attach_pace(model, tokenizer)  # the talker's pace, as its config names it
         codec = None
         if codec_dir is not None:
             cfg = Path(codec_dir) / "codec.json"

@@ -99,8 +99,16 @@ class Pace:
 
 
 def pace_of(model) -> Pace:
-    """The pace a model's talker reads at (``set_pace``); a model without one reads by position."""
-    return getattr(model, "talker_pace", None) or Pace("position")
+    """The pace a model's talker reads at (``set_pace`` / ``attach_pace``); a model whose config names
+    none reads by position."""
+    pace = getattr(model, "talker_pace", None)
+    if pace is not None:
+        return pace
+    named = getattr(getattr(model.config, "talker_config", None), "tis_pace", None) or "position"
+    if named != "position":
+        raise ValueError(f"this model's talker reads at the {named!r} pace (its config says so) but it was not "
+                         "restored: call models.talker.attach_pace(model, tokenizer) after loading it")
+    return Pace("position")
 
 
 def set_pace(model, tokenizer, kind: str, frames_per_second: float | None = None) -> Pace:

@@ -486,9 +486,13 @@ def test_spoken_prompt_at_another_rate_is_resampled(trained):
     assert a.timings["thinker_positions"] == b.timings["thinker_positions"] == 20
 
 
-def test_load_from_checkpoint_dir_and_warmup(trained, tmp_path):
+@pytest.mark.parametrize("which", ["trained", "paced"])
+def test_load_from_checkpoint_dir_and_warmup(request, which, tmp_path):
+    """A saved checkpoint loads into an engine that answers exactly as the one saved (the talker's pace
+    included: the duration-paced talker comes back on its pace and rate)."""
     from models.omni import save
 
+    trained = request.getfixturevalue(which)
     engine = trained[0]
     save(engine.model, tmp_path / "step" / "model")
     engine.tokenizer.save_pretrained(str(tmp_path / "step" / "tokenizer"))

@@ -435,12 +435,15 @@ def test_duration_codes_ignore_the_speak_think_ratio(paced):
 
 def test_pace_is_saved_with_the_checkpoint(setup, paced, tmp_path):
     from models.omni import load_checkpoint, save
-    from models.talker import pace_of
+    from models.talker import attach_pace, pace_of
 
     model, tok = paced[0], paced[1]
     save(model, tmp_path / "model")
     tok.save_pretrained(str(tmp_path / "tokenizer"))
-    loaded, _ = load_checkpoint(tmp_path)
+    loaded, loaded_tok = load_checkpoint(tmp_path)
+    with pytest.raises(ValueError, match="attach_pace"):  # never read by the wrong pace
+        pace_of(loaded)
+    attach_pace(loaded, loaded_tok)
     p, q = pace_of(loaded), pace_of(model)
     assert p.kind == "duration" and p.frames_per_second == q.frames_per_second == 9.0
     assert torch.equal(p.seconds, q.seconds)

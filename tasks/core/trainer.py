@@ -188,6 +188,10 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
 
     if spec.t.codec and resume is None:
         _set_talker_pace(model, tok, getattr(sp, "pace", "position"), train_data, stage, rank)
+    elif spec.t.codec:
+        from models.talker import attach_pace
+
+        attach_pace(model, tok)  # a resumed talker keeps the pace its checkpoint names
 
     phase = spec.phase_at(0, sp.steps)
     set_trainable(model, spec.trainable)
