@@ -49,8 +49,11 @@ def talker_loss_sum(model, batch: dict, reduction: str = "sum", *, codebooks: in
     hidden, embeds = thinker_states(model, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                     position_ids=positions(batch["attention_mask"]), **audio_kwargs(batch))
     codes = [[int(x) for x in row if x != IGNORE] for row in batch["codes"].tolist()]
+    bounds = None
+    if batch.get("bounds") is not None:  # aligned token end frames (duration pace); a row of -1: none
+        bounds = [[int(x) for x in row if x >= 0] or None for row in batch["bounds"].tolist()]
     return talker_loss(model, hidden, embeds, batch["roles"], codes, reduction=reduction, codebooks=codebooks,
-                       input_ids=batch["input_ids"])
+                       input_ids=batch["input_ids"], bounds=bounds)
 
 
 LOSSES = {"thinker": thinker_loss, "talker": talker_loss_sum}

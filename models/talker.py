@@ -39,6 +39,7 @@ from typing import Literal, Sequence
 import torch
 
 from models.format import Role
+from models.saying import PAUSE_SECONDS, SECONDS_PER_DIGIT, SECONDS_PER_LETTER, said_seconds, speaking_seconds  # noqa: F401
 
 ROLE_PAD = -1  # batch padding in ``roles``: the position does not exist
 
@@ -54,17 +55,7 @@ ROLE_PAD = -1  # batch padding in ``roles``: the position does not exist
 #   proportion to their estimates; streaming uses ``frames_per_second`` (frames per estimated second,
 #   measured on the training speech by the talker stage), so frame f needs only the token said at f.
 PACES = ("position", "duration")
-# How long a TTS voice takes to say a text: espeak at the synthesize stage's slowest rate spends
-# ~0.065 s per letter and ~0.45 s per digit (a digit of "7178479" is a word and a scale: "seven
-# million one hundred ..."); punctuation is a pause.
-SECONDS_PER_LETTER = 0.065
-SECONDS_PER_DIGIT = 0.45
-PAUSE_SECONDS = {",": 0.15, ";": 0.2, ":": 0.2, ".": 0.3, "?": 0.3, "!": 0.3}
-
-
-def speaking_seconds(text: str) -> float:
-    """Estimated seconds a TTS voice takes to say ``text`` (letters and digits; see SECONDS_PER_LETTER)."""
-    return SECONDS_PER_LETTER * sum(c.isalpha() for c in text) + SECONDS_PER_DIGIT * sum(c.isdigit() for c in text)
+# How long a text takes to say: models/saying.py (shared with the synthesize stage's alignment).
 
 
 def token_seconds(tokenizer) -> torch.Tensor:
@@ -72,8 +63,7 @@ def token_seconds(tokenizer) -> torch.Tensor:
     0 for special tokens and tokens that say nothing (a space): the talker skips those."""
     special = set(tokenizer.all_special_ids)
     texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-    return torch.tensor([0.0 if i in special else speaking_seconds(t) + sum(PAUSE_SECONDS.get(c, 0.0) for c in t)
-                         for i, t in enumerate(texts)])
+    return torch.tensor([0.0 if i in special else said_seconds(t) for i, t in enumerate(texts)])
 
 
 @dataclass
@@ -284,6 +274,7 @@ def build_talker_inputs(
     codebooks: int,
     input_ids: torch.Tensor | None = None,
     frames_per_second: float | None = None,
+    bounds: Sequence[Sequence[int] | None] | None = None,
 ) -> TalkerInputs:
     """Teacher-forced talker inputs (layout in the module docstring); right-padded over the batch.
 
@@ -292,7 +283,9 @@ def build_talker_inputs(
     codebooks: codec ids per frame (``codec.codebooks``): the talker reads one thinker position per frame.
     input_ids ``(B, T)``: the thinker's tokens, which a talker with the duration pace (``pace_of``)
     needs; it spreads each sample's frames over its spoken tokens, or with ``frames_per_second`` lays
-    them out as streaming does.
+    them out as streaming does. ``bounds`` (duration pace, training): per sample, the end frame of each
+    spoken token where the speech really says it (``tasks.core.examples.frame_ends``), or None to spread
+    by estimate.
     """
     n = _check_codebooks(codebooks)
     if hidden.shape != embeds.shape or hidden.ndim != 3:
@@ -319,11 +312,17 @@ def build_talker_inputs(
         frame_starts = torch.arange(0, steps, n, device=dev)
         if pace.by_duration:
             spoken, w = _spoken(hidden[i], embeds[i], r[i], input_ids[i], pace.seconds)
-            bounds = frame_bounds(w, frames=None if frames_per_second else len(ids) // n,
-                                  frames_per_second=frames_per_second)
+            ends = bounds[i] if bounds is not None and bounds[i] is not None else None
+            if ends is None:
+                ends = frame_bounds(w, frames=None if frames_per_second else len(ids) // n,
+                                    frames_per_second=frames_per_second)
+            elif len(ends) != len(w) or any(b < a for a, b in zip(ends, ends[1:])):
+                raise ValueError(f"sample {i}: {len(ends)} token end frames for {len(w)} spoken response tokens "
+                                 "(or not in order); the dataset's response_starts do not match its response_ids: "
+                                 "rerun the synthesize stage")
             dt = spoken.dtype
             text = sp["text_pad"].to(dt).expand(steps, -1).clone()  # (steps, H)
-            text[frame_starts] = _frame_texts(spoken, bounds, len(frame_starts), sp)
+            text[frame_starts] = _frame_texts(spoken, list(ends), len(frame_starts), sp)
         else:
             reply = _reply(hidden[i], embeds[i], r[i], sp)
             dt = reply.dtype
@@ -367,6 +366,7 @@ def talker_loss(
     *,
     codebooks: int,
     input_ids: torch.Tensor | None = None,
+    bounds: Sequence[Sequence[int] | None] | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of the talker on ``codec_ids`` (+ the codec eos), given the thinker's states.
 
@@ -376,7 +376,8 @@ def talker_loss(
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    inputs = build_talker_inputs(model, hidden, embeds, roles, codec_ids, codebooks=codebooks, input_ids=input_ids)
+    inputs = build_talker_inputs(model, hidden, embeds, roles, codec_ids, codebooks=codebooks, input_ids=input_ids,
+                                 bounds=bounds)
     logits = talker_forward(model, inputs)
     # Position s predicts labels[s]: the layout already puts each target at its own input step.
     return torch.nn.functional.cross_entropy(

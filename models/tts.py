@@ -45,6 +45,29 @@ _POS_CHARACTER = 1
 _ESPEAK_CHARS_UTF8 = 1
 _ESPEAK_RATE, _ESPEAK_VOLUME, _ESPEAK_PITCH = 1, 2, 3
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_EVENT_LIST_TERMINATED, _EVENT_WORD = 0, 1
+
+
+class _EspeakEvent(ctypes.Structure):
+    """``espeak_EVENT`` (speak_lib.h): the callback gets an array of them, ended by type 0."""
+
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8)]
+
+
+def _word_events(events) -> list[tuple[int, float]]:
+    """``(character offset, start seconds)`` of every word event in an ``espeak_EVENT`` array."""
+    out = []
+    if not events:
+        return out
+    ev = ctypes.cast(events, ctypes.POINTER(_EspeakEvent))
+    i = 0
+    while ev[i].type != _EVENT_LIST_TERMINATED:
+        if ev[i].type == _EVENT_WORD:  # text_position counts characters from 1
+            out.append((ev[i].text_position - 1, ev[i].audio_position / 1000.0))
+        i += 1
+    return out
 
 
 class _Espeak:
@@ -52,6 +75,7 @@ class _Espeak:
     lib: ctypes.CDLL | None = None
     native_rate = 0
     chunks: list[np.ndarray] = []
+    words: list[tuple[int, float]] = []
     callback = None  # keep the ctypes callback alive for the life of the process
 
     @classmethod
@@ -84,9 +108,10 @@ class _Espeak:
                 f"{espeakng_loader.get_data_path()} may be missing: reinstall espeakng-loader"
             )
 
-        def collect(wav, n, _events):
+        def collect(wav, n, events):
             if n > 0 and wav:
                 cls.chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+            cls.words.extend(_word_events(events))
             return 0  # 0 = keep synthesizing
 
         cls.callback = _CALLBACK(collect)
@@ -117,6 +142,12 @@ class EspeakTTS:
                 )
 
     def synthesize(self, text: str) -> tuple[np.ndarray, int]:
+        wav, sr, _ = self.synthesize_timed(text)
+        return wav, sr
+
+    def synthesize_timed(self, text: str) -> tuple[np.ndarray, int, list[tuple[int, float]]]:
+        """``synthesize`` plus when each word starts: ``(character offset in text, seconds)`` per word
+        espeak says, in order (a number or a hyphenated word may be one word or several)."""
         if not text or not text.strip():
             raise TTSError("cannot speak empty text; pass a non-empty sentence")
         data = text.encode("utf-8") + b"\0"
@@ -128,17 +159,18 @@ class EspeakTTS:
             lib.espeak_SetParameter(_ESPEAK_RATE, self.rate, 0)
             lib.espeak_SetParameter(_ESPEAK_PITCH, self.pitch, 0)
             lib.espeak_SetParameter(_ESPEAK_VOLUME, 100, 0)
-            _Espeak.chunks = []
+            _Espeak.chunks, _Espeak.words = [], []
             err = lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
             lib.espeak_Synchronize()
             chunks, _Espeak.chunks = _Espeak.chunks, []
+            words, _Espeak.words = _Espeak.words, []
             native = _Espeak.native_rate
         if err != 0:
             raise TTSError(f"espeak_Synth failed with error {err} on text {text[:60]!r}")
         if not chunks:
             raise TTSError(f"espeak produced no audio for {text[:60]!r}")
         pcm = np.concatenate(chunks).astype(np.float32) / 32768.0
-        return np.clip(resample(pcm, native, SAMPLE_RATE), -1.0, 1.0), SAMPLE_RATE
+        return np.clip(resample(pcm, native, SAMPLE_RATE), -1.0, 1.0), SAMPLE_RATE, words
 
 
 class PiperTTS:

@@ -258,6 +258,8 @@ def _stats(cfg, records, per_source, skipped, kept, splits, rejected: Rejections
         "tokens_per_sample": round(statistics.mean(r["n_tokens"] for r in kept), 1),
         "tts_rtf": round(bs["tts_seconds"] / bs["tts_audio_seconds"], 5) if bs["tts_audio_seconds"] else None,
         "asr_checked": int(bs["asr_checked"]),
+        # responses whose tokens got start times from the TTS's word times (the talker's alignment)
+        "response_aligned": int(bs["response_aligned"]),
         "asr_mean_recall": round(bs["asr_recall_sum"] / bs["asr_checked"], 3) if bs["asr_checked"] else None,
         "llm": {k: int(bs[k]) for k in ("llm_calls", "llm_fallback", "llm_errors")},
         "seconds": round(seconds, 2),

@@ -34,6 +34,8 @@ def make_audio_dataset(out_dir: Path, tok, n: int, seed: int = 1, validation_fra
     from models.tts import EspeakTTS, write_wav
     from tasks.core.dataset import write_dataset
     from tasks.synth.builtin import generate_problems
+    from tasks.synth.pipeline import _response_starts
+    from tasks.synth.verbalize import speakable
 
     schedule = schedule or Schedule()
     tts = EspeakTTS(rate=rate)
@@ -50,12 +52,14 @@ def make_audio_dataset(out_dir: Path, tok, n: int, seed: int = 1, validation_fra
             rejected += 1
             continue
         q, sr = tts.synthesize(prob.question)
-        r, _ = tts.synthesize(prob.response)
+        spoken = speakable(prob.response)  # as the synthesize stage says it, with when each word starts
+        r, _, said = tts.synthesize_timed(spoken)
         write_wav(audio / f"{i:05d}_q.wav", q, sr)
         write_wav(audio / f"{i:05d}_r.wav", r, sr)
         rows.append({**prob.to_dict(), "spoken_question": prob.question, **vars(t),
                      "question_audio": f"audio/{i:05d}_q.wav", "response_audio": f"audio/{i:05d}_r.wav",
-                     "question_seconds": len(q) / sr, "response_seconds": len(r) / sr})
+                     "question_seconds": len(q) / sr, "response_seconds": len(r) / sr,
+                     "response_starts": _response_starts(tok, prob.response, t.response_ids, spoken, said, len(r) / sr)})
     random.Random(seed).shuffle(rows)
     n_val = max(1, round(len(rows) * validation_fraction))
     stats = {"problems": n, "kept": len(rows), "rejected": rejected, "validation": n_val,

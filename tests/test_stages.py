@@ -144,3 +144,25 @@ def test_loss_falls_through_the_real_loop(tiny, fixed_batch, tmp_path, stage, fm
     assert res.val_loss < 0.95 * res.first_val_loss, (res.first_val_loss, res.val_loss)
     # Whether it listens to the thinker: the same rows scored against another row's speech.
     assert res.val_loss_other_speech is not None and res.val_loss_other_speech != res.val_loss
+
+
+def test_talker_examples_carry_where_each_token_is_said(tiny):
+    """The talker stage reads each response token's end frame from the dataset's ``response_starts``
+    (talker.timing: aligned), one per spoken token, ending with the clip; ``estimated`` reads none."""
+    from models.talker import token_seconds
+    from tasks.core.examples import StageData
+
+    sp = tiny.p.stage("talker")
+    assert sp.timing == "aligned" and sp.pace == "duration"
+    data = StageData(tiny.data, "train", tiny.tok, tiny.p, spec("talker"), sp, "tis", codec_dir=tiny.codec)
+    w = token_seconds(tiny.tok)
+    for i in range(len(data)):
+        e = data.example(i)
+        if isinstance(e, str):
+            continue
+        said = [t for t, r in zip(e.input_ids, e.roles) if r == 2 and w[t] > 0]  # RESPONSE tokens that say something
+        assert e.bounds is not None and len(e.bounds) == len(said) and e.bounds == sorted(e.bounds)
+        assert e.bounds[-1] == len(e.codes) // data.codes.codebooks and e.bounds[0] > 0
+    est = StageData(tiny.data, "train", tiny.tok, tiny.p, spec("talker"), replace(sp, timing="estimated"), "tis",
+                    codec_dir=tiny.codec)
+    assert all(isinstance(e, str) or e.bounds is None for e in map(est.example, range(len(est))))

@@ -41,6 +41,11 @@ def check_output(out: Path, stats: dict) -> list[dict]:
             assert np.sqrt(np.mean(wav**2)) > 0.01  # not silent
             said = r["spoken_question"] if col == "question_audio" else speakable(r["response"])
             assert 0.12 < len(wav) / sr / len(said.split()) < 1.0
+        # when each response token is said (espeak's word times): the talker's training alignment
+        starts = r["response_starts"]
+        assert len(starts) == len(r["response_ids"]) and starts == sorted(starts)
+        assert 0 <= starts[0] < 0.2 and starts[-1] < r["response_seconds"]
+    assert stats["response_aligned"] == stats["kept"]
     return rows
 
 

@@ -502,3 +502,79 @@ def test_a_talker_on_the_duration_pace_learns_to_say_its_tokens(setup):
     own, other = gaps["duration"]
     assert other > own + 1.0  # it says this answer's tokens, not any answer's
     assert own < 0.5 * gaps["position"][0]
+
+
+def test_a_talker_trained_where_each_token_is_said_learns_it_where_an_estimate_does_not(setup):
+    """Speech whose tokens last random numbers of frames (as a real voice's words do, whatever their
+    letters): given each token's true end frames (``bounds``, from the TTS's word times) the talker
+    learns to say its tokens and scores held-out answers' speech well; spreading the same clips by
+    estimated seconds tells it the wrong token on many frames, and it only memorises its training
+    clips. Breakages: bounds shifted by one token, or ignored by build_talker_inputs, lose the gap."""
+    import copy
+
+    from models.talker import set_pace
+
+    model0, tok = setup[0], setup[1]
+    ids = control_ids(tok)
+    g = torch.Generator().manual_seed(7)
+    words = ["three", "twelve", "apples", "Tom", "has", "answer", "plus", "is", "fifteen", "15", "3", "more"]
+    answers = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (6,), generator=g)) for _ in range(24)]
+    lay = [build("tis", text_prompt(tok, "How many?"), encode(tok, a), encode(tok, "3+12=15"), ids, Schedule(2, 8),
+                 delay_eos=True) for a in answers]
+    fps = 12.0
+    seconds = set_pace(copy.deepcopy(model0), tok, "duration", fps).seconds
+
+    def speech(layout):  # each token lasts 1-6 frames at random; each frame a code of the token said
+        said = [t for t, role in zip(layout.input_ids, layout.roles) if role is Role.RESPONSE and seconds[t] > 0]
+        out, ends = [], []
+        for t in said:
+            n = int(torch.randint(1, 7, (1,), generator=g))
+            for f in range(n):
+                out += [(t * 5 + (f == 0)) % SIZES[0], SIZES[0] + (t * 7) % SIZES[1],
+                        SIZES[0] + SIZES[1] + (t * 3 + f) % SIZES[2]]
+            ends.append((ends[-1] if ends else 0) + n)
+        return out, ends
+
+    made = [speech(l) for l in lay]
+    train, held = slice(0, 16), slice(16, 24)
+    results = {}
+    for name in ("aligned", "estimated"):
+        torch.manual_seed(0)
+        m = copy.deepcopy(model0)
+        set_pace(m, tok, "duration", fps)
+
+        def loss_on(part):
+            x, am, r = batch(tok, lay[part])
+            hidden, embeds = thinker_states(m, input_ids=x, attention_mask=am)
+            codes = [c for c, _ in made[part]]
+            bounds = [e for _, e in made[part]] if name == "aligned" else None
+            return talker_loss(m, hidden, embeds, r, codes, codebooks=N, input_ids=x, bounds=bounds)
+
+        opt = torch.optim.AdamW(m.talker.parameters(), lr=5e-3)
+        for _ in range(80):
+            loss = loss_on(train)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            results[name] = (loss_on(train).item(), loss_on(held).item())
+    print(results)
+    assert results["aligned"][1] < 0.6 * results["estimated"][1]
+
+
+def test_talker_bounds_must_match_the_spoken_tokens(setup):
+    """Token end frames that do not fit the sample's spoken tokens are an error naming the fix, not a
+    silent misalignment; a None row falls back to the estimate."""
+    import copy
+
+    from models.talker import set_pace
+
+    model, tok, hidden, embeds, roles, codes, layouts = setup
+    m = copy.deepcopy(model)
+    set_pace(m, tok, "duration", 12.0)
+    x = batch(tok, layouts)[0]
+    plain = build_talker_inputs(m, hidden, embeds, roles, codes, codebooks=N, input_ids=x)
+    same = build_talker_inputs(m, hidden, embeds, roles, codes, codebooks=N, input_ids=x, bounds=[None, None])
+    assert torch.equal(plain.inputs_embeds, same.inputs_embeds)
+    with pytest.raises(ValueError, match="rerun the synthesize stage"):
+        build_talker_inputs(m, hidden, embeds, roles, codes, codebooks=N, input_ids=x, bounds=[[1, 2], None])

@@ -8,7 +8,8 @@ referenced by relative path, and ``stats.json``. Columns (``COLUMNS``):
 - tokens: question_ids, response_ids, reasoning_ids (plain text ids), min_block (earliest block of
   each response token, from ``models.drift``)
 - audio: question_audio, response_audio (paths relative to the dataset dir, "" when absent),
-  question_seconds, response_seconds
+  question_seconds, response_seconds, response_starts (second at which each response token starts in
+  its speech, from the TTS's word times, ``tasks.synth.timing``; [] where unknown)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from models.atomic import atomic_dir, write_json, write_with
 
 TEXT_COLUMNS = ["id", "source", "kind", "question", "spoken_question", "reasoning", "response", "answer"]
 TOKEN_COLUMNS = ["question_ids", "response_ids", "reasoning_ids", "min_block"]
-AUDIO_COLUMNS = ["question_audio", "response_audio", "question_seconds", "response_seconds"]
+AUDIO_COLUMNS = ["question_audio", "response_audio", "question_seconds", "response_seconds", "response_starts"]
 COLUMNS = TEXT_COLUMNS + TOKEN_COLUMNS + AUDIO_COLUMNS
 SPLITS = ("train", "validation")
 
@@ -35,6 +36,7 @@ def _schema():
     fields += [(c, pa.list_(pa.int32())) for c in TOKEN_COLUMNS]
     fields += [("question_audio", pa.string()), ("response_audio", pa.string())]
     fields += [("question_seconds", pa.float32()), ("response_seconds", pa.float32())]
+    fields += [("response_starts", pa.list_(pa.float32()))]
     return pa.schema(fields)
 
 
@@ -48,6 +50,7 @@ def complete(row: dict[str, Any]) -> dict[str, Any]:
         out[c] = out[c] or ""
     for c in ("question_seconds", "response_seconds"):
         out[c] = float(out[c] or 0.0)
+    out["response_starts"] = [float(x) for x in (out["response_starts"] if out["response_starts"] is not None else [])]
     return out
 
 

@@ -33,6 +33,7 @@ log = logging.getLogger("trainer")
 # Columns a training stage reads (the dataset contract is tasks/core/dataset.py).
 COLUMNS = ["id", "kind", "question", "spoken_question", "response", "reasoning", "answer", "response_ids", "reasoning_ids",
            "min_block", "question_audio", "response_audio"]
+TIMING_COLUMNS = ["response_seconds", "response_starts"]  # talker stages, where the dataset has them
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Example:
     audio: Path | None = None  # the spoken question, when the prompt is audio
     features: Any = None  # (128, L) log-mel of ``audio``, filled by StageData.load_features
     codes: list[int] | None = None  # flat codec ids of the response speech (talker targets)
+    bounds: list[int] | None = None  # end frame of each spoken response token in ``codes`` (``frame_ends``)
 
     @property
     def size(self) -> int:
@@ -175,6 +177,23 @@ class CodesIndex:
         return [int(x) for x in self.store[self.row_of[response_audio]]["codes"]]
 
 
+def frame_ends(response_ids: list[int], starts: list[float], seconds: float, frames: int, weights) -> list[int] | None:
+    """End frame of each *spoken* response token (``weights[id] > 0``: ``models.talker.token_seconds``)
+    in a clip of ``frames`` codec frames lasting ``seconds``, from when each response token starts
+    (``response_starts``): a token ends where the next spoken one starts, the last at the clip's end.
+    ``None`` when the row has no usable timing (the talker then spreads the clip by estimate)."""
+    if not starts or len(starts) != len(response_ids) or seconds <= 0 or frames <= 0:
+        return None
+    kept = [k for k, i in enumerate(response_ids) if float(weights[i]) > 0]
+    if not kept:
+        return None
+    per_second = frames / seconds
+    ends = [min(frames, max(0, int(round(float(starts[k]) * per_second)))) for k in kept[1:]] + [frames]
+    for j in range(1, len(ends)):  # never before the previous token's end
+        ends[j] = max(ends[j], ends[j - 1])
+    return ends
+
+
 def speech_pace(data: "StageData", seconds, limit: int = 2000) -> tuple[float, int]:
     """Codec frames per estimated second of speech (``models.talker.token_seconds`` of the response's
     tokens) over the first ``limit`` rows of ``data`` with response speech; and how many rows it read."""
@@ -196,6 +215,12 @@ def speech_pace(data: "StageData", seconds, limit: int = 2000) -> tuple[float, i
     return frames / est, rows
 
 
+def _has_columns(parquet: Path, columns: list[str]) -> bool:
+    import pyarrow.parquet as pq
+
+    return parquet.exists() and all(c in pq.read_schema(parquet).names for c in columns)
+
+
 class StageData:
     """One split of a stage's data: ``example(i)`` builds row ``i`` for this stage's input and target."""
 
@@ -208,7 +233,11 @@ class StageData:
         # Text-only stages may train on the dataset's larger text pool (no audio: it costs no TTS).
         pool = self.data_dir / "text.parquet"
         self.pooled = split == "train" and spec.input == "text" and getattr(sp, "text_pool", False) and pool.exists()
-        self.rows = RowStore(pool if self.pooled else self.data_dir / f"{split}.parquet", COLUMNS)
+        table = pool if self.pooled else self.data_dir / f"{split}.parquet"
+        # The talker's alignment (duration pace): when each response token starts in its speech.
+        self.aligned = bool(spec.t.codec and getattr(sp, "pace", "") == "duration"
+                            and getattr(sp, "timing", "estimated") == "aligned" and _has_columns(table, TIMING_COLUMNS))
+        self.rows = RowStore(table, COLUMNS + (TIMING_COLUMNS if self.aligned else []))
         self.tok, self.p, self.spec, self.sp, self.fmt = tokenizer, p, spec, sp, fmt
         self.ids = control_ids(tokenizer)
         self.schedule = Schedule(p.schedule.speak, p.schedule.think)  # the one the dataset's min_block is for
@@ -219,6 +248,11 @@ class StageData:
         self.text_fraction = getattr(sp, "text_fraction", 0.0)
         self.words_fraction = getattr(sp, "words_fraction", 0.0)
         self.codes = CodesIndex(Path(codec_dir)) if spec.t.codec else None
+        self.weights = None
+        if self.aligned:
+            from models.talker import token_seconds
+
+            self.weights = token_seconds(tokenizer).tolist()
         self.cache = FeatureCache(p.trainer.feature_cache_mb if feature_cache_mb is None else feature_cache_mb)
 
     def __len__(self) -> int:
@@ -260,8 +294,12 @@ class StageData:
             return "too_long"
         self.drawn[(schedule.speak, schedule.think)] += 1
         codes = self.codes(row["response_audio"]) if self.codes is not None else None
+        bounds = None
+        if self.aligned and codes is not None:
+            bounds = frame_ends(list(row["response_ids"]), list(row["response_starts"] or []),
+                                float(row["response_seconds"] or 0.0), len(codes) // self.codes.codebooks, self.weights)
         labels = [t if m else IGNORE for t, m in zip(seq, mask)]
-        return Example(seq, labels, roles, audio, None, codes)
+        return Example(seq, labels, roles, audio, None, codes, bounds)
 
     def load_features(self, batch: list[Example]) -> list[Example]:
         for e in batch:
@@ -407,4 +445,11 @@ def collate(batch: list[Example], pad_id: int) -> dict:
         for i, e in enumerate(batch):
             codes[i, : len(e.codes)] = torch.tensor(e.codes)
         out["codes"] = codes
+        if any(e.bounds for e in batch):  # token end frames, -1 padded; a row of -1: spread by estimate
+            k = max(len(e.bounds or ()) for e in batch)
+            bounds = torch.full((len(batch), k), -1, dtype=torch.long)
+            for i, e in enumerate(batch):
+                if e.bounds:
+                    bounds[i, : len(e.bounds)] = torch.tensor(e.bounds)
+            out["bounds"] = bounds
     return out

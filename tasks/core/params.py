@@ -244,9 +244,12 @@ class PretrainParams(StageParams):
 @dataclass(frozen=True, config=_STRICT)
 class TalkerParams(StageParams):
     """talker: how it reads the thinker (models/talker.py PACES): ``position``, one thinker position per
-    codec frame; ``duration``, each spoken token for as long as it takes to say."""
+    codec frame; ``duration``, each spoken token for as long as it takes to say. ``timing`` (duration
+    pace, training): ``aligned`` puts each token on the frames where the TTS said it
+    (``response_starts``, tasks/synth/timing.py), ``estimated`` spreads a clip by estimated seconds."""
 
     pace: Literal["position", "duration"]
+    timing: Literal["aligned", "estimated"] = "aligned"
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -335,7 +335,8 @@ def evaluate(engine, data, pad_id: int, micro: int, rank: int, world: int, *, ot
     if other_speech:
         if len(examples) < 2 or any(e.codes is None for e in examples):
             return None
-        examples = [dataclasses.replace(e, codes=examples[(i + 1) % len(examples)].codes)
+        # Another row's speech, spread over this row's tokens by estimate (its alignment is another text's).
+        examples = [dataclasses.replace(e, codes=examples[(i + 1) % len(examples)].codes, bounds=None)
                     for i, e in enumerate(examples)]
     was_training = engine.training
     engine.eval()

@@ -102,9 +102,17 @@ class _Rejected(Exception):
         self.reason, self.detail = reason, detail
 
 
-def _speak(rules: Rules, text: str, voice: tuple[str, int, int], what: str) -> tuple[np.ndarray, float]:
+def _speak(rules: Rules, text: str, voice: tuple[str, int, int], what: str,
+           words: list | None = None) -> tuple[np.ndarray, float]:
+    """TTS of ``text``, checked for silence and duration; ``words`` (a list) receives the backend's word
+    starts ``(character offset, seconds)`` where it reports them (espeak)."""
     try:
-        wav, sr = _tts(rules, *voice).synthesize(text)
+        backend = _tts(rules, *voice)
+        if words is not None and hasattr(backend, "synthesize_timed"):
+            wav, sr, said = backend.synthesize_timed(text)
+            words.extend(said)
+        else:
+            wav, sr = backend.synthesize(text)
     except Exception as e:  # noqa: BLE001 - any backend failure is a counted rejection
         log.debug("tts failed on %r: %s", text[:60], e)
         raise _Rejected("tts_failed", f"{type(e).__name__}: {e}") from e
@@ -214,7 +222,10 @@ def process_one(rules: Rules, row: dict, stats: dict) -> dict:
             qwav, qsec = _speak(rules, spoken, voice, "question")
             rwav, rsec = (None, 0.0)
             if cfg.tts.speak_response:
-                rwav, rsec = _speak(rules, spoken_response, voice, "response")
+                said: list = []
+                rwav, rsec = _speak(rules, spoken_response, voice, "response", said)
+                out["response_starts"] = _response_starts(tok, s.response, t.response_ids, spoken_response, said, rsec)
+                stats["response_aligned"] += bool(out["response_starts"])
             stats["tts_seconds"] += time.perf_counter() - t0
             stats["tts_audio_seconds"] += qsec + rsec
             if cfg.asr_fraction and unit(cfg.seed, s.id, "asr") < cfg.asr_fraction:
@@ -241,6 +252,16 @@ def process_one(rules: Rules, row: dict, stats: dict) -> dict:
     return out
 
 
+def _response_starts(tok, response: str, ids: list[int], spoken: str, said: list, seconds: float) -> list[float]:
+    """When each response token starts in its speech (``tasks.synth.timing``), or [] where the backend
+    reports no word times or the words cannot be matched (the talker then spreads the clip by estimate)."""
+    from models.saying import said_seconds
+    from tasks.synth.timing import token_starts
+
+    starts = token_starts([tok.decode([i]) for i in ids], response, spoken, said, seconds, said_seconds)
+    return [round(x, 4) for x in starts] if starts is not None else []
+
+
 def _raw_question(row: dict) -> str:
     try:
         rec = json.loads(row["record"])
@@ -258,6 +279,7 @@ EMPTY = {
     "response": "", "answer": "", "detail": "",
     "question_ids": [], "response_ids": [], "reasoning_ids": [], "min_block": [], "n_tokens": 0,
     "question_wav": b"", "response_wav": b"", "question_seconds": 0.0, "response_seconds": 0.0, "voice": "",
+    "response_starts": [],
 }
 
 
@@ -266,7 +288,7 @@ def process_batch(batch, rules: Rules):
     import pandas as pd
 
     rows = batch.to_dict("records") if hasattr(batch, "to_dict") else batch
-    stats = {"tts_seconds": 0.0, "tts_audio_seconds": 0.0, "asr_checked": 0, "asr_recall_sum": 0.0,
+    stats = {"tts_seconds": 0.0, "tts_audio_seconds": 0.0, "asr_checked": 0, "asr_recall_sum": 0.0, "response_aligned": 0,
              "llm_calls": 0, "llm_fallback": 0, "llm_errors": 0}
     if rules.with_audio and rules.cfg.asr_fraction:
         from models.asr import words
