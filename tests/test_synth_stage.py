@@ -163,3 +163,24 @@ def test_stage_on_ray_with_real_sources(tmp_path):
     assert stats["kept"] >= stats["records"] - 2
     rows = check_output(tmp_path / "synth", stats)
     assert {r["source"] for r in rows} == {s.kind for s in sources}
+
+
+def test_rejected_rows_are_not_counted_as_aligned(tmp_path, monkeypatch):
+    """``response_aligned`` counts kept rows only: a row the ASR check rejects after its response was
+    spoken (and aligned) is not one."""
+    from tasks import synthesize
+    from tasks.synth import pipeline
+
+    heard = iter([1.0, 0.0] * 3)
+
+    class HalfDeaf:  # an ASR that hears every other spoken question: those fail the check
+        def set_vocabulary(self, _words):
+            pass
+
+        def recall(self, _wav, _text):
+            return next(heard), ""
+
+    monkeypatch.setattr(pipeline, "_asr", HalfDeaf)
+    cfg = synth_params(sources=(SourceSpec("builtin", limit=6),), asr_fraction=1.0, asr_min_recall=0.5)
+    stats = synthesize.run(P(), cfg, out_dir=tmp_path / "s", tokenizer=small_tokenizer(), use_ray=False)
+    assert stats["rejected"] == {"asr_mismatch": 3} and stats["kept"] == 3 and stats["response_aligned"] == 3

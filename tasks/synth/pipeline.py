@@ -225,7 +225,6 @@ def process_one(rules: Rules, row: dict, stats: dict) -> dict:
                 said: list = []
                 rwav, rsec = _speak(rules, spoken_response, voice, "response", said)
                 out["response_starts"] = _response_starts(tok, s.response, t.response_ids, spoken_response, said, rsec)
-                stats["response_aligned"] += bool(out["response_starts"])
             stats["tts_seconds"] += time.perf_counter() - t0
             stats["tts_audio_seconds"] += qsec + rsec
             if cfg.asr_fraction and unit(cfg.seed, s.id, "asr") < cfg.asr_fraction:
@@ -245,6 +244,7 @@ def process_one(rules: Rules, row: dict, stats: dict) -> dict:
     except Exception as e:  # noqa: BLE001 - a bad record never stops the stage
         log.warning("record %s: unexpected %s: %s", row.get("id"), type(e).__name__, e)
         out.update(reject=f"error_{type(e).__name__}", detail=str(e)[:200])
+    stats["response_aligned"] += bool(not out["reject"] and out.get("response_starts"))
     if out["reject"]:  # what a person needs to see why (the stage logs a few per reason)
         question = s.question if s is not None else _raw_question(row)
         out.update(question=question, spoken_question=spoken, spoken_response=spoken_response,
