@@ -13,6 +13,7 @@ why it ended, and the CPU seconds each answer took. Two decoding modes, same mod
 - ``before``: what the session did before the end rules (greedy talker with a greedy thinker, no
   response-length bound, no end-of-speech silence): the talker ran to ``--max-audio-seconds``.
 - ``after``: the session's defaults (the talker samples, ``AUDIO_BOUND`` x ``speaking_seconds``, ``END_SILENCE_S``).
+- ``temp:T``: ``after`` with the talker sampling at temperature T (``--modes after,temp:0.5,temp:0``).
 
 With ``--curve DIR`` it instead evaluates every checkpoint ``step-*`` of a talker run in DIR (the
 ``after`` mode) and writes the recall-against-steps curve (JSON and PNG beside ``--out``; with
@@ -34,6 +35,16 @@ MODES = {
 }
 
 
+def mode_options(mode: str) -> dict:
+    """``before``, ``after`` or ``temp:T``: the session's defaults with the talker sampling at temperature
+    T (0 = greedy)."""
+    if mode.startswith("temp:"):
+        return {"talker_temperature": float(mode.split(":", 1)[1])}
+    if mode not in MODES:
+        raise SystemExit(f"unknown mode {mode!r}; use before, after or temp:T (e.g. temp:0.5)")
+    return MODES[mode]
+
+
 def questions(data_dir: Path, n: int) -> list[dict]:
     """The first ``n`` validation rows with their spoken question loaded."""
     import soundfile as sf
@@ -53,7 +64,7 @@ def answer(engine, chain, q: dict, mode: str, max_audio_seconds: float, other: s
     from models.session import Options
     from models.wave import from_pcm16
 
-    opts = Options(max_new_tokens=288, max_audio_seconds=max_audio_seconds, **MODES[mode])
+    opts = Options(max_new_tokens=288, max_audio_seconds=max_audio_seconds, **mode_options(mode))
     cpu0, t0 = time.process_time(), time.perf_counter()
     pcm, done = [], None
     for ev in engine.session(audio=(q["wave"], q["sr"]), options=opts):

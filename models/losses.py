@@ -41,9 +41,10 @@ def thinker_loss(model, batch: dict, reduction: str = "sum"):
                                              ignore_index=IGNORE, reduction=reduction)
 
 
-def talker_loss_sum(model, batch: dict, reduction: str = "sum", *, codebooks: int):
+def talker_loss_sum(model, batch: dict, reduction: str = "sum", *, codebooks: int, prev_dropout: float = 0.0):
     """Talker cross-entropy on the response speech codes (``codebooks`` ids per codec frame), given the
-    (frozen) thinker's states."""
+    (frozen) thinker's states; ``prev_dropout`` hides that share of previous codec ids while the model
+    trains (never in evaluation)."""
     from models.talker import talker_loss, thinker_states
 
     hidden, embeds = thinker_states(model, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -53,7 +54,8 @@ def talker_loss_sum(model, batch: dict, reduction: str = "sum", *, codebooks: in
     if batch.get("bounds") is not None:  # aligned token end frames (duration pace); a row of -1: none
         bounds = [[int(x) for x in row if x >= 0] or None for row in batch["bounds"].tolist()]
     return talker_loss(model, hidden, embeds, batch["roles"], codes, reduction=reduction, codebooks=codebooks,
-                       input_ids=batch["input_ids"], bounds=bounds)
+                       input_ids=batch["input_ids"], bounds=bounds,
+                       prev_dropout=prev_dropout if model.training else 0.0)
 
 
 LOSSES = {"thinker": thinker_loss, "talker": talker_loss_sum}

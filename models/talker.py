@@ -275,6 +275,7 @@ def build_talker_inputs(
     input_ids: torch.Tensor | None = None,
     frames_per_second: float | None = None,
     bounds: Sequence[Sequence[int] | None] | None = None,
+    prev_dropout: float = 0.0,
 ) -> TalkerInputs:
     """Teacher-forced talker inputs (layout in the module docstring); right-padded over the batch.
 
@@ -285,9 +286,13 @@ def build_talker_inputs(
     needs; it spreads each sample's frames over its spoken tokens, or with ``frames_per_second`` lays
     them out as streaming does. ``bounds`` (duration pace, training): per sample, the end frame of each
     spoken token where the speech really says it (``tasks.core.examples.frame_ends``), or None to spread
-    by estimate.
+    by estimate. ``prev_dropout`` (training): the share of steps whose previous codec id is hidden from
+    the talker (its embedding zeroed), so it learns to say what the text says rather than continue its
+    own last frame (the free-running talker otherwise drifts from what it was taught: exposure bias).
     """
     n = _check_codebooks(codebooks)
+    if not 0.0 <= prev_dropout < 1.0:
+        raise ValueError(f"prev_dropout must be in [0, 1), got {prev_dropout!r} (talker.prev_dropout)")
     if hidden.shape != embeds.shape or hidden.ndim != 3:
         raise ValueError(f"hidden {tuple(hidden.shape)} and embeds {tuple(embeds.shape)} must both be (B, T, H)")
     b = hidden.shape[0]
@@ -330,7 +335,12 @@ def build_talker_inputs(
             read = frame_starts // n < len(reply)
             text[frame_starts[read]] = reply[frame_starts[read] // n]
         prev = torch.tensor([t.codec_bos_token, *ids], device=dev)
-        x = text + codec_emb(prev).to(dt)  # (steps, H)
+        prev_rows = codec_emb(prev).to(dt)
+        if prev_dropout > 0:  # never the bos: the talker always knows where it starts
+            keep = torch.rand(steps, device=dev) >= prev_dropout
+            keep[0] = True
+            prev_rows = prev_rows * keep[:, None].to(dt)
+        x = text + prev_rows  # (steps, H)
         rows.append(torch.cat([sp["head"][None].to(dt), x]))
         labels.append(torch.tensor([-100, *ids, t.codec_eos_token], device=dev))
     s = max(len(x) for x in rows)
@@ -367,6 +377,7 @@ def talker_loss(
     codebooks: int,
     input_ids: torch.Tensor | None = None,
     bounds: Sequence[Sequence[int] | None] | None = None,
+    prev_dropout: float = 0.0,
 ) -> torch.Tensor:
     """Cross-entropy of the talker on ``codec_ids`` (+ the codec eos), given the thinker's states.
 
@@ -377,7 +388,7 @@ def talker_loss(
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     inputs = build_talker_inputs(model, hidden, embeds, roles, codec_ids, codebooks=codebooks, input_ids=input_ids,
-                                 bounds=bounds)
+                                 bounds=bounds, prev_dropout=prev_dropout)
     logits = talker_forward(model, inputs)
     # Position s predicts labels[s]: the layout already puts each target at its own input step.
     return torch.nn.functional.cross_entropy(

@@ -578,3 +578,34 @@ def test_talker_bounds_must_match_the_spoken_tokens(setup):
     assert torch.equal(plain.inputs_embeds, same.inputs_embeds)
     with pytest.raises(ValueError, match="rerun the synthesize stage"):
         build_talker_inputs(m, hidden, embeds, roles, codes, codebooks=N, input_ids=x, bounds=[[1, 2], None])
+
+
+def test_prev_dropout_hides_previous_codes_only_in_training(setup):
+    """``prev_dropout`` zeroes the previous-code part of about that share of talker inputs (never the bos
+    step; the text part untouched) and the stage's loss uses it only while the model trains."""
+    import copy
+
+    from models.losses import talker_loss_sum
+
+    model, tok, hidden, embeds, roles, codes, layouts = setup
+    plain = build_talker_inputs(model, hidden, embeds, roles, codes, codebooks=N)
+    torch.manual_seed(0)
+    dropped = build_talker_inputs(model, hidden, embeds, roles, codes, codebooks=N, prev_dropout=0.5)
+    assert torch.equal(plain.labels, dropped.labels)
+    real = plain.labels != -100  # one input step per target, after the head row
+    diff = (plain.inputs_embeds - dropped.inputs_embeds).abs().sum(-1)[real]
+    share = (diff > 0).float().mean().item()
+    assert 0.3 < share < 0.7, share
+    assert torch.equal(plain.inputs_embeds[:, :2], dropped.inputs_embeds[:, :2])  # head and bos steps kept
+    with pytest.raises(ValueError, match="prev_dropout"):
+        build_talker_inputs(model, hidden, embeds, roles, codes, codebooks=N, prev_dropout=1.0)
+    m = copy.deepcopy(model).eval()
+    x, am, r = batch(tok, layouts)
+    flat = torch.full((len(codes), max(map(len, codes))), -100)
+    for i, c in enumerate(codes):
+        flat[i, :len(c)] = torch.tensor(c)
+    b = {"input_ids": x, "attention_mask": am, "roles": r, "codes": flat}
+    with torch.no_grad():
+        assert talker_loss_sum(m, b, codebooks=N, prev_dropout=0.5) == talker_loss_sum(m, b, codebooks=N)
+        m.train()
+        assert talker_loss_sum(m, b, codebooks=N, prev_dropout=0.5) != talker_loss_sum(m, b, codebooks=N)
