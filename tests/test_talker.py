@@ -450,6 +450,14 @@ def test_pace_is_saved_with_the_checkpoint(setup, paced, tmp_path):
     assert pace_of(setup[0]).kind == "position"  # no pace set: by position
 
 
+def random_answers(tok, n: int, g: torch.Generator) -> list:
+    """``n`` TiS layouts of six words in random order: the next token cannot be guessed, only read."""
+    words = ["three", "twelve", "apples", "Tom", "has", "answer", "plus", "is", "fifteen", "15", "3", "more"]
+    answers = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (6,), generator=g)) for _ in range(n)]
+    return [build("tis", text_prompt(tok, "How many?"), encode(tok, a), encode(tok, "3+12=15"), control_ids(tok),
+                  Schedule(2, 8), delay_eos=True) for a in answers]
+
+
 def test_a_talker_on_the_duration_pace_learns_to_say_its_tokens(setup):
     """Synthetic speech whose every frame is a function of the token being said (as a TTS voice's is):
     trained on it, the duration-paced talker scores each answer's own speech far better than another
@@ -460,13 +468,7 @@ def test_a_talker_on_the_duration_pace_learns_to_say_its_tokens(setup):
     from models.talker import frame_bounds, set_pace
 
     model0, tok = setup[0], setup[1]
-    ids = control_ids(tok)
-    g = torch.Generator().manual_seed(5)
-    words = ["three", "twelve", "apples", "Tom", "has", "answer", "plus", "is", "fifteen", "15", "3", "more"]
-    # Random word orders: the next token cannot be guessed from the ones before, only read.
-    answers = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (6,), generator=g)) for _ in range(8)]
-    lay = [build("tis", text_prompt(tok, "How many?"), encode(tok, a), encode(tok, "3+12=15"), ids, Schedule(2, 8),
-                 delay_eos=True) for a in answers]
+    lay = random_answers(tok, 8, torch.Generator().manual_seed(5))
     x, am, r = batch(tok, lay)
     fps = 12.0
     seconds = set_pace(copy.deepcopy(model0), tok, "duration", fps).seconds
@@ -515,12 +517,8 @@ def test_a_talker_trained_where_each_token_is_said_learns_it_where_an_estimate_d
     from models.talker import set_pace
 
     model0, tok = setup[0], setup[1]
-    ids = control_ids(tok)
     g = torch.Generator().manual_seed(7)
-    words = ["three", "twelve", "apples", "Tom", "has", "answer", "plus", "is", "fifteen", "15", "3", "more"]
-    answers = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (6,), generator=g)) for _ in range(24)]
-    lay = [build("tis", text_prompt(tok, "How many?"), encode(tok, a), encode(tok, "3+12=15"), ids, Schedule(2, 8),
-                 delay_eos=True) for a in answers]
+    lay = random_answers(tok, 24, g)
     fps = 12.0
     seconds = set_pace(copy.deepcopy(model0), tok, "duration", fps).seconds
 
