@@ -20,6 +20,7 @@ this module turns those word starts into a start time per response token:
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Sequence
 
@@ -79,11 +80,7 @@ def word_starts(spoken: str, events: Sequence[tuple[int, float]], weight: Callab
             acc += w[k - 1 - a]
             starts[k] = starts[a] + (end - starts[a]) * acc / sum(w)
         i = b
-    out, last = [], 0.0
-    for s in starts:  # espeak's events are ordered; keep the starts so even if a clock jitters
-        last = max(last, float(s))
-        out.append(last)
-    return out
+    return list(itertools.accumulate((float(x) for x in starts), max))  # non-decreasing, whatever espeak's clock does
 
 
 def token_starts(token_texts: Sequence[str], response: str, spoken: str, events: Sequence[tuple[int, float]],
@@ -99,6 +96,8 @@ def token_starts(token_texts: Sequence[str], response: str, spoken: str, events:
         return None
     said = word_starts(spoken, events, weight, total)
     spans = [m.span() for m in _WORD.finditer(response)]
+    if not spans:
+        return None
     # Response word i runs from its first spoken word's start to the next said response word's start.
     begin = [said[i] if i < j else None for i, j in pieces]
     end: list[float] = [total] * len(spans)
@@ -109,10 +108,9 @@ def token_starts(token_texts: Sequence[str], response: str, spoken: str, events:
             nxt = begin[w]
         else:
             begin[w] = nxt  # a word that says nothing (a lone symbol): no time of its own
-    starts, c, w = [], 0, 0
-    # Tokens of a word share its span by estimated seconds; a token belongs to the word its first
-    # non-space character falls in (a leading space rides with the word it precedes).
-    owner = []
+    # A token belongs to the word its first non-space character falls in (a leading space rides with the
+    # word it precedes); owners never decrease along the tokens.
+    owner, c, w = [], 0, 0
     for text in token_texts:
         core = len(text) - len(text.lstrip())
         pos = c + core if core < len(text) else c
@@ -120,22 +118,12 @@ def token_starts(token_texts: Sequence[str], response: str, spoken: str, events:
             w += 1
         owner.append(w)
         c += len(text)
-    for w in range(len(spans)):
-        toks = [k for k, o in enumerate(owner) if o == w]
-        if not toks:
-            continue
+    # The tokens of a word share its span in proportion to their estimated seconds.
+    out: list[float] = []
+    for w, toks in itertools.groupby(range(len(token_texts)), key=owner.__getitem__):
         weights = [weight(token_texts[k]) for k in toks]
-        total_w = sum(weights)
-        acc = 0.0
-        for k, wt in zip(toks, weights):
-            frac = acc / total_w if total_w > 0 else 0.0
-            starts.append((k, begin[w] + (end[w] - begin[w]) * frac))
+        total_w, acc = sum(weights), 0.0
+        for wt in weights:
+            out.append(begin[w] + (end[w] - begin[w]) * (acc / total_w if total_w > 0 else 0.0))
             acc += wt
-    out = [0.0] * len(token_texts)
-    for k, s in starts:
-        out[k] = s
-    last = 0.0
-    for k in range(len(out)):  # tokens past the last word (trailing space) end the speech
-        last = max(last, out[k])
-        out[k] = last
-    return out
+    return list(itertools.accumulate(out, max))  # non-decreasing
