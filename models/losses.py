@@ -41,10 +41,12 @@ def thinker_loss(model, batch: dict, reduction: str = "sum"):
                                              ignore_index=IGNORE, reduction=reduction)
 
 
-def talker_loss_sum(model, batch: dict, reduction: str = "sum", *, codebooks: int, prev_dropout: float = 0.0):
+def talker_loss_sum(model, batch: dict, reduction: str = "sum", *, codebooks: int, prev_dropout: float = 0.0,
+                    self_feed: float = 0.0, codebook_sizes=None):
     """Talker cross-entropy on the response speech codes (``codebooks`` ids per codec frame), given the
-    (frozen) thinker's states; ``prev_dropout`` hides that share of previous codec ids while the model
-    trains (never in evaluation)."""
+    (frozen) thinker's states; while the model trains (never in evaluation) ``prev_dropout`` hides that
+    share of previous codec ids and ``self_feed`` feeds that share from the talker's own draws
+    (``models.talker.own_previous``, within ``codebook_sizes``)."""
     from models.talker import talker_loss, thinker_states
 
     hidden, embeds = thinker_states(model, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -55,7 +57,8 @@ def talker_loss_sum(model, batch: dict, reduction: str = "sum", *, codebooks: in
         bounds = [[int(x) for x in row if x >= 0] or None for row in batch["bounds"].tolist()]
     return talker_loss(model, hidden, embeds, batch["roles"], codes, reduction=reduction, codebooks=codebooks,
                        input_ids=batch["input_ids"], bounds=bounds,
-                       prev_dropout=prev_dropout if model.training else 0.0)
+                       prev_dropout=prev_dropout if model.training else 0.0,
+                       self_feed=self_feed if model.training else 0.0, codebook_sizes=codebook_sizes)
 
 
 LOSSES = {"thinker": thinker_loss, "talker": talker_loss_sum}

@@ -276,6 +276,7 @@ def build_talker_inputs(
     frames_per_second: float | None = None,
     bounds: Sequence[Sequence[int] | None] | None = None,
     prev_dropout: float = 0.0,
+    prev_ids: Sequence[Sequence[int]] | None = None,
 ) -> TalkerInputs:
     """Teacher-forced talker inputs (layout in the module docstring); right-padded over the batch.
 
@@ -289,6 +290,8 @@ def build_talker_inputs(
     by estimate. ``prev_dropout`` (training): the share of steps whose previous codec id is hidden from
     the talker (its embedding zeroed), so it learns to say what the text says rather than continue its
     own last frame (the free-running talker otherwise drifts from what it was taught: exposure bias).
+    ``prev_ids`` (training, ``self_feed``): per sample, the ids fed as each step's previous codec id in
+    place of the true ones (same length as its codec ids; ``own_previous`` makes them); targets stay true.
     """
     n = _check_codebooks(codebooks)
     if not 0.0 <= prev_dropout < 1.0:
@@ -298,6 +301,8 @@ def build_talker_inputs(
     b = hidden.shape[0]
     if len(codec_ids) != b:
         raise ValueError(f"got {len(codec_ids)} codec id lists for a batch of {b}")
+    if prev_ids is not None and [len(x) for x in prev_ids] != [len(x) for x in codec_ids]:
+        raise ValueError("prev_ids must hold one id per codec id of each sample (models.talker.own_previous)")
     dev = hidden.device
     r = _roles_tensor(roles, tuple(hidden.shape[:2])).to(dev)
     t = model.talker
@@ -334,7 +339,8 @@ def build_talker_inputs(
             text = sp["text_pad"].to(dt).expand(steps, -1).clone()  # (steps, H)
             read = frame_starts // n < len(reply)
             text[frame_starts[read]] = reply[frame_starts[read] // n]
-        prev = torch.tensor([t.codec_bos_token, *ids], device=dev)
+        fed = ids if prev_ids is None else [int(x) for x in prev_ids[i]]
+        prev = torch.tensor([t.codec_bos_token, *fed], device=dev)
         prev_rows = codec_emb(prev).to(dt)
         if prev_dropout > 0:  # never the bos: the talker always knows where it starts
             keep = torch.rand(steps, device=dev) >= prev_dropout
@@ -366,6 +372,52 @@ def talker_forward(model, inputs: TalkerInputs) -> torch.Tensor:
     return out.logits
 
 
+def own_previous(model, logits: torch.Tensor, codec_ids: Sequence[Sequence[int]], rate: float, *,
+                 codebook_sizes: Sequence[int] | None = None, temperature: float = 0.9, top_k: int = 40,
+                 generator: torch.Generator | None = None) -> list[list[int]]:
+    """Parallel scheduled sampling (Duckworth et al., 2019): from teacher-forced talker ``logits`` (B, S, V)
+    (``talker_forward`` on ``build_talker_inputs``), per sample the ids to feed as previous codec ids: at
+    each step, with probability ``rate``, the talker's own draw for the id before (at the streaming
+    talker's ``temperature`` and ``top_k``, 0.9 and 40 as in models.session; only ids of that step's
+    codebook, never the eos), else the true one. Training on them teaches the talker to get back to the
+    speech from its own mistakes, which free-running decoding otherwise never saw (exposure bias).
+    ``codebook_sizes`` None: any codec id."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must be in [0, 1], got {rate!r} (talker.self_feed)")
+    if rate == 0.0:
+        return [[int(x) for x in ids] for ids in codec_ids]
+    limit = model.talker.codec_pad_token
+    vocab = logits.shape[-1]
+    if codebook_sizes:
+        books = torch.stack([codebook_mask(k, vocab, model.talker.codec_eos_token, codebook_sizes)
+                             for k in range(len(codebook_sizes))])
+        books[:, model.talker.codec_eos_token] = False
+    else:
+        books = (torch.arange(vocab) < limit)[None]
+    books = books.to(logits.device)
+    dev, steps = logits.device, logits.shape[1] - 1
+    # Row 1 + s predicts c[s], which step s + 1 reads as its previous id: one draw per row, whole batch.
+    x = logits[:, 1:].detach().float()
+    x = x.masked_fill(~books[torch.arange(steps, device=dev) % len(books)][None], float("-inf"))
+    if temperature <= 0:
+        own = x.argmax(-1)
+    else:  # Gumbel-max over the top-k: a draw from the top-k softmax at this temperature
+        v, idx = x.topk(min(top_k, x.shape[-1]) if top_k > 0 else x.shape[-1], dim=-1)
+        u = torch.rand(v.shape, generator=generator, device=generator.device if generator else "cpu").to(dev)
+        g = -torch.log(-torch.log(u.clamp(min=1e-20, max=1.0 - 1e-7)))
+        own = idx.gather(-1, (v / temperature + g).argmax(-1, keepdim=True))[..., 0]
+    out = []
+    for i, ids in enumerate(codec_ids):
+        n_ids = len(ids)
+        truth = torch.tensor([int(x) for x in ids], dtype=torch.long, device=dev)
+        if n_ids == 0:
+            out.append([])
+            continue
+        u = torch.rand(n_ids, generator=generator, device=generator.device if generator else "cpu").to(dev)
+        out.append(torch.where(u < rate, own[i, :n_ids], truth).tolist())
+    return out
+
+
 def talker_loss(
     model,
     hidden: torch.Tensor,
@@ -378,17 +430,28 @@ def talker_loss(
     input_ids: torch.Tensor | None = None,
     bounds: Sequence[Sequence[int] | None] | None = None,
     prev_dropout: float = 0.0,
+    self_feed: float = 0.0,
+    codebook_sizes: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of the talker on ``codec_ids`` (+ the codec eos), given the thinker's states.
 
     ``reduction="sum"`` sums over the ``sum(talker_targets(len(c)) for c in codec_ids)`` targets (a
     trainer normalises by its global count); ``"mean"`` divides by that count. Gradients reach
     whatever requires grad: freeze the thinker (or pass detached states) to train only the talker.
+    ``self_feed`` > 0 (training): a first, gradient-free pass draws the talker's own codes, and that share
+    of the previous codec ids is fed from them (``own_previous``: parallel scheduled sampling).
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    prev_ids = None
+    if self_feed > 0:
+        with torch.no_grad():
+            first = build_talker_inputs(model, hidden, embeds, roles, codec_ids, codebooks=codebooks,
+                                        input_ids=input_ids, bounds=bounds)
+            prev_ids = own_previous(model, talker_forward(model, first), codec_ids, self_feed,
+                                    codebook_sizes=codebook_sizes)
     inputs = build_talker_inputs(model, hidden, embeds, roles, codec_ids, codebooks=codebooks, input_ids=input_ids,
-                                 bounds=bounds, prev_dropout=prev_dropout)
+                                 bounds=bounds, prev_dropout=prev_dropout, prev_ids=prev_ids)
     logits = talker_forward(model, inputs)
     # Position s predicts labels[s]: the layout already puts each target at its own input step.
     return torch.nn.functional.cross_entropy(

@@ -13,6 +13,7 @@ and ``metrics/codec.json``.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -103,7 +104,8 @@ def run(p: Params, data_dir: Path = DATA, out_dir: Path = OUT, workers: int | No
         table = pa.table({"response_audio": [r["response_audio"] for r in rows],
                           "codes": pa.array(codes, type=pa.list_(pa.int16()))})
         # The talker reads one thinker position per codec frame: its readers need the frame size.
-        table = table.replace_schema_metadata({"codebooks": str(codec.codebooks)})
+        table = table.replace_schema_metadata({"codebooks": str(codec.codebooks),
+                                                "codebook_sizes": json.dumps(list(codec.codebook_sizes))})
         pq.write_table(table, target / "codes.parquet")
     seconds = sum(r["response_seconds"] for r in rows)
     n_tok = sum(len(x) for x in codes)

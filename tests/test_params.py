@@ -35,6 +35,8 @@ def _with(tmp_path, change):
     (lambda d: d["model"]["tiny"].update(hidden_size=130), "divisible"),
     (lambda d: d["text_tis"].update(text_fraction=0.5), r"text_tis\.text_fraction: unknown key"),
     (lambda d: d.update(trainer=[1, 2]), "trainer"),
+    (lambda d: d["talker"].update(self_feed=1.5), r"talker\.self_feed must be in \[0, 1\]"),
+    (lambda d: d["talker"].update(prev_dropout=1.0), r"talker\.prev_dropout must be in \[0, 1\)"),
 ])
 def test_bad_params_name_the_key(tmp_path, change, match):
     with pytest.raises(ParamsError, match=match):

@@ -149,12 +149,15 @@ def test_loss_falls_through_the_real_loop(tiny, fixed_batch, tmp_path, stage, fm
 def test_talker_examples_carry_where_each_token_is_said(tiny):
     """The talker stage reads each response token's end frame from the dataset's ``response_starts``
     (talker.timing: aligned), one per spoken token, ending with the clip; ``estimated`` reads none."""
+    from models.codec import WorldCodec
     from models.talker import token_seconds
     from tasks.core.examples import StageData
 
     sp = tiny.p.stage("talker")
     assert sp.timing == "aligned" and sp.pace == "duration"
     data = StageData(tiny.data, "train", tiny.tok, tiny.p, spec("talker"), sp, "tis", codec_dir=tiny.codec)
+    # the codec stage's table names each codebook's size (the talker's self_feed draws within them)
+    assert data.codes.codebook_sizes == tuple(WorldCodec.load(tiny.codec).codebook_sizes)
     w = token_seconds(tiny.tok)
     for i in range(len(data)):
         e = data.example(i)

@@ -578,6 +578,15 @@ def test_talker_bounds_must_match_the_spoken_tokens(setup):
         build_talker_inputs(m, hidden, embeds, roles, codes, codebooks=N, input_ids=x, bounds=[[1, 2], None])
 
 
+def stage_batch(tok, layouts, codes) -> dict:
+    """The talker stage's batch (``models.losses.talker_loss_sum``): thinker inputs, codes padded with IGNORE."""
+    x, am, r = batch(tok, layouts)
+    flat = torch.full((len(codes), max(map(len, codes))), -100)
+    for i, c in enumerate(codes):
+        flat[i, :len(c)] = torch.tensor(c)
+    return {"input_ids": x, "attention_mask": am, "roles": r, "codes": flat}
+
+
 def test_prev_dropout_hides_previous_codes_only_in_training(setup):
     """``prev_dropout`` zeroes the previous-code part of about that share of talker inputs (never the bos
     step; the text part untouched) and the stage's loss uses it only while the model trains."""
@@ -598,12 +607,85 @@ def test_prev_dropout_hides_previous_codes_only_in_training(setup):
     with pytest.raises(ValueError, match="prev_dropout"):
         build_talker_inputs(model, hidden, embeds, roles, codes, codebooks=N, prev_dropout=1.0)
     m = copy.deepcopy(model).eval()
-    x, am, r = batch(tok, layouts)
-    flat = torch.full((len(codes), max(map(len, codes))), -100)
-    for i, c in enumerate(codes):
-        flat[i, :len(c)] = torch.tensor(c)
-    b = {"input_ids": x, "attention_mask": am, "roles": r, "codes": flat}
+    b = stage_batch(tok, layouts, codes)
     with torch.no_grad():
         assert talker_loss_sum(m, b, codebooks=N, prev_dropout=0.5) == talker_loss_sum(m, b, codebooks=N)
         m.train()
         assert talker_loss_sum(m, b, codebooks=N, prev_dropout=0.5) != talker_loss_sum(m, b, codebooks=N)
+
+
+def test_own_previous_feeds_the_talkers_own_draw_of_the_id_before(setup):
+    """Parallel scheduled sampling: at rate 1 every previous id is the talker's own draw for that step
+    (greedy here: the codebook-masked argmax of the row predicting it), drawn within the step's codebook
+    and never the eos; at rate 0 the truth; and the second pass reads exactly those ids one step later."""
+    from models.talker import own_previous, talker_forward
+
+    model, tok, hidden, embeds, roles, codes, layouts = setup
+    first = build_talker_inputs(model, hidden, embeds, roles, codes, codebooks=N)
+    logits = talker_forward(model, first).detach()
+    assert own_previous(model, logits, codes, 0.0, codebook_sizes=SIZES) == [list(c) for c in codes]
+    own = own_previous(model, logits, codes, 1.0, codebook_sizes=SIZES, temperature=0.0)
+    eos = model.talker.codec_eos_token
+    offsets = [sum(SIZES[:k]) for k in range(N)]
+    for i, c in enumerate(codes):
+        assert len(own[i]) == len(c)
+        for s, x in enumerate(own[i]):
+            k = s % N
+            assert offsets[k] <= x < offsets[k] + SIZES[k] and x != eos, (s, x)
+            allowed = codebook_mask(k, logits.shape[-1], eos, SIZES)
+            allowed[eos] = False
+            assert x == int(logits[i, 1 + s].masked_fill(~allowed, float("-inf")).argmax())  # row 1+s predicts c[s]
+    fed = build_talker_inputs(model, hidden, embeds, roles, codes, codebooks=N, prev_ids=own)
+    assert torch.equal(fed.labels, first.labels)  # targets stay the truth
+    emb = model.talker.get_input_embeddings()
+    for i, c in enumerate(codes):
+        # input row 2 + s = text(s + 1) + codec(prev of step s + 1): the same text, the own id instead of c[s]
+        delta = fed.inputs_embeds[i, 2 : 2 + len(c)] - first.inputs_embeds[i, 2 : 2 + len(c)]
+        want = emb(torch.tensor(own[i])) - emb(torch.tensor(c))
+        assert torch.allclose(delta, want.to(delta.dtype), atol=1e-5)
+    half = own_previous(model, logits, codes, 0.5, codebook_sizes=SIZES, temperature=0.9,
+                        generator=torch.Generator().manual_seed(0))
+    changed = sum(a != b for h, c in zip(half, codes) for a, b in zip(h, c)) / sum(map(len, codes))
+    assert 0.1 < changed < 0.6, changed
+    with pytest.raises(ValueError, match="prev_ids"):
+        build_talker_inputs(model, hidden, embeds, roles, codes, codebooks=N, prev_ids=[c[:-1] for c in codes])
+    with pytest.raises(ValueError, match="self_feed"):
+        own_previous(model, logits, codes, 1.5)
+
+
+def test_self_feed_only_in_training(setup):
+    """The stage's loss feeds the talker its own codes only while the model trains, never in evaluation."""
+    import copy
+
+    from models.losses import talker_loss_sum
+
+    model, tok, hidden, embeds, roles, codes, layouts = setup
+    m = copy.deepcopy(model).eval()
+    b = stage_batch(tok, layouts, codes)
+    with torch.no_grad():
+        plain = talker_loss_sum(m, b, codebooks=N)
+        assert talker_loss_sum(m, b, codebooks=N, self_feed=1.0, codebook_sizes=SIZES) == plain
+        m.train()
+        assert talker_loss_sum(m, b, codebooks=N, self_feed=1.0, codebook_sizes=SIZES) != plain
+
+
+def test_own_previous_draws_from_the_top_k_softmax_at_the_temperature(setup):
+    """The self-fed ids are draws from the streaming talker's distribution: softmax(logits / T) over the
+    top-k ids (checked on 4,000 draws of one row: total variation < 0.05; top-k 1 is the argmax)."""
+    from models.talker import own_previous
+
+    model, *_ = setup
+    limit = model.talker.codec_pad_token
+    g = torch.Generator().manual_seed(0)
+    row = torch.randn(model.talker.config.vocab_size, generator=g) * 2
+    n = 4000
+    logits = row.expand(1, n + 1, -1).clone()
+    truth = [[0] * n]
+    for temp, k in ((0.9, 5), (0.5, 8)):
+        draws = torch.tensor(own_previous(model, logits, truth, 1.0, temperature=temp, top_k=k, generator=g)[0])
+        top = row[:limit].topk(k)
+        want = torch.zeros(limit)
+        want[top.indices] = (top.values / temp).softmax(-1)
+        got = torch.bincount(draws, minlength=limit)[:limit].float() / n
+        assert (got - want).abs().sum() / 2 < 0.05, (temp, k)
+    assert set(own_previous(model, logits, truth, 1.0, top_k=1, generator=g)[0]) == {int(row[:limit].argmax())}

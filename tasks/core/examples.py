@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,9 @@ class CodesIndex:
             raise ValueError(f"{table} does not say how many codebooks a frame has (written by an older codec "
                              "stage); rerun it (`dvc repro codec`)")
         self.codebooks = int(meta[b"codebooks"])
+        # Each codebook's id count (the talker's self_feed samples within them); older tables: unknown.
+        sizes = meta.get(b"codebook_sizes")
+        self.codebook_sizes = tuple(json.loads(sizes)) if sizes else None
         self.store = RowStore(table, ["response_audio", "codes"])
         self.row_of = {a: i for i, a in enumerate(self.store.column("response_audio"))}
 

@@ -251,10 +251,12 @@ class TalkerParams(StageParams):
     pace: Literal["position", "duration"]
     timing: Literal["aligned", "estimated"] = "aligned"
     prev_dropout: Float = 0.0  # share of previous codec ids hidden in training (models.talker.build_talker_inputs)
+    self_feed: Float = 0.0  # share of previous codec ids fed from the talker's own draws (models.talker.own_previous)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check(0.0 <= self.prev_dropout < 1.0, f"talker.prev_dropout must be in [0, 1), got {self.prev_dropout}")
+        _check(0.0 <= self.self_feed <= 1.0, f"talker.self_feed must be in [0, 1], got {self.self_feed}")
 
 
 @dataclass(frozen=True, config=_STRICT)

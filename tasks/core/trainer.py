@@ -196,7 +196,9 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
     phase = spec.phase_at(0, sp.steps)
     set_trainable(model, spec.trainable)
     module = StageModule.build(model, spec.t.loss, ranks=world,
-                               **({"codebooks": train_data.codes.codebooks, "prev_dropout": getattr(sp, "prev_dropout", 0.0)}
+                               **({"codebooks": train_data.codes.codebooks, "prev_dropout": getattr(sp, "prev_dropout", 0.0),
+                                   "self_feed": getattr(sp, "self_feed", 0.0),
+                                   "codebook_sizes": train_data.codes.codebook_sizes}
                                   if train_data.codes else {}))
     trainable = [q for q in module.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=sp.lr, weight_decay=sp.weight_decay)
