@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench.bench_ladder", description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", default="add", choices=sorted(OPS))
     ap.add_argument("--rungs", default="a,b,c,d")
-    ap.add_argument("--trace", default="scratchpad", help="comma list of one_line, scratchpad")
+    ap.add_argument("--trace", default="scratchpad", help="comma list of one_line, scratchpad, partials (tasks.synth.scratchpad.STYLES)")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=0.003)

@@ -168,7 +168,7 @@ def _text_pool(cfg: SynthesizeParams, tok, p: Params, spoken: list[dict], use_ra
     t0 = time.time()
     taken = {r["question"] for r in spoken}
     records = [{"idx": i, "id": f"pool-{prob.id}", "source": "builtin", "record": json.dumps(prob.to_dict())}
-               for i, prob in enumerate(generate_problems(cfg.text_pool, seed=cfg.seed + 1_000_003))
+               for i, prob in enumerate(generate_problems(cfg.text_pool, seed=cfg.seed + 1_000_003, style=cfg.trace))
                if prob.question not in taken]
     rules = Rules(cfg, tok, p.schedule.speak, p.schedule.think, with_audio=False)
     rows, rejected = [], collections.Counter()

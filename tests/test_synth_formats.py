@@ -183,3 +183,22 @@ def test_gsm8k_markers_read_aloud_are_rejected_when_they_slip_through():
     """A filler reading caught on the spoken side even when the text has no markup character left."""
     got = response_problem("First 3, then 3 more. The answer is 6.", "First three times times three. The answer is six.")
     assert got and got[0] == "markup_in_response"
+
+
+def test_synthesize_trace_param_writes_the_builtin_arithmetic_in_that_style():
+    """``synthesize.trace: partials`` gives the built-in source the same problems with the result's digits so
+    far after each column; the processed rows keep them (a sample passes the drift rule and verification)."""
+    from tasks.synth.builtin import generate_problems
+
+    plain = synth_params(sources=(SourceSpec("builtin", "", "", 6),))
+    partial = synth_params(sources=(SourceSpec("builtin", "", "", 6),), trace="partials")
+    a, b = collect(plain)[0], collect(partial)[0]
+    ra, rb = [json.loads(r["record"]) for r in a], [json.loads(r["record"]) for r in b]
+    assert [r["question"] for r in ra] == [r["question"] for r in rb]
+    assert all(" =" not in r["reasoning"] for r in ra)
+    assert all(" =" in r["reasoning"] or "/" in r["reasoning"] for r in rb)
+    assert [r["reasoning"] for r in rb] == [p.reasoning for p in generate_problems(6, seed=partial.seed, style="partials")]
+    out = process_batch(pd.DataFrame(b), Rules(partial, small_tokenizer(), with_audio=False))
+    assert (out.reject == "").all(), out[["reject", "detail"]]
+    with pytest.raises(ValueError, match="synthesize.trace"):
+        generate_problems(2, style="columns")

@@ -114,7 +114,7 @@ def collect(cfg: SynthesizeParams) -> tuple[list[dict], dict[str, int], dict[str
         start = len(records)
         if spec.kind == "builtin":
             n = spec.limit or cfg.num_problems
-            for prob in generate_problems(n, seed=cfg.seed + n_spec):
+            for prob in generate_problems(n, seed=cfg.seed + n_spec, style=cfg.trace):
                 records.append({"id": prob.id, "source": "builtin", "record": json.dumps(prob.to_dict())})
         else:
             _, _, fields, id_field, optional = SOURCES[spec.kind]
