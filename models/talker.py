@@ -396,6 +396,10 @@ def own_previous(model, logits: torch.Tensor, codec_ids: Sequence[Sequence[int]]
         books = (torch.arange(vocab) < limit)[None]
     books = books.to(logits.device)
     dev, steps = logits.device, logits.shape[1] - 1
+
+    def uniform(shape) -> torch.Tensor:  # from ``generator`` (on its device), then onto the logits' device
+        return torch.rand(shape, generator=generator, device=generator.device if generator else "cpu").to(dev)
+
     # Row 1 + s predicts c[s], which step s + 1 reads as its previous id: one draw per row, whole batch.
     x = logits[:, 1:].detach().float()
     x = x.masked_fill(~books[torch.arange(steps, device=dev) % len(books)][None], float("-inf"))
@@ -403,18 +407,16 @@ def own_previous(model, logits: torch.Tensor, codec_ids: Sequence[Sequence[int]]
         own = x.argmax(-1)
     else:  # Gumbel-max over the top-k: a draw from the top-k softmax at this temperature
         v, idx = x.topk(min(top_k, x.shape[-1]) if top_k > 0 else x.shape[-1], dim=-1)
-        u = torch.rand(v.shape, generator=generator, device=generator.device if generator else "cpu").to(dev)
-        g = -torch.log(-torch.log(u.clamp(min=1e-20, max=1.0 - 1e-7)))
+        g = -torch.log(-torch.log(uniform(v.shape).clamp(min=1e-20, max=1.0 - 1e-7)))
         own = idx.gather(-1, (v / temperature + g).argmax(-1, keepdim=True))[..., 0]
     out = []
     for i, ids in enumerate(codec_ids):
         n_ids = len(ids)
-        truth = torch.tensor([int(x) for x in ids], dtype=torch.long, device=dev)
         if n_ids == 0:
             out.append([])
             continue
-        u = torch.rand(n_ids, generator=generator, device=generator.device if generator else "cpu").to(dev)
-        out.append(torch.where(u < rate, own[i, :n_ids], truth).tolist())
+        truth = torch.tensor([int(x) for x in ids], dtype=torch.long, device=dev)
+        out.append(torch.where(uniform((n_ids,)) < rate, own[i, :n_ids], truth).tolist())
     return out
 
 

@@ -81,7 +81,7 @@ def sub(a: int, b: int, head: bool = True, partials: bool = False) -> str:
             col += " b1"
         borrow = int(out)
         if partials:
-            so_far = str(top - y + 10 * out) + so_far
+            so_far = _so_far(so_far, top - y + 10 * out, i == len(da) - 1)
             col += f" ={so_far}"
         cols.append(col)
     body = "|".join(cols) + f"|{a - b}"
