@@ -112,7 +112,20 @@ def encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def numbers_as_digits(text: str) -> str:
+    """A text question's spoken numbers as digits, as an ASR's inverse text normalization writes them
+    (text2num: "fifty-nine plus sixty-three" -> "59 plus 63", "twelve dollars and fifty cents" -> "12
+    dollars and 50 cents"); digits and other words stay as they are. Every text question reaches the
+    thinker through this (``text_prompt``), in training and at inference alike, so a transcript (numbers in
+    words) and the written question (digits) are one input form and the model learns arithmetic on digits
+    only (measured on one pipeline's thinker: README, "The question in the form it is asked")."""
+    from text_to_num import alpha2digit
+
+    return alpha2digit(text, "en", threshold=0) if text.strip() else text
+
+
 def text_prompt(tokenizer, question: str) -> list[int]:
-    """Chat prompt for a text question, ending where the assistant turn starts."""
-    return encode(tokenizer, f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
+    """Chat prompt for a text question (its numbers as digits: ``numbers_as_digits``), ending where the
+    assistant turn starts."""
+    return encode(tokenizer, f"<|im_start|>user\n{numbers_as_digits(question)}<|im_end|>\n<|im_start|>assistant\n")
 

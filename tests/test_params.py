@@ -37,6 +37,8 @@ def _with(tmp_path, change):
     (lambda d: d.update(trainer=[1, 2]), "trainer"),
     (lambda d: d["talker"].update(self_feed=1.5), r"talker\.self_feed must be in \[0, 1\]"),
     (lambda d: d["talker"].update(prev_dropout=1.0), r"talker\.prev_dropout must be in \[0, 1\)"),
+    (lambda d: d["acoustic_tis"].update(text_fraction=1.0), r"acoustic_tis\.text_fraction must be in \[0, 1\)"),
+    (lambda d: d["acoustic_tis"].update(words_fraction=-0.1), r"acoustic_tis\.words_fraction must be within"),
 ])
 def test_bad_params_name_the_key(tmp_path, change, match):
     with pytest.raises(ParamsError, match=match):

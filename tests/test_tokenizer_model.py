@@ -111,3 +111,22 @@ def test_loaded_checkpoints_never_reach_for_hub_kernels(tokenizer, tiny_model, t
         model.train()
         model.eval()
         assert model.use_kernels is False
+
+
+def test_text_questions_reach_the_thinker_with_their_numbers_as_digits(tokenizer):
+    """A transcript (numbers in words, as evaluation's text input and the service's typed questions may
+    say them) and the written question (digits) give the thinker the same prompt, for every kind the
+    generator makes; words that are not numbers, and digits, stay as they are."""
+    from models.tokenizer import numbers_as_digits
+    from tasks.synth.builtin import generate_problems
+    from tasks.synth.verbalize import speakable
+
+    for p in generate_problems(40, seed=5):
+        assert text_prompt(tokenizer, speakable(p.question)) == text_prompt(tokenizer, p.question), p.question
+    assert numbers_as_digits("What is forty thousand five hundred and six minus one thousand and two?") == \
+        "What is 40506 minus 1002?"
+    assert numbers_as_digits("Tom paid twelve dollars and fifty cents.") == "Tom paid 12 dollars and 50 cents."
+    assert numbers_as_digits("Add 7 and two, then the apples.") == "Add 7 and 2, then the apples."
+    assert numbers_as_digits("  ") == "  " and numbers_as_digits("") == ""
+    said = tokenizer.decode(text_prompt(tokenizer, "What is fifty-nine plus sixty-three?"))
+    assert "59 plus 63" in said and "fifty" not in said

@@ -42,6 +42,30 @@ def test_mixed_input_is_a_seeded_share():
     assert m == [uses_audio(i, "mixed", 0.3, seed=0) for i in range(4000)]
     assert m != [uses_audio(i, "mixed", 0.3, seed=1) for i in range(4000)]
     assert all(uses_audio(i, "audio", 0.3, 0) for i in range(5)) and not any(uses_audio(i, "text", 0.3, 0) for i in range(5))
+    assert m == [uses_audio(i, "mixed", 0.3, seed=0, epoch=3) for i in range(4000)]  # mixed: the same every epoch
+
+
+def test_replay_input_hears_every_row_and_rehearses_text_anew_each_epoch(tiny):
+    """acoustic_tis (``replay``): a seeded text_fraction of the examples is asked as text, redrawn each
+    epoch, so every spoken row is heard over the epochs; 0 keeps it all spoken."""
+    from tasks.core.examples import uses_audio
+
+    e0 = [uses_audio(i, "replay", 0.5, seed=0, epoch=0) for i in range(4000)]
+    e1 = [uses_audio(i, "replay", 0.5, seed=0, epoch=1) for i in range(4000)]
+    assert abs(sum(e0) / 4000 - 0.5) < 0.03 and abs(sum(e1) / 4000 - 0.5) < 0.03
+    assert 0.4 < sum(a != b for a, b in zip(e0, e1)) / 4000 < 0.6  # independent draws per epoch
+    assert e0 == [uses_audio(i, "replay", 0.5, seed=0, epoch=0) for i in range(4000)]
+    assert all(uses_audio(i, "replay", 0.0, seed=0, epoch=e) for i in range(50) for e in range(3))
+    assert spec("acoustic_tis").mixes(0.5) and not spec("acoustic_tis").mixes(0.0) and spec("pretrain").mixes(0.0)
+    data = _data(tiny, "acoustic_tis", text_fraction=0.5, words_fraction=0.0)
+    forms = {(i, e): data.example(i, e).audio is None for i in range(len(data)) for e in range(2)}
+    assert any(forms.values()) and not all(forms.values())
+    assert forms == {(i, e): not uses_audio(i, "replay", 0.5, tiny.p.seed, e) for i, e in forms}
+    i = next(i for (i, e), text in forms.items() if text and e == 0)
+    said = tiny.tok.decode(data.example(i, 0).input_ids)
+    assert "<|AUDIO|>" not in said and data.rows[i]["question"] in said
+    spoken = _data(tiny, "acoustic_tis", text_fraction=0.0)
+    assert all(spoken.example(i, e).audio is not None for i in range(len(spoken)) for e in range(2))
 
 
 def test_tis_labels_train_every_slot_but_prompt_and_controls(tiny):
@@ -386,9 +410,16 @@ def test_text_prompts_mix_digits_and_words_and_the_pool_replaces_train_rows(tiny
     data = StageData(pooled, "train", tiny.tok, tiny.p, spec("text_tis"), sp, "tis")
     assert data.pooled and len(data) == t.num_rows
     i = next(i for i in range(len(data)) if any(c.isdigit() for c in data.rows[i]["question"]))
+    # Both forms reach the thinker with their numbers as digits (models.tokenizer.numbers_as_digits): the
+    # words draw reads the spoken column, so a transcript's wording (and ITN's forms) is what it learns from.
+    marked = StageData(pooled, "train", tiny.tok, tiny.p, spec("text_tis"), sp, "tis")
+    marked.rows = [dict(marked.rows[k]) for k in range(len(marked))]
+    marked.rows[i]["spoken_question"] = "The transcript says twenty-one."
+    assert "The transcript says 21." in tiny.tok.decode(marked.example(i).input_ids)
     text = tiny.tok.decode(data.example(i).input_ids)
-    assert data.rows[i]["spoken_question"] in text and data.rows[i]["question"] not in text
+    assert not any(w in text for w in ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"))
     digits = StageData(pooled, "train", tiny.tok, tiny.p, spec("text_tis"), replace(sp, words_fraction=0.0), "tis")
+    digits.rows = marked.rows
     assert data.rows[i]["question"] in tiny.tok.decode(digits.example(i).input_ids)
     assert not StageData(pooled, "train", tiny.tok, tiny.p, spec("text_tis"), replace(sp, text_pool=False), "tis").pooled
     audio = StageData(pooled, "train", tiny.tok, tiny.p, spec("acoustic_tis"), _sp(tiny, "acoustic_tis"), "tis")

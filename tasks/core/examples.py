@@ -62,12 +62,17 @@ class Example:
         return sum(1 for x in self.labels[1:] if x != IGNORE)
 
 
-def uses_audio(index: int, input: str, text_fraction: float, seed: int) -> bool:
+def uses_audio(index: int, input: str, text_fraction: float, seed: int, epoch: int = 0) -> bool:
     """Does row ``index`` get a spoken prompt? ``audio``: always; ``text``: never; ``mixed``: a seeded
-    ``1 - text_fraction`` share of the rows, the same in every epoch and on every rank."""
-    if input != "mixed":
+    ``1 - text_fraction`` share of the rows, the same in every epoch and on every rank; ``replay``: the
+    same share drawn anew each ``epoch`` (every spoken row is heard, and a ``text_fraction`` of the
+    examples rehearse the text skill of the stage before)."""
+    if input not in ("mixed", "replay"):
         return input == "audio"
-    h = hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8).digest()
+    if text_fraction <= 0.0:
+        return True
+    key = f"{seed}/{index}" if input == "mixed" else f"{seed}/replay/{epoch}/{index}"
+    h = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(h, "big") / 2**64 >= text_fraction
 
 
@@ -280,7 +285,7 @@ class StageData:
 
         row = self.rows[i]
         audio = None
-        if uses_audio(i, self.spec.input, self.text_fraction, self.p.seed):
+        if uses_audio(i, self.spec.input, self.text_fraction, self.p.seed, epoch):
             audio = self._audio(row, "question_audio")
             info = sf.info(str(audio))
             prompt = audio_prompt(self.tok, n_audio_tokens(mel_frames(info.frames, info.samplerate)))

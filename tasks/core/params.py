@@ -274,6 +274,21 @@ class TisStageParams(StageParams):
 
 
 @dataclass(frozen=True, config=_STRICT)
+class AcousticTisParams(TisStageParams):
+    """acoustic_tis: spoken prompts, with a share of text ones rehearsing text_tis (``replay`` input)."""
+
+    text_fraction: Float  # share of examples given as text instead of audio (drawn anew each epoch)
+    words_fraction: Float  # share of those text prompts read from the transcript (numbers in words)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0.0 <= self.text_fraction < 1.0,
+               f"acoustic_tis.text_fraction must be in [0, 1) (1 would leave nothing spoken), got {self.text_fraction}")
+        _check(0.0 <= self.words_fraction <= 1.0,
+               f"acoustic_tis.words_fraction must be within [0, 1], got {self.words_fraction}")
+
+
+@dataclass(frozen=True, config=_STRICT)
 class TextTisParams(TisStageParams):
     """text_tis: text prompts, in digits or words, from the spoken set or the larger text pool."""
 
@@ -424,7 +439,7 @@ class Params:
     align: StageParams
     pretrain: PretrainParams
     text_tis: TextTisParams
-    acoustic_tis: TisStageParams
+    acoustic_tis: AcousticTisParams
     talker: TalkerParams
     evaluate: EvaluateParams
     mlflow: MlflowParams

@@ -52,7 +52,7 @@ class Probe:
                 continue
             self.rows.append(data.rows[i])
             self.limits.append(min(max_new_tokens, sum(r != int(Role.PROMPT) for r in e.roles) + 16))
-        self.audio = data.spec.input == "audio"
+        self.audio = data.spec.input in ("audio", "replay")  # a replay stage is probed on what it hears
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -8,7 +8,7 @@ Freeze table from the report (🔥 trained, everything else frozen):
 | align (1b)     | audio | transcript   | adapter, embedding, thinker_llm          |
 | pretrain       | mixed | solution     | adapter, embedding, thinker_llm          |
 | text_tis       | text  | interleaved  | embedding, thinker_llm                   |
-| acoustic_tis   | audio | interleaved  | adapter, thinker_llm                     |
+| acoustic_tis   | replay| interleaved  | adapter, thinker_llm                     |
 | talker         | audio | speech       | talker                                   |
 
 A stage with two phases (align: 1a then 1b) runs them in order inside one DVC stage, splitting its
@@ -16,7 +16,8 @@ steps by ``split`` (the fraction of steps spent in the first phase).
 
 Inputs: ``text`` (chat prompt of the written question), ``audio`` (log-mel of the spoken question,
 ``<|AUDIO|>`` placeholders in the prompt), ``mixed`` (a seeded ``text_fraction`` of the samples as
-text, the rest as audio). Targets: ``transcript`` (the spoken question's text + eos), ``solution``
+text, the rest as audio), ``replay`` (audio, with a seeded ``text_fraction`` of the examples as text,
+drawn anew each epoch: rehearsal of the text stage's skill, which audio-only training forgets). Targets: ``transcript`` (the spoken question's text + eos), ``solution``
 (reasoning + response + eos), ``interleaved`` (the TiS / think-first layout of ``--format``),
 ``speech`` (the interleaved layout through the frozen thinker; the talker predicts the response
 audio's codec ids). Each target names its layout and its loss in ``TARGETS``; the trainer reads
@@ -30,7 +31,7 @@ from typing import Literal, Sequence
 
 from tasks.core.stage import run_name
 
-Input = Literal["text", "audio", "mixed"]
+Input = Literal["text", "audio", "mixed", "replay"]
 Target = Literal["transcript", "solution", "interleaved", "speech"]
 
 
@@ -73,6 +74,10 @@ class StageSpec:
     def per_format(self) -> bool:
         return self.t.per_format
 
+    def mixes(self, text_fraction: float) -> bool:
+        """Do this stage's batches mix text and spoken prompts at ``text_fraction``?"""
+        return self.input == "mixed" or (self.input == "replay" and text_fraction > 0.0)
+
     @property
     def trainable(self) -> frozenset[str]:
         """Every group trained in some phase (the optimizer's parameters)."""
@@ -96,7 +101,7 @@ STAGES: dict[str, StageSpec] = {
                   (_p("align_1a", "adapter"), _p("align_1b", "adapter", *LLM)), "init_model", split=0.5),
         StageSpec("pretrain", "mixed", "solution", (_p("pretrain", "adapter", *LLM),), "align"),
         StageSpec("text_tis", "text", "interleaved", (_p("text_tis", *LLM),), "pretrain"),
-        StageSpec("acoustic_tis", "audio", "interleaved", (_p("acoustic_tis", "adapter", "thinker_llm"),), "text_tis"),
+        StageSpec("acoustic_tis", "replay", "interleaved", (_p("acoustic_tis", "adapter", "thinker_llm"),), "text_tis"),
         StageSpec("talker", "audio", "speech", (_p("talker", "talker"),), "acoustic_tis"),
     ]
 }

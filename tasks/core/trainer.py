@@ -160,7 +160,7 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
             f"{stage}.batch_size={sp.batch_size} must be divisible by ranks ({world}) x trainer.grad_accum "
             f"({t.grad_accum}); change one of them in params.yaml"
         )
-    if world > 1 and t.zero_stage >= 2 and spec.input == "mixed":
+    if world > 1 and t.zero_stage >= 2 and spec.mixes(getattr(sp, "text_fraction", 0.0)):
         # ZeRO-2/3 reduce gradients during backward, in the order the hooks fire; a text-only
         # micro-batch on one rank and a spoken one on another fire the adapter's hooks at different
         # times (or not at all), so ranks would sum mismatched buckets (measured: wrong updates).

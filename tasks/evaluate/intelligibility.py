@@ -46,9 +46,9 @@ def spoken_text(response: str) -> str:
 def heard_answer_text(transcript: str) -> str:
     """An ASR transcript with its spoken numbers as digits ("the answer is thirty one" -> "... 31"), so
     AudioBench's extraction can read it."""
-    from text_to_num import alpha2digit
+    from models.tokenizer import numbers_as_digits
 
-    return alpha2digit(transcript, "en", threshold=0) if transcript else ""
+    return numbers_as_digits(transcript) if transcript else ""
 
 
 def dbfs(wave: np.ndarray) -> float | None:
