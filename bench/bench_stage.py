@@ -1,0 +1,149 @@
+"""One thinker stage retrained from a pipeline's own checkpoints, then scored: the fast loop for what the model learns.
+
+Trains ``--stage`` (``pretrain``, ``text_tis`` or ``acoustic_tis``) from the upstream checkpoint and the data of a
+finished ``make pipeline`` (``--root``, the repository by default), with params.yaml's settings and ``--set``
+overrides, then answers the offline proxy (held-out generator seeds, minus the training questions) greedily
+through the streaming session, asked spoken and as text, and prints accuracy per split and input. A stage takes
+the minutes it takes in the pipeline; comparing two settings needs no rerun of everything before it.
+
+    .venv/bin/python -m bench.bench_stage --stage acoustic_tis --format think_first --set acoustic_tis.text_fraction=0
+    .venv/bin/python -m bench.bench_stage --stage text_tis --format tis --set text_tis.steps=1500 --inputs text
+
+Writes bench/results/stage-<stage>@<format>.json (settings, training seconds and losses, accuracy per split and
+input, a few decoded answers). ``--from-stage`` scores a checkpoint as it is (no training), e.g. the pipeline's
+``text_tis`` against its ``acoustic_tis``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+STAGES = ("pretrain", "text_tis", "acoustic_tis")
+
+
+def overrides(sets: list[str]) -> dict:
+    """``["a.b=1", "c=[1, 2]"]`` -> ``{"a": {"b": 1}, "c": [1, 2]}`` (values read as YAML, as ``dvc exp run -S``)."""
+    out: dict = {}
+    for s in sets:
+        key, sep, value = s.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--set takes key.path=value, got {s!r}")
+        *parents, leaf = key.strip().split(".")
+        d = out
+        for k in parents:
+            d = d.setdefault(k, {})
+            if not isinstance(d, dict):
+                raise SystemExit(f"--set {s!r}: {k} is set to a value above")
+        v = yaml.safe_load(value)
+        if isinstance(v, str):  # YAML 1.1 reads 5e-3 as a string; YAML 1.2 (dvc's) as a number
+            try:
+                v = float(v)
+            except ValueError:
+                pass
+        d[leaf] = v
+    return out
+
+
+def score(model_dir: Path, fmt: str, items: list, inputs: list[str], p, max_new: int) -> tuple[dict, list]:
+    """Greedy answers to every item in every input form; accuracy per (split, input) and overall."""
+    from tasks.evaluate.decode import Job, decode
+
+    forms = [(it, inp) for it in items for inp in inputs]
+    jobs = [Job(k, it.id, it.split, it.transcript, it.answer, fmt, p.schedule.speak, p.schedule.think, max_new, 0.0, 0,
+                False, 8.0, False, it.audio if inp == "audio" else None, it.sample_rate, input=inp)
+            for k, (it, inp) in enumerate(forms)]
+    right: collections.Counter = collections.Counter()
+    total: collections.Counter = collections.Counter()
+    shown = []
+    for (row, _), job in zip(decode(jobs, model_dir, None, what="bench_stage"), jobs):
+        for key in (f"{job.split}/{job.input}", f"overall/{job.input}"):
+            right[key] += bool(row["correct"])
+            total[key] += 1
+        if len(shown) < 8 and job.split in ("short_digit", "single_step_reasoning"):
+            shown.append({"input": job.input, "question": row["question"], "gold": row["gold"],
+                          "output": row["output"][:300], "correct": bool(row["correct"])})
+    return {k: round(100 * right[k] / total[k], 1) for k in sorted(total)}, shown
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m bench.bench_stage", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--root", default=str(ROOT), help="a repository where make pipeline ran (data/, checkpoints/)")
+    ap.add_argument("--stage", required=True, choices=STAGES)
+    ap.add_argument("--format", default="tis", choices=["tis", "think_first"])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="params override, e.g. text_tis.steps=1500 (repeatable)")
+    ap.add_argument("--from-stage", default="", choices=("",) + STAGES,
+                    help="score this stage's checkpoint from --root as it is, without training")
+    ap.add_argument("--per-split", type=int, default=20, help="proxy questions per split")
+    ap.add_argument("--inputs", default="audio,text", help="comma list of audio, text")
+    ap.add_argument("--max-new", type=int, default=0, help="thinker positions per answer (0: evaluate.max_new_tokens)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--out", default="", help="JSON path (default bench/results/stage-<stage>@<format>.json)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from tasks.core.checkpoint import latest
+    from tasks.core.params import load_params
+    from tasks.core.stages import spec
+    from tasks.core.trainer import train
+    from tasks.evaluate.benchmarks import load
+
+    root = Path(args.root).resolve()
+    inputs = [i for i in args.inputs.split(",") if i]
+    if not inputs or set(inputs) - {"audio", "text"}:
+        raise SystemExit(f"--inputs takes audio and/or text, got {args.inputs!r}")
+    p = load_params(root / "params.yaml", overrides(args.set))
+    data = root / "data" / "synthesize"
+    if not (data / "train.parquet").exists():
+        raise SystemExit(f"{data} has no train.parquet: run make pipeline there first (or pass --root)")
+    result: dict = {"stage": args.stage, "format": args.format, "set": args.set, "root": str(root),
+                    "per_split": args.per_split, "torch_threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory(prefix="bench-stage-") as tmp:
+        if args.from_stage:
+            st = spec(args.from_stage)
+            model_dir = latest(root / "checkpoints" / args.from_stage / (args.format if st.per_format else ""))
+            result["scored"] = str(model_dir)
+        else:
+            st = spec(args.stage)
+            up = root / "checkpoints" / st.upstream
+            if st.upstream != "init_model" and spec(st.upstream).per_format:
+                up = up / args.format
+            t0 = time.time()
+            sp = p.stage(args.stage)
+            res = train(args.stage, p, sp, data, latest(up), Path(tmp) / "out", fmt=args.format)
+            model_dir = latest(Path(tmp) / "out")
+            result.update(train_seconds=round(time.time() - t0, 1), steps=res.steps, batch_size=sp.batch_size,
+                          first_loss=res.history[0][1] if res.history else None, final_loss=res.final_loss,
+                          val_loss=res.val_loss, probes=res.probes)
+        items = [it for its in load(p.evaluate.benchmark, limit_per_split=args.per_split,
+                                    training=str(data)).values() for it in its]
+        acc, shown = score(model_dir, args.format, items, inputs, p, args.max_new or p.evaluate.max_new_tokens)
+    result.update(accuracy=acc, examples=shown)
+    print(f"[bench_stage] {args.stage}@{args.format} {' '.join(args.set) or '(params.yaml)'}"
+          + (f", {result['train_seconds']:.0f} s training, val loss {result['val_loss']}" if "train_seconds" in result else ""))
+    for k, v in acc.items():
+        print(f"  {k:34s} {v:5.1f} %")
+    path = Path(args.out) if args.out else RESULTS / f"stage-{args.stage}@{args.format}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str))
+    print(f"wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
