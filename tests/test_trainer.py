@@ -375,6 +375,14 @@ def test_probe_curve_is_logged_bounded_and_survives_a_resume(tiny, tmp_path):
     assert len(probe) == min(3, len(refs)) and max(probe.limits) <= max(refs) + 16
 
 
+def test_a_replay_stage_is_probed_on_what_it_hears(tiny):
+    """acoustic_tis asks a share of its training examples as text, but its probe asks spoken questions."""
+    from tasks.core.probe import Probe
+
+    assert Probe(_data(tiny, "acoustic_tis", split="validation", text_fraction=0.5), "tis", 2, max_new_tokens=64).audio
+    assert not Probe(_data(tiny, "text_tis", split="validation"), "tis", 2, max_new_tokens=64).audio
+
+
 def test_probe_scores_the_stated_answer():
     from tasks.core.probe import is_right
 
