@@ -46,13 +46,15 @@ OPS = {"add": "+", "sub": "-", "mul": "*", "builtin": ""}
 WORD = {"+": "plus", "-": "minus", "*": "times"}
 
 
-def make_problem(rng: random.Random, task: str, trace_style: str) -> dict:
-    """One problem of ``task``: 2-digit + 2-digit, 2-digit - 2-digit (a >= b), or 2-digit x 1-digit."""
+def make_problem(rng: random.Random, task: str, trace_style: str, digits: int = 2) -> dict:
+    """One problem of ``task``: n-digit + n-digit, n-digit - n-digit (a >= b), or n-digit x 1-digit
+    (``digits`` n, 2 by default)."""
     from tasks.synth.scratchpad import trace, value
 
     op = OPS[task]
-    a = rng.randint(10, 99)
-    b = rng.randint(2, 9) if op == "*" else rng.randint(10, 99)
+    lo, hi = 10 ** (digits - 1), 10**digits - 1
+    a = rng.randint(lo, hi)
+    b = rng.randint(2, 9) if op == "*" else rng.randint(lo, hi)
     if op == "-" and b > a:
         a, b = b, a
     v = value(a, op, b)
@@ -73,7 +75,8 @@ def kind_cycle(spec: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def builtin_problems(n_train: int, n_test: int, seed: int, kinds: str = "") -> tuple[list[dict], list[dict]]:
+def builtin_problems(n_train: int, n_test: int, seed: int, kinds: str = "",
+                     style: str = "scratchpad") -> tuple[list[dict], list[dict]]:
     """The pipeline's own generator (scratchpad traces; training kinds weighted by ``kinds``, held-out
     problems always all four kinds alike); held-out problems from other seeds and never a question of the
     training set, as the proxy benchmark draws them."""
@@ -81,27 +84,28 @@ def builtin_problems(n_train: int, n_test: int, seed: int, kinds: str = "") -> t
 
     as_dict = lambda p: {"question": p.question, "reasoning": p.reasoning, "response": p.response,  # noqa: E731
                          "answer": p.answer, "kind": p.kind}
-    train = [as_dict(p) for p in generate_problems(n_train, seed=seed, kinds=kind_cycle(kinds))]
+    train = [as_dict(p) for p in generate_problems(n_train, seed=seed, kinds=kind_cycle(kinds), style=style)]
     seen = {p["question"] for p in train}
-    test = [as_dict(p) for p in generate_problems(n_test * 2, seed=seed + 7919) if p.question not in seen][:n_test]
+    test = [as_dict(p) for p in generate_problems(n_test * 2, seed=seed + 7919, style=style)
+            if p.question not in seen][:n_test]
     return train, test
 
 
 def problems(task: str, n_train: int, n_test: int, seed: int, trace_style: str,
-             kinds: str = "") -> tuple[list[dict], list[dict]]:
+             kinds: str = "", digits: int = 2) -> tuple[list[dict], list[dict]]:
     """Disjoint train and held-out problems (no (a, b) pair in both)."""
     if task == "builtin":
-        return builtin_problems(n_train, n_test, seed, kinds)
+        return builtin_problems(n_train, n_test, seed, kinds, trace_style)
     rng = random.Random(seed)
     test, keys = [], set()
     while len(test) < n_test:
-        p = make_problem(rng, task, trace_style)
+        p = make_problem(rng, task, trace_style, digits)
         if p["key"] not in keys:
             keys.add(p["key"])
             test.append(p)
     train = []
     while len(train) < n_train:
-        p = make_problem(rng, task, trace_style)
+        p = make_problem(rng, task, trace_style, digits)
         if p["key"] not in keys:
             train.append(p)
     return train, test
@@ -219,7 +223,7 @@ def run_rung(rung: str, task: str, trace_style: str, args, work: Path) -> dict:
     model = build_tiny(p.model.tiny, tok, seed=p.seed)
     save(model, init / "model")
     tok.save_pretrained(str(init / "tokenizer"))
-    train_p, test_p = problems(task, args.train, args.test, args.seed, trace_style, args.kinds)
+    train_p, test_p = problems(task, args.train, args.test, args.seed, trace_style, args.kinds, args.digits)
     data = d / "data"
     spoken = form == "audio"
     (data / "audio").mkdir(parents=True, exist_ok=True)
@@ -250,7 +254,7 @@ def run_rung(rung: str, task: str, trace_style: str, args, work: Path) -> dict:
     per_kind = shown.pop()["per_kind"] if shown and "per_kind" in shown[-1] else {}
     return {"per_kind": per_kind, "rung": rung, "name": name, "task": task, "trace": trace_style, "format": fmt, "input": form,
             "stages": stages, "accuracy": round(acc, 4), "train_seconds": round(seconds, 1),
-            "tts_seconds": round(tts_s, 1), "steps": args.steps, "batch": args.batch, "lr": args.lr, "kinds": args.kinds, "length_group": p.trainer.length_group,
+            "tts_seconds": round(tts_s, 1), "digits": args.digits, "steps": args.steps, "batch": args.batch, "lr": args.lr, "kinds": args.kinds, "length_group": p.trainer.length_group,
             "examples_seen": args.steps * args.batch, "train_problems": args.train, "held_out": args.test,
             "losses": history, "examples": shown}
 
@@ -260,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--task", default="add", choices=sorted(OPS))
     ap.add_argument("--rungs", default="a,b,c,d")
     ap.add_argument("--trace", default="scratchpad", help="comma list of one_line, scratchpad, partials (tasks.synth.scratchpad.STYLES)")
+    ap.add_argument("--digits", type=int, default=2, help="add/sub/mul: digits of the operands (mul: times one digit)")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=0.003)

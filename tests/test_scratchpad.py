@@ -64,6 +64,31 @@ def test_partials_write_the_result_so_far_after_each_column(op):
             assert int(so_far[-1]) == int(part.rsplit("|", 1)[1]), part
 
 
+@pytest.mark.parametrize("op", ["+", "-", "*"])
+def test_remaining_writes_what_is_left_of_the_operands_before_each_column(op):
+    """The ``remaining`` style is ``partials`` plus, before every column after the first, the operands
+    without the digits already used: each column's digits are the last ones of the header just written
+    (no digit fetched by counting from the far end of the question)."""
+    rng = random.Random(op)
+    for _ in range(400):
+        a, b = rng.randint(0, 99999), rng.randint(1, 999) if op != "*" else rng.randint(2, 9)
+        if op == "-" and b > a:
+            a, b = b, a
+        t = sp.trace(a, op, b, "remaining")
+        assert re.sub(r"\|[\d+*-]+: ", "|", t) == sp.trace(a, op, b, "partials"), t
+        cols = t.split(": ", 1)[1].split("|")[:-1]
+        assert len(cols) == len(str(a if op != "+" else max(a, b))), t
+        for i, col in enumerate(cols):
+            left_a, left_b = a // 10**i, (b if op == "*" else b // 10**i)
+            if i:
+                assert col.startswith(f"{left_a}{op}{left_b}: "), (i, col, t)
+                col = col.split(": ", 1)[1]
+            borrow = "(-1)?" if op == "-" else ""
+            assert re.match(rf"{left_a % 10}{borrow}\{op}{left_b % 10 if op != '*' else b}\b", col), (i, col, t)
+    long = sp.trace(38417, "*", 56, "remaining")  # products and their sum: every part has its headers
+    assert "3841*6: 1*6+4=10" in long and "3841*5: 1*5+3=8" in long and "23050+192085: 0+5=5" in long, long
+
+
 def test_examples_read_as_documented():
     assert sp.add(47, 38) == "47+38: 7+8=15 c1|4+3+1=8|85"
     assert sp.sub(47, 38) == "47-38: 7-8+10=9 b1|4-1-3=0|9"
@@ -73,6 +98,8 @@ def test_examples_read_as_documented():
     assert sp.trace(47, "+", 38, "partials") == "47+38: 7+8=15 c1 =5|4+3+1=8 =85|85"
     assert sp.trace(47, "-", 38, "partials") == "47-38: 7-8+10=9 b1 =9|4-1-3=0 =09|9"
     assert sp.trace(47, "*", 6, "partials") == "47*6: 7*6=42 c4 =2|4*6+4=28 =282|282"
+    assert sp.trace(47, "+", 38, "remaining") == "47+38: 7+8=15 c1 =5|4+3: 4+3+1=8 =85|85"
+    assert sp.trace(472, "-", 38, "remaining") == "472-38: 2-8+10=4 b1 =4|47-3: 7-1-3=3 =34|4-0: 4-0=4 =434|434"
 
 
 def test_bad_operands_say_what_to_do():
@@ -86,7 +113,7 @@ def test_bad_operands_say_what_to_do():
         sp.trace(1, "+", 2, style="fancy")
 
 
-@pytest.mark.parametrize("style", ["scratchpad", "partials"])
+@pytest.mark.parametrize("style", ["scratchpad", "partials", "remaining"])
 def test_builtin_samples_keep_the_drift_rule_and_fit(tokenizer, style):
     """Every built-in kind with its scratchpad: the response says no number before the reasoning derived it,
     and the longest TiS layout fits text_tis.max_len (acoustic stages add the audio prompt)."""
@@ -107,7 +134,9 @@ def test_builtin_samples_keep_the_drift_rule_and_fit(tokenizer, style):
                     min_block=t.min_block, delay_eos=True)
         longest[prob.kind] = max(longest.get(prob.kind, 0), len(lay))
     assert set(longest) == {"short_digit", "long_digit", "single_step", "multi_step"}
-    # partials (the default) lengthen long additions and products: params.yaml sizes text_tis.max_len for them
-    # (720; acoustic_tis/talker 920), and its synthesize.trace comment says what scratchpad needs (560)
-    assert max(longest.values()) <= (560 if style == "scratchpad" else p.text_tis.max_len), longest
+    # partials and remaining lengthen long additions and products: params.yaml sizes text_tis.max_len for the
+    # default (synthesize.trace), and its comment says what the others need
+    need = {"scratchpad": 560, "partials": 720, "remaining": 800}
+    assert max(longest.values()) <= need[style], longest
+    assert need[p.synthesize.trace] <= p.text_tis.max_len
     assert p.acoustic_tis.max_len >= p.text_tis.max_len + 200 and p.talker.max_len >= p.text_tis.max_len + 200

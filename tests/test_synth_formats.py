@@ -186,13 +186,14 @@ def test_gsm8k_markers_read_aloud_are_rejected_when_they_slip_through():
 
 
 def test_synthesize_trace_param_writes_the_builtin_arithmetic_in_that_style():
-    """``synthesize.trace: partials`` (the default) gives the built-in source the same problems as ``scratchpad``
-    with the result's digits so far after each column; the processed rows keep them (a sample passes the drift rule and verification)."""
+    """``synthesize.trace: partials`` gives the built-in source the same problems as ``scratchpad`` with the
+    result's digits so far after each column, ``remaining`` (the default) also what is left of the operands;
+    the processed rows keep them (a sample passes the drift rule and verification)."""
     from tasks.synth.builtin import generate_problems
 
     plain = synth_params(sources=(SourceSpec("builtin", "", "", 6),), trace="scratchpad")
     partial = synth_params(sources=(SourceSpec("builtin", "", "", 6),), trace="partials")
-    assert synth_params(sources=(SourceSpec("builtin", "", "", 6),)).trace == "partials"  # params.yaml's default
+    assert synth_params(sources=(SourceSpec("builtin", "", "", 6),)).trace == "remaining"  # params.yaml's default
     a, b = collect(plain)[0], collect(partial)[0]
     ra, rb = [json.loads(r["record"]) for r in a], [json.loads(r["record"]) for r in b]
     assert [r["question"] for r in ra] == [r["question"] for r in rb]
@@ -200,6 +201,12 @@ def test_synthesize_trace_param_writes_the_builtin_arithmetic_in_that_style():
     assert all(" =" in r["reasoning"] or "/" in r["reasoning"] for r in rb)
     assert [r["reasoning"] for r in rb] == [p.reasoning for p in generate_problems(6, seed=partial.seed, style="partials")]
     out = process_batch(pd.DataFrame(b), Rules(partial, small_tokenizer(), with_audio=False))
+    assert (out.reject == "").all(), out[["reject", "detail"]]
+    left = synth_params(sources=(SourceSpec("builtin", "", "", 6),), trace="remaining")
+    rc = collect(left)[0]
+    assert [json.loads(r["record"])["reasoning"] for r in rc] == [
+        p.reasoning for p in generate_problems(6, seed=left.seed, style="remaining")]
+    out = process_batch(pd.DataFrame(rc), Rules(left, small_tokenizer(), with_audio=False))
     assert (out.reject == "").all(), out[["reject", "detail"]]
     with pytest.raises(ValueError, match="synthesize.trace"):
         generate_problems(2, style="columns")

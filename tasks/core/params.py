@@ -134,7 +134,7 @@ class SynthesizeParams:
     validation_fraction: Float
     seed: Int
     max_len: Int  # TiS sequence length (tokens, prompt included) above which a sample is dropped
-    trace: Literal["scratchpad", "partials"]  # built-in arithmetic traces (tasks/synth/scratchpad.py STYLES)
+    trace: Literal["scratchpad", "partials", "remaining"]  # built-in arithmetic traces (tasks/synth/scratchpad.py STYLES)
     max_response_words: Int
     max_question_words: Int
     asr_fraction: Float  # share of samples whose spoken question is checked by offline ASR

@@ -44,7 +44,13 @@ def _so_far(partial: str, column: int, last: bool) -> str:
     return (str(column) if last else str(column % 10)) + partial
 
 
-def add(a: int, b: int, head: bool = True, partials: bool = False) -> str:
+def _left(i: int, *operands: int, op: str) -> str:
+    """``remaining``: the operands without their ``i`` rightmost digits (``7281+2440: ``), so the next
+    column's digits are the last ones just written."""
+    return f"{op.join(str(x // 10**i) for x in operands)}: " if i else ""
+
+
+def add(a: int, b: int, head: bool = True, partials: bool = False, remaining: bool = False) -> str:
     """Column addition, right to left: ``a_i+b_i(+carry)=s`` and ``c1`` when a carry goes on."""
     if a < 0 or b < 0:
         raise ValueError(f"add() takes non-negative integers, got {a} and {b}")
@@ -54,7 +60,7 @@ def add(a: int, b: int, head: bool = True, partials: bool = False) -> str:
         x, y = (da[i] if i < len(da) else 0), (db[i] if i < len(db) else 0)
         s = x + y + carry
         last = i == max(len(da), len(db)) - 1
-        col = f"{x}+{y}" + ("+1" if carry else "") + f"={s}"
+        col = (_left(i, a, b, op="+") if remaining else "") + f"{x}+{y}" + ("+1" if carry else "") + f"={s}"
         carry = s // 10
         if carry and not last:
             col += " c1"
@@ -66,7 +72,7 @@ def add(a: int, b: int, head: bool = True, partials: bool = False) -> str:
     return f"{a}+{b}: {body}" if head else body
 
 
-def sub(a: int, b: int, head: bool = True, partials: bool = False) -> str:
+def sub(a: int, b: int, head: bool = True, partials: bool = False, remaining: bool = False) -> str:
     """Column subtraction of ``b <= a``: ``a_i(-1)-b_i(+10)=d`` and ``b1`` when a borrow goes on."""
     if not 0 <= b <= a:
         raise ValueError(f"sub() takes 0 <= b <= a, got {a} - {b}; swap them or handle the sign first")
@@ -76,7 +82,8 @@ def sub(a: int, b: int, head: bool = True, partials: bool = False) -> str:
         x, y = da[i], (db[i] if i < len(db) else 0)
         top = x - borrow
         out = top < y
-        col = f"{x}" + ("-1" if borrow else "") + f"-{y}" + ("+10" if out else "") + f"={top - y + 10 * out}"
+        col = ((_left(i, a, b, op="-") if remaining else "") + f"{x}" + ("-1" if borrow else "") + f"-{y}"
+               + ("+10" if out else "") + f"={top - y + 10 * out}")
         if out:
             col += " b1"
         borrow = int(out)
@@ -88,13 +95,13 @@ def sub(a: int, b: int, head: bool = True, partials: bool = False) -> str:
     return f"{a}-{b}: {body}" if head else body
 
 
-def _mul_digit(a: int, d: int, partials: bool = False) -> str:
+def _mul_digit(a: int, d: int, partials: bool = False, remaining: bool = False) -> str:
     """``a`` times one digit ``d``, right to left: ``a_i*d(+carry)=v`` and ``cK`` for the carry."""
     da = _digits(a)
     cols, carry, so_far = [], 0, ""
     for i, x in enumerate(da):
         v = x * d + carry
-        col = f"{x}*{d}" + (f"+{carry}" if carry else "") + f"={v}"
+        col = (f"{a // 10**i}*{d}: " if remaining and i else "") + f"{x}*{d}" + (f"+{carry}" if carry else "") + f"={v}"
         carry = v // 10
         if carry and i < len(da) - 1:
             col += f" c{carry}"
@@ -105,21 +112,21 @@ def _mul_digit(a: int, d: int, partials: bool = False) -> str:
     return "|".join(cols) + f"|{a * d}"
 
 
-def mul(a: int, b: int, head: bool = True, partials: bool = False) -> str:
+def mul(a: int, b: int, head: bool = True, partials: bool = False, remaining: bool = False) -> str:
     """``a * b``: one digit of the multiplier at a time, then the shifted partial products added in columns."""
     if a < 0 or b < 0:
         raise ValueError(f"mul() takes non-negative integers, got {a} and {b}")
     if b >= 10 and a < 10:
         a, b = b, a  # the one-digit factor is the multiplier
     if b < 10:
-        body = _mul_digit(a, b, partials)
+        body = _mul_digit(a, b, partials, remaining)
     else:
         parts, total = [], 0
         for k, d in enumerate(_digits(b)):
             partial = a * d * 10**k
-            parts.append(f"{a}*{d}: {_mul_digit(a, d, partials)}")
+            parts.append(f"{a}*{d}: {_mul_digit(a, d, partials, remaining)}")
             if k:
-                parts.append(add(total, partial, partials=partials))
+                parts.append(add(total, partial, partials=partials, remaining=remaining))
             total += partial
         body = "; ".join(parts)
         if not body.endswith(f"|{a * b}"):  # a multiplier with one non-zero digit ends on its product
@@ -149,7 +156,7 @@ def value(a: int, op: str, b: int) -> int:
     return {"+": a + b, "-": a - b, "*": a * b, "/": a // b if b else 0}[op]
 
 
-STYLES = ("scratchpad", "partials", "one_line")
+STYLES = ("scratchpad", "partials", "remaining", "one_line")
 
 
 def trace(a: int, op: str, b: int, style: str = "scratchpad") -> str:
@@ -162,8 +169,8 @@ def trace(a: int, op: str, b: int, style: str = "scratchpad") -> str:
         raise ValueError(f"unknown trace style {style!r}; use one of {STYLES}")
     if op not in ROUTINES:
         raise ValueError(f"unknown operation {op!r}; use one of {OPS}")
-    if style == "partials" and op != "/":
-        return ROUTINES[op](a, b, partials=True)
+    if style in ("partials", "remaining") and op != "/":
+        return ROUTINES[op](a, b, partials=True, remaining=style == "remaining")
     return ROUTINES[op](a, b)
 
 
