@@ -187,13 +187,13 @@ def test_gsm8k_markers_read_aloud_are_rejected_when_they_slip_through():
 
 def test_synthesize_trace_param_writes_the_builtin_arithmetic_in_that_style():
     """``synthesize.trace: partials`` gives the built-in source the same problems as ``scratchpad`` with the
-    result's digits so far after each column, ``remaining`` (the default) also what is left of the operands;
+    result's digits so far after each column (the default), ``remaining`` also what is left of the operands;
     the processed rows keep them (a sample passes the drift rule and verification)."""
     from tasks.synth.builtin import generate_problems
 
     plain = synth_params(sources=(SourceSpec("builtin", "", "", 6),), trace="scratchpad")
     partial = synth_params(sources=(SourceSpec("builtin", "", "", 6),), trace="partials")
-    assert synth_params(sources=(SourceSpec("builtin", "", "", 6),)).trace == "remaining"  # params.yaml's default
+    assert synth_params(sources=(SourceSpec("builtin", "", "", 6),)).trace == "partials"  # params.yaml's default
     a, b = collect(plain)[0], collect(partial)[0]
     ra, rb = [json.loads(r["record"]) for r in a], [json.loads(r["record"]) for r in b]
     assert [r["question"] for r in ra] == [r["question"] for r in rb]

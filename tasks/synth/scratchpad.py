@@ -20,12 +20,13 @@ left (``47+38: 7+8=15 c1 =5|4+3+1=8 =85|85``), so the final result is a copy of 
 instead of digits gathered back to front from every column (bench/bench_ladder.py: 2-digit addition in
 TiS 6 % -> 31.5 % after 300 x 32 steps, 84 % -> 98 % after 600 x 32).
 
-``remaining`` (trace style ``remaining``, the default): ``partials`` plus, before every column after the
+``remaining`` (trace style ``remaining``): ``partials`` plus, before every column after the
 first, what is left of the operands (``72816-24400: 6-0=6 =6|7281-2440: 1-0=1 =16|728-244: ...``). A column's
 digits are then the last ones of the header just written, a fixed step back, instead of the i-th digit counted
 from the end of a number far back in the sequence, which a 2-layer model gets wrong on long numbers; writing a
 header is a copy of the one before minus its last digit (bench/bench_ladder.py: 3-digit addition in TiS
-19.0 % -> 55.5 % after 600 x 32; 5-digit addition and subtraction 0 % with either at that budget).
+19.0 % -> 55.5 % after 600 x 32; 5-digit addition and subtraction 0 % with either at that budget). Not the
+default: on the built-in mixture at the default's budget it measured no gain and cost 3.5 more minutes (README).
 
 The trace ends with the result's digits, so the response may say the result only after it (the
 drift rule in ``models.drift``). ``trace(a, op, b)`` picks the routine; ``one_line`` is the baseline.
