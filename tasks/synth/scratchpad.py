@@ -170,7 +170,8 @@ STYLES = ("scratchpad", "partials", "remaining", "one_line")
 def trace(a: int, op: str, b: int, style: str = "scratchpad") -> str:
     """The reasoning for ``a op b``: ``scratchpad`` (column by column), ``partials`` (column by column,
     with the result's digits so far after each column; division is unchanged: its quotient already comes
-    most significant digit first) or ``one_line`` (``a op b = v``)."""
+    most significant digit first), ``remaining`` (partials, and before each column what is left of the
+    operands) or ``one_line`` (``a op b = v``)."""
     if style == "one_line":
         return one_line(a, op, b)
     if style not in STYLES:
