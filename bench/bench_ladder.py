@@ -77,7 +77,7 @@ def kind_cycle(spec: str) -> tuple[str, ...]:
 
 def builtin_problems(n_train: int, n_test: int, seed: int, kinds: str = "",
                      style: str = "scratchpad") -> tuple[list[dict], list[dict]]:
-    """The pipeline's own generator (scratchpad traces; training kinds weighted by ``kinds``, held-out
+    """The pipeline's own generator (traces in ``style``; training kinds weighted by ``kinds``, held-out
     problems always all four kinds alike); held-out problems from other seeds and never a question of the
     training set, as the proxy benchmark draws them."""
     from tasks.synth.builtin import generate_problems
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench.bench_ladder", description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", default="add", choices=sorted(OPS))
     ap.add_argument("--rungs", default="a,b,c,d")
-    ap.add_argument("--trace", default="scratchpad", help="comma list of one_line, scratchpad, partials (tasks.synth.scratchpad.STYLES)")
+    ap.add_argument("--trace", default="scratchpad", help="comma list of one_line, scratchpad, partials, remaining (tasks.synth.scratchpad.STYLES)")
     ap.add_argument("--digits", type=int, default=2, help="add/sub/mul: digits of the operands (mul: times one digit)")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=32)
