@@ -138,12 +138,12 @@ def main(argv: list[str] | None = None) -> dict:
     from models.session import Engine
     from tasks.codec import load_stage_codec
     from tasks.core.checkpoint import latest
-    from tasks.evaluate.intelligibility import Chain, training_responses
+    from tasks.evaluate.intelligibility import Chain, response_voice, training_responses
 
     torch.set_num_threads(1)
     data = Path(args.data)
     codec = load_stage_codec(args.codec)
-    chain = Chain.build(training_responses(data), codec, Path(args.out).parent / "asr")
+    chain = Chain.build(training_responses(data), codec, Path(args.out).parent / "asr", response_voice(data))
     qs = questions(data, args.n)
     out: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": 1},
                  "questions": len(qs), "max_audio_seconds": args.max_audio_seconds}

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     from tasks.core.examples import StageData, collate
     from tasks.core.params import load_params
     from tasks.core.stages import spec
-    from tasks.evaluate.intelligibility import Chain, spoken_text, training_responses
+    from tasks.evaluate.intelligibility import Chain, spoken_text, response_voice, training_responses
 
     torch.set_num_threads(2)
     p = load_params()
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     engine = Engine.load(step, args.codec)
     model, tok, codec = engine.model, engine.tokenizer, engine.codec
     data = StageData(args.data, "validation", tok, p, spec("talker"), p.stage("talker"), "tis", codec_dir=args.codec)
-    chain = Chain.build(training_responses(args.data), codec, Path(args.out).parent / "asr")
+    chain = Chain.build(training_responses(args.data), codec, Path(args.out).parent / "asr", response_voice(args.data))
     eos = model.talker.codec_eos_token
 
     def heard(ids: list[int], spoken: str) -> tuple[float, str]:

@@ -79,6 +79,11 @@ class TTSParams:
     piper_model: Str  # backend=piper: path to the voice .onnx
     speak_response: Bool  # also synthesize the response (target speech for the talker)
     audio_format: Literal["flac", "wav"]
+    # The model's own voice: every response is said by this one voice (the talker learns one speaker);
+    # "" = each response in its question's drawn voice.
+    response_voice: Str = "en-us"
+    response_rate: Int = 175
+    response_pitch: Int = 50
 
     def __post_init__(self) -> None:
         if not self.voices:
@@ -87,6 +92,9 @@ class TTSParams:
             raise ParamsError("synthesize.tts needs 80 <= rate_min <= rate_max <= 450 (words per minute)")
         if not (0 <= self.pitch_min <= self.pitch_max <= 100):
             raise ParamsError("synthesize.tts needs 0 <= pitch_min <= pitch_max <= 100")
+        if not (80 <= self.response_rate <= 450) or not (0 <= self.response_pitch <= 100):
+            raise ParamsError("synthesize.tts needs 80 <= response_rate <= 450 (words per minute) and "
+                              "0 <= response_pitch <= 100")
         if self.backend == "piper" and not self.piper_model:
             raise ParamsError("synthesize.tts.backend=piper needs synthesize.tts.piper_model (a voice .onnx path)")
 

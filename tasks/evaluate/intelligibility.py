@@ -69,8 +69,11 @@ class Chain:
     codec: Any  # models.codec.Codec
 
     @classmethod
-    def build(cls, training_responses: Iterable[str], codec, work_dir: str | Path) -> "Chain":
-        """The ASR's LM from the training responses (spoken), written to ``work_dir/lm.arpa``."""
+    def build(cls, training_responses: Iterable[str], codec, work_dir: str | Path,
+              voice: tuple[str, int, int] | None = None) -> "Chain":
+        """The ASR's LM from the training responses (spoken), written to ``work_dir/lm.arpa``; the
+        reference said by ``voice`` (name, rate, pitch: the voice the talker learned, ``response_voice``),
+        espeak's en-us at 175 wpm, pitch 50 when None."""
         from models.asr import SphinxASR
         from models.tts import EspeakTTS
 
@@ -79,7 +82,8 @@ class Chain:
             raise ValueError("the ASR's language model needs training responses; none were given "
                              "(is data/synthesize empty?)")
         Path(work_dir).mkdir(parents=True, exist_ok=True)
-        return cls(SphinxASR.from_texts(texts, Path(work_dir) / "lm.arpa"), EspeakTTS(), codec)
+        tts = EspeakTTS(*voice) if voice else EspeakTTS()
+        return cls(SphinxASR.from_texts(texts, Path(work_dir) / "lm.arpa"), tts, codec)
 
     def reference(self, spoken: str) -> tuple[np.ndarray, int]:
         from models.wave import resample
@@ -176,6 +180,26 @@ def training_responses(data_dir: str | Path, limit: int = 5000) -> list[str]:
     return [r["response"] for r in load_samples(data_dir, "train")[:limit]]
 
 
+def response_voice(data_dir: str | Path) -> tuple[str, int, int] | None:
+    """The voice the training responses were said in (the dataset's ``response_voice`` column, the most
+    common one), so the reference is said as the talker learned to speak; None where the data predates
+    the column or mixes voices per question (``synthesize.tts.response_voice: ""``)."""
+    from collections import Counter
+
+    import pyarrow.parquet as pq
+
+    from tasks.synth.pipeline import parse_voice
+
+    path = Path(data_dir) / "train.parquet"
+    if "response_voice" not in pq.read_schema(path).names:
+        return None
+    names = Counter(str(v or "") for v in pq.read_table(path, columns=["response_voice"]).column(0).to_pylist())
+    name, n = names.most_common(1)[0] if names else ("", 0)
+    if not name or n < 0.5 * sum(names.values()):
+        return None
+    return parse_voice(name)
+
+
 LISTEN_ANSWERS = 3  # spoken answers whose three forms (reference, resynthesis, talker) are kept to listen to
 
 
@@ -210,7 +234,7 @@ def assess(rows: list[dict], pcms: dict[int, tuple[bytes, int]], data_dir: str |
             (d / "transcripts.json").write_text("[]")
         return {}
     with tempfile.TemporaryDirectory() as tmp:
-        chain = Chain.build(training_responses(data_dir), load_codec_dir(codec_dir), tmp)
+        chain = Chain.build(training_responses(data_dir), load_codec_dir(codec_dir), tmp, response_voice(data_dir))
         listen: list[tuple[dict, dict]] = []
         for k, i in enumerate(spoken):
             r = rows[i]
@@ -249,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default="data/synthesize", help="training set the ASR's LM is built from")
     args = ap.parse_args(argv)
     d = Path(args.report_dir)
-    chain = Chain.build(training_responses(args.data), load_codec_dir(args.codec), d / "asr")
+    chain = Chain.build(training_responses(args.data), load_codec_dir(args.codec), d / "asr", response_voice(args.data))
     rows = [json.loads(x) for x in (d / "predictions.jsonl").read_text().splitlines() if x.strip()]
     for r in rows:
         if r.get("wav") and not r.get("sweep"):

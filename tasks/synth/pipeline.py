@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass
 
@@ -86,6 +87,26 @@ def voice_for(cfg: SynthesizeParams, key: str) -> tuple[str, int, int]:
     rng = random.Random(int(unit(cfg.seed, key, "voice") * 2**32))
     t = cfg.tts
     return rng.choice(t.voices), rng.randint(t.rate_min, t.rate_max), rng.randint(t.pitch_min, t.pitch_max)
+
+
+def response_voice_for(cfg: SynthesizeParams, key: str) -> tuple[str, int, int]:
+    """The voice a sample's response is said in: the model's one voice (``synthesize.tts.response_voice``),
+    or its question's drawn voice when that is ""."""
+    t = cfg.tts
+    return (t.response_voice, t.response_rate, t.response_pitch) if t.response_voice else voice_for(cfg, key)
+
+
+def voice_name(voice: tuple[str, int, int]) -> str:
+    """``("en-us", 175, 50)`` -> ``"en-us@175wpm/p50"`` (the dataset's ``voice`` columns; ``parse_voice``)."""
+    return f"{voice[0]}@{voice[1]}wpm/p{voice[2]}"
+
+
+def parse_voice(name: str) -> tuple[str, int, int]:
+    """``voice_name``'s inverse; a ValueError names the form it expects."""
+    m = re.fullmatch(r"(.+)@(\d+)wpm/p(\d+)", name.strip())
+    if not m:
+        raise ValueError(f"a voice is written 'name@RATEwpm/pPITCH' (e.g. en-us@175wpm/p50), got {name!r}")
+    return m.group(1), int(m.group(2)), int(m.group(3))
 
 
 def encode_audio(wav: np.ndarray, sr: int, fmt: str) -> bytes:
@@ -223,7 +244,9 @@ def process_one(rules: Rules, row: dict, stats: dict) -> dict:
             rwav, rsec = (None, 0.0)
             if cfg.tts.speak_response:
                 said: list = []
-                rwav, rsec = _speak(rules, spoken_response, voice, "response", said)
+                rvoice = response_voice_for(cfg, s.id)
+                rwav, rsec = _speak(rules, spoken_response, rvoice, "response", said)
+                out["response_voice"] = voice_name(rvoice)
                 out["response_starts"] = _response_starts(tok, s.response, t.response_ids, spoken_response, said, rsec)
             stats["tts_seconds"] += time.perf_counter() - t0
             stats["tts_audio_seconds"] += qsec + rsec
@@ -236,7 +259,7 @@ def process_one(rules: Rules, row: dict, stats: dict) -> dict:
                 if recall < cfg.asr_min_recall:
                     raise _Rejected("asr_mismatch", f"recall {recall:.2f}")
             out.update(question_wav=encode_audio(qwav, 16000, cfg.tts.audio_format), question_seconds=qsec,
-                       voice=f"{voice[0]}@{voice[1]}wpm/p{voice[2]}")
+                       voice=voice_name(voice))
             if rwav is not None:
                 out.update(response_wav=encode_audio(rwav, 16000, cfg.tts.audio_format), response_seconds=rsec)
     except (Reject, _Rejected) as e:
@@ -279,7 +302,7 @@ EMPTY = {
     "response": "", "answer": "", "detail": "",
     "question_ids": [], "response_ids": [], "reasoning_ids": [], "min_block": [], "n_tokens": 0,
     "question_wav": b"", "response_wav": b"", "question_seconds": 0.0, "response_seconds": 0.0, "voice": "",
-    "response_starts": [],
+    "response_voice": "", "response_starts": [],
 }
 
 
