@@ -122,6 +122,52 @@ def test_voices_and_rates_vary_reproducibly():
     assert all(cfg.tts.rate_min <= r <= cfg.tts.rate_max for _, r, _ in picks)
 
 
+def test_responses_are_said_in_the_models_one_voice_and_questions_in_drawn_ones(tmp_path, monkeypatch):
+    """The talker learns one speaker: every response is said in ``synthesize.tts.response_voice`` while the
+    questions keep their drawn voices; with ``response_voice: ""`` a response is said in its question's."""
+    from models import tts
+    from tasks import synthesize
+    from tasks.evaluate.intelligibility import response_voice
+    from tasks.synth import pipeline
+
+    said: list[tuple[str, str, int, int]] = []
+    real = tts.EspeakTTS.synthesize_timed
+
+    def timed(self, text):  # the synthesize stage says responses with word times, questions without
+        said.append(("response", self.voice, self.rate, self.pitch))
+        return real(self, text)
+
+    def plain(self, text):
+        said.append(("question", self.voice, self.rate, self.pitch))
+        return real(self, text)[:2]
+
+    monkeypatch.setattr(tts.EspeakTTS, "synthesize_timed", timed)
+    monkeypatch.setattr(tts.EspeakTTS, "synthesize", plain)
+    for fixed in ("en-gb-x-rp", ""):
+        pipeline._WORKER.clear()
+        said.clear()
+        cfg = synth_params(sources=(SourceSpec("builtin", limit=12),), asr_fraction=0.0,
+                           tts=dict(response_voice=fixed, response_rate=160, response_pitch=40))
+        out = tmp_path / (fixed or "drawn")
+        stats = synthesize.run(P(), cfg, out_dir=out, tokenizer=small_tokenizer(), use_ray=False)
+        rows = check_output(out, stats)
+        questions = [v for w, *v in said if w == "question"]
+        responses = [tuple(v) for w, *v in said if w == "response"]
+        assert len(rows) >= 10 and len(responses) >= len(rows)
+        assert len({v for v, _, _ in questions}) >= 3  # the questions' voices are drawn
+        if fixed:
+            assert set(responses) == {("en-gb-x-rp", 160, 40)}
+            assert {r["response_voice"] for r in rows} == {"en-gb-x-rp@160wpm/p40"}
+            assert {r["voice"] for r in rows} != {"en-gb-x-rp@160wpm/p40"}
+        else:
+            assert all(r["response_voice"] == r["voice"] for r in rows)
+            assert len({r["response_voice"] for r in rows}) >= 3
+    pipeline._WORKER.clear()
+    # The evaluation's reference is said as the talker learned: the one voice, or espeak's default if mixed.
+    assert response_voice(tmp_path / "en-gb-x-rp") == ("en-gb-x-rp", 160, 40)
+    assert response_voice(tmp_path / "drawn") is None
+
+
 def test_broken_tts_is_rejected_not_fatal(tmp_path, monkeypatch):
     from models import tts
     from tasks import synthesize

@@ -9,7 +9,8 @@ referenced by relative path, and ``stats.json``. Columns (``COLUMNS``):
   each response token, from ``models.drift``)
 - audio: question_audio, response_audio (paths relative to the dataset dir, "" when absent),
   question_seconds, response_seconds, response_starts (second at which each response token starts in
-  its speech, from the TTS's word times, ``tasks.synth.timing``; [] where unknown)
+  its speech, from the TTS's word times, ``tasks.synth.timing``; [] where unknown), voice and
+  response_voice (who said the question and the response, ``name@RATEwpm/pPITCH``; "" when unknown)
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from models.atomic import atomic_dir, write_json, write_with
 
 TEXT_COLUMNS = ["id", "source", "kind", "question", "spoken_question", "reasoning", "response", "answer"]
 TOKEN_COLUMNS = ["question_ids", "response_ids", "reasoning_ids", "min_block"]
-AUDIO_COLUMNS = ["question_audio", "response_audio", "question_seconds", "response_seconds", "response_starts"]
+AUDIO_COLUMNS = ["question_audio", "response_audio", "question_seconds", "response_seconds", "response_starts",
+                 "voice", "response_voice"]
 COLUMNS = TEXT_COLUMNS + TOKEN_COLUMNS + AUDIO_COLUMNS
 SPLITS = ("train", "validation")
 
@@ -37,6 +39,7 @@ def _schema():
     fields += [("question_audio", pa.string()), ("response_audio", pa.string())]
     fields += [("question_seconds", pa.float32()), ("response_seconds", pa.float32())]
     fields += [("response_starts", pa.list_(pa.float32()))]
+    fields += [("voice", pa.string()), ("response_voice", pa.string())]
     return pa.schema(fields)
 
 
@@ -46,7 +49,7 @@ def complete(row: dict[str, Any]) -> dict[str, Any]:
     if missing:
         raise KeyError(f"sample {row.get('id', '?')} lacks columns {missing}")
     out = {c: row.get(c) for c in COLUMNS}
-    for c in ("question_audio", "response_audio"):
+    for c in ("question_audio", "response_audio", "voice", "response_voice"):
         out[c] = out[c] or ""
     for c in ("question_seconds", "response_seconds"):
         out[c] = float(out[c] or 0.0)
