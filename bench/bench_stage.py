@@ -1,4 +1,4 @@
-"""One thinker stage retrained from a pipeline's own checkpoints, then scored: the fast loop for what the model learns.
+"""One stage retrained from a pipeline's own checkpoints, then scored: the fast loop for what the model learns.
 
 Trains ``--stage`` (``pretrain``, ``text_tis`` or ``acoustic_tis``) from the upstream checkpoint and the data of a
 finished ``make pipeline`` (``--root``, the repository by default), with params.yaml's settings and ``--set``
@@ -8,6 +8,14 @@ the minutes it takes in the pipeline; comparing two settings needs no rerun of e
 
     .venv/bin/python -m bench.bench_stage --stage acoustic_tis --format think_first --set acoustic_tis.text_fraction=0
     .venv/bin/python -m bench.bench_stage --stage text_tis --format tis --set text_tis.steps=1500 --inputs text
+
+``--stage talker`` trains the talker (from the pipeline's ``acoustic_tis`` and ``codec``) and scores what is heard
+instead: ``--heard N`` spoken validation questions answered through the streaming session, the talker's speech
+heard by the evaluation's ASR (``bench.bench_intelligibility``: recall of the talker against the response, its
+chance level, the codec's ceiling), and the same talker over the true thinker states, teacher-forced and free-running
+(``bench.bench_talker_exposure``).
+
+    .venv/bin/python -m bench.bench_stage --stage talker --set talker.steps=640 --set talker.self_feed=0.5
 
 Writes bench/results/stage-<stage>@<format>.json (settings, training seconds and losses, accuracy per split and
 input, a few decoded answers). ``--from-stage`` scores a checkpoint as it is (no training), e.g. the pipeline's
@@ -29,7 +37,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-STAGES = ("pretrain", "text_tis", "acoustic_tis")
+STAGES = ("pretrain", "text_tis", "acoustic_tis", "talker")
 
 
 def overrides(sets: list[str]) -> dict:
@@ -76,6 +84,25 @@ def score(model_dir: Path, fmt: str, items: list, inputs: list[str], p, max_new:
     return {k: round(100 * right[k] / total[k], 1) for k in sorted(total)}, shown
 
 
+def heard(model_dir: Path, root: Path, n: int, tmp: Path, modes: str = "after") -> dict:
+    """A talker's speech heard by the evaluation's ASR: through the session (``bench_intelligibility``) and over
+    the true thinker states (``bench_talker_exposure``); ``accuracy`` holds the recalls to print."""
+    from bench import bench_intelligibility, bench_talker_exposure
+
+    common = ["--model", str(model_dir), "--codec", str(root / "checkpoints" / "codec"),
+              "--data", str(root / "data" / "synthesize"), "--n", str(n)]
+    names = [m for m in modes.split(",") if m]
+    session = bench_intelligibility.main(common + ["--modes", ",".join(names), "--out", str(tmp / "heard" / "session.json")])
+    exposure = bench_talker_exposure.main(common + ["--out", str(tmp / "heard" / "exposure.json")])
+    recalls = {}
+    for m in names:
+        s = session[m]["summary"]
+        recalls.update({f"session {m}/{k}": s[k] for k in ("recall_talker", "recall_talker_chance",
+                                                           "recall_resynthesis", "recall_reference")})
+    recalls.update({f"true_states/{k}": v for k, v in exposure["recall"].items()})
+    return {"accuracy": recalls, "session": {m: session[m]["summary"] for m in names}, "exposure": exposure["recall"]}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench.bench_stage", description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", default=str(ROOT), help="a repository where make pipeline ran (data/, checkpoints/)")
@@ -89,6 +116,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--inputs", default="audio,text", help="comma list of audio, text")
     ap.add_argument("--max-new", type=int, default=0, help="thinker positions per answer (0: evaluate.max_new_tokens)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--heard", type=int, default=12, help="talker: spoken validation questions heard by the ASR")
+    ap.add_argument("--heard-modes", default="after", help="talker: session modes (bench_intelligibility --modes), "
+                    "e.g. after,temp:0")
+    ap.add_argument("--keep", default="", help="train into this dir and keep its checkpoints (default: a temp dir), "
+                    "e.g. for bench.bench_intelligibility --curve")
     ap.add_argument("--out", default="", help="JSON path (default bench/results/stage-<stage>@<format>.json)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -125,19 +157,25 @@ def main(argv: list[str] | None = None) -> dict:
                 up = up / args.format
             t0 = time.time()
             sp = p.stage(args.stage)
-            res = train(args.stage, p, sp, data, latest(up), Path(tmp) / "out", fmt=args.format)
-            model_dir = latest(Path(tmp) / "out")
+            run_dir = Path(args.keep) if args.keep else Path(tmp) / "out"
+            res = train(args.stage, p, sp, data, latest(up), run_dir, fmt=args.format,
+                        codec_dir=root / "checkpoints" / "codec")
+            model_dir = latest(run_dir)
             result.update(train_seconds=round(time.time() - t0, 1), steps=res.steps, batch_size=sp.batch_size,
                           first_loss=res.history[0][1] if res.history else None, final_loss=res.final_loss,
                           val_loss=res.val_loss, probes=res.probes)
-        items = [it for its in load(p.evaluate.benchmark, limit_per_split=args.per_split,
-                                    training=str(data)).values() for it in its]
-        acc, shown = score(model_dir, args.format, items, inputs, p, args.max_new or p.evaluate.max_new_tokens)
+        if args.stage == "talker" or args.from_stage == "talker":
+            result.update(heard(model_dir, root, args.heard, Path(tmp), args.heard_modes))
+            acc, shown = result["accuracy"], []
+        else:
+            items = [it for its in load(p.evaluate.benchmark, limit_per_split=args.per_split,
+                                        training=str(data)).values() for it in its]
+            acc, shown = score(model_dir, args.format, items, inputs, p, args.max_new or p.evaluate.max_new_tokens)
     result.update(accuracy=acc, examples=shown)
     print(f"[bench_stage] {args.stage}@{args.format} {' '.join(args.set) or '(params.yaml)'}"
           + (f", {result['train_seconds']:.0f} s training, val loss {result['val_loss']}" if "train_seconds" in result else ""))
     for k, v in acc.items():
-        print(f"  {k:34s} {v:5.1f} %")
+        print(f"  {k:34s} {v:5.1f} %" if args.stage != "talker" else f"  {k:44s} {v:.3f}")
     path = Path(args.out) if args.out else RESULTS / f"stage-{args.stage}@{args.format}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str))

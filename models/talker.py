@@ -120,6 +120,30 @@ def attach_pace(model, tokenizer) -> None:
         set_pace(model, tokenizer, kind, getattr(cfg, "tis_pace_frames_per_second", None))
 
 
+# --- previous: what a talker step reads besides the text ---------------------------------------------
+# "codes": the codec id before it (autoregressive, Qwen's talker): trained on the true ids, the talker
+#   runs on its own, which drift from any speech it was taught (exposure bias, README).
+# "none": no codec id (the bos only at the first step): each frame is said from the text rows it has
+#   read (the token said, how far through it, the tokens before), so what it says cannot drift from what
+#   it learned; it cannot keep a voice or a pitch contour by itself either (one voice is trained).
+PREVIOUS = ("codes", "none")
+
+
+def set_previous(model, kind: str) -> None:
+    """What ``model``'s talker reads besides the text (``PREVIOUS``), kept in its config (saved with it)."""
+    if kind not in PREVIOUS:
+        raise ValueError(f"talker previous must be one of {PREVIOUS}, got {kind!r}; set talker.previous in params.yaml")
+    model.config.talker_config.tis_previous = kind
+
+
+def feeds_previous(model) -> bool:
+    """Whether ``model``'s talker reads the codec id before each step (``set_previous``; default yes)."""
+    kind = getattr(getattr(model.config, "talker_config", None), "tis_previous", None) or "codes"
+    if kind not in PREVIOUS:
+        raise ValueError(f"this talker's config names previous={kind!r}, not one of {PREVIOUS}")
+    return kind == "codes"
+
+
 def frame_bounds(weights: torch.Tensor, *, frames: int | None = None, frames_per_second: float | None = None) -> list[int]:
     """End frame of each spoken token: ``round(scale * cumsum(weights))``, the scale spreading exactly
     ``frames`` frames over the tokens (training) or ``frames_per_second`` (streaming)."""
@@ -309,6 +333,10 @@ def build_talker_inputs(
     codec_emb = t.get_input_embeddings()
     sp = _special(model, dev)
     pace = pace_of(model)
+    previous = feeds_previous(model)
+    if not previous and (prev_dropout > 0 or prev_ids is not None):
+        raise ValueError("this talker reads no previous codec ids (talker.previous: none), so prev_dropout and "
+                         "prev_ids (self_feed) have nothing to act on; pass neither")
     if pace.by_duration:
         if input_ids is None or tuple(input_ids.shape) != tuple(hidden.shape[:2]):
             raise ValueError("a talker with the duration pace needs the thinker's input_ids (B, T) to know how long "
@@ -342,6 +370,8 @@ def build_talker_inputs(
         fed = ids if prev_ids is None else [int(x) for x in prev_ids[i]]
         prev = torch.tensor([t.codec_bos_token, *fed], device=dev)
         prev_rows = codec_emb(prev).to(dt)
+        if not previous:  # the bos only: every later step reads the text alone
+            prev_rows = torch.cat([prev_rows[:1], torch.zeros_like(prev_rows[1:])])
         if prev_dropout > 0:  # never the bos: the talker always knows where it starts
             keep = torch.rand(steps, device=dev) >= prev_dropout
             keep[0] = True
@@ -518,6 +548,7 @@ class TalkerStream:
         self.lm = lm if lm is not None else SlotLM.for_talker(t, slots=1, max_slots=1)
         self.slot = self.lm.acquire() if slot is None else slot
         self.pace = pace_of(model)
+        self.previous = feeds_previous(model)  # whether a step reads the codec id before it (PREVIOUS)
         self.reply: list[torch.Tensor] = []  # (H,) rows: position pace, one per thinker position from the
         #   first response on; duration pace, one per spoken response token
         self.bounds: list[int] = []  # duration pace: the frame each spoken token ends at
@@ -611,8 +642,10 @@ class TalkerStream:
         """The next step's input rows ``(T, H)`` (thinker width): the head row goes in with step 0."""
         s = len(self.codes)
         text = self._text(s)
-        prev = torch.tensor([self.bos_id if s == 0 else self.codes[-1]], device=text.device)
-        x = (text + self.codec_emb(prev)[0].to(text.dtype))[None]  # (1, H)
+        if s == 0 or self.previous:
+            prev = torch.tensor([self.bos_id if s == 0 else self.codes[-1]], device=text.device)
+            text = text + self.codec_emb(prev)[0].to(text.dtype)
+        x = text[None]  # (1, H)
         if s == 0:
             x = torch.cat([self.sp["head"][None].to(text.dtype), x])
         return x

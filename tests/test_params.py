@@ -37,6 +37,10 @@ def _with(tmp_path, change):
     (lambda d: d.update(trainer=[1, 2]), "trainer"),
     (lambda d: d["talker"].update(self_feed=1.5), r"talker\.self_feed must be in \[0, 1\]"),
     (lambda d: d["talker"].update(prev_dropout=1.0), r"talker\.prev_dropout must be in \[0, 1\)"),
+    (lambda d: d["talker"].update(previous="none", self_feed=0.5), r"talker\.previous: none does not feed"),
+    (lambda d: d["talker"].update(previous="none", prev_dropout=0.5), r"talker\.previous: none does not feed"),
+    (lambda d: d["talker"].update(previous="frames"), r"talker"),
+    (lambda d: d["synthesize"]["tts"].update(response_rate=40), r"response_rate"),
     (lambda d: d["acoustic_tis"].update(text_fraction=1.0), r"acoustic_tis\.text_fraction must be in \[0, 1\)"),
     (lambda d: d["acoustic_tis"].update(words_fraction=-0.1), r"acoustic_tis\.words_fraction must be within"),
 ])

@@ -614,3 +614,25 @@ def test_talker_may_not_end_before_the_response_is_said(trained):
     assert least > 1.0 and least - 0.05 <= done.timings["audio_seconds"] <= max(least, read) + 0.2, (least, done.timings)
     early = eager(Options(max_new_tokens=160, max_audio_seconds=20.0, min_speech=None))
     assert early.timings["audio_seconds"] < 0.5 * done.timings["audio_seconds"]  # the rule is what held it
+
+
+def test_talker_may_end_on_the_frame_that_reads_the_text_eos(trained):
+    """Training puts the codec eos on the frame that reads the text eos (models/talker.py); streaming allows
+    it there, not a frame later: a talker that says eos as soon as it may, with the speaking-time rule all
+    but off, stops with exactly ``text_end_frame`` frames. (With the eos held one frame past where it was
+    trained, a talker reading no previous codes never said it: 8 of 12 answers ran to the cap.)"""
+    engine, questions, _, _ = trained
+    s = engine.session(text=questions[0], options=Options(max_new_tokens=160, max_audio_seconds=20.0, min_speech=0.01))
+    s._start()
+    t = s._talker
+    rule = t._allowed
+
+    def eos_first():
+        a, only = rule(), torch.zeros(t.allowed.shape[1], dtype=torch.bool)
+        only[t.eos_id if bool(a[t.eos_id]) else int(a.nonzero()[0])] = True
+        return only
+
+    t._allowed = eos_first
+    done = events_of(s)[-1]
+    assert done.audio_end == "eos" and t.ended_with_eos
+    assert t.text_end_frame > 0 and len(t.codes) // t.n == t.text_end_frame

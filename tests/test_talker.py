@@ -689,3 +689,74 @@ def test_own_previous_draws_from_the_top_k_softmax_at_the_temperature(setup):
         got = torch.bincount(draws, minlength=limit)[:limit].float() / n
         assert (got - want).abs().sum() / 2 < 0.05, (temp, k)
     assert set(own_previous(model, logits, truth, 1.0, top_k=1, generator=g)[0]) == {int(row[:limit].argmax())}
+
+
+def test_a_talker_reading_no_previous_codes_says_what_its_teacher_forced_pass_says(paced):
+    """``talker.previous: none``: a step reads its text row and the bos, never the codec id before it, so
+    (1) the teacher-forced inputs do not depend on the codes fed, only the labels do; (2) the streamed
+    logits equal the teacher-forced ones whatever the stream said before, and greedy free-running speech is
+    the argmax of one parallel pass over any codes (no exposure bias). ``previous: codes`` differs on both.
+    Breakages tried: the stream still feeding its last id, the layout still adding the true previous id."""
+    import copy
+
+    from models.talker import feeds_previous, set_previous
+
+    model0, tok, hidden, embeds, roles, codes, layouts, input_ids = paced
+    m = copy.deepcopy(model0)
+    assert feeds_previous(m)
+    set_previous(m, "none")
+    assert not feeds_previous(m)
+    n = len(layouts[0])
+    h, e, r, ids = hidden[:1, :n], embeds[:1, :n], roles[:1, :n], input_ids[:1, :n]
+    g = torch.Generator().manual_seed(11)
+    a, b = flat_codes(12, g), flat_codes(12, g)
+    xa = build_talker_inputs(m, h, e, r, [a], codebooks=N, input_ids=ids, frames_per_second=9.0)
+    xb = build_talker_inputs(m, h, e, r, [b], codebooks=N, input_ids=ids, frames_per_second=9.0)
+    assert torch.equal(xa.inputs_embeds, xb.inputs_embeds) and not torch.equal(xa.labels, xb.labels)
+    ya = build_talker_inputs(model0, h, e, r, [a], codebooks=N, input_ids=ids, frames_per_second=9.0)
+    yb = build_talker_inputs(model0, h, e, r, [b], codebooks=N, input_ids=ids, frames_per_second=9.0)
+    assert not torch.equal(ya.inputs_embeds, yb.inputs_embeds)  # the autoregressive talker reads them
+    with pytest.raises(ValueError, match="previous"):
+        build_talker_inputs(m, h, e, r, [a], codebooks=N, input_ids=ids, prev_dropout=0.5)
+
+    for temperature in (0.0, 0.9):
+        stream = TalkerStream(m, SIZES, temperature=temperature, generator=torch.Generator().manual_seed(3),
+                              max_codes=30 * N)
+        stream.allowed[:, m.talker.codec_eos_token] = False
+        logits = []
+        for i, role in enumerate(r[0].tolist()):
+            stream.push(role, h[0, i], e[0, i], token=int(ids[0, i]))
+        stream.finish()
+        while stream.ready():
+            stream.step()
+            logits.append(stream.logits)
+        got = stream.codes
+        assert len(got) == 30 * N
+        with torch.no_grad():  # teacher-forced on *other* codes of the same length: the same logits
+            tf = talker_forward(m, build_talker_inputs(m, h, e, r, [flat_codes(30, g)], codebooks=N, input_ids=ids,
+                                                       frames_per_second=9.0))[0]
+        for k in range(len(got)):
+            torch.testing.assert_close(logits[k], tf[1 + k], rtol=1e-4, atol=1e-4)
+        if temperature == 0:
+            allowed = torch.stack([codebook_mask(k, tf.shape[-1], m.talker.codec_eos_token, SIZES)
+                                   for k in range(N)])
+            allowed[:, m.talker.codec_eos_token] = False
+            want = [int(tf[1 + k].masked_fill(~allowed[k % N], float("-inf")).argmax()) for k in range(len(got))]
+            assert got == want
+
+
+def test_previous_is_saved_with_the_checkpoint_and_checked(setup, tmp_path):
+    import copy
+
+    from models.omni import load_checkpoint, save
+    from models.talker import feeds_previous, set_previous
+
+    model, tok = setup[0], setup[1]
+    m = copy.deepcopy(model)
+    set_previous(m, "none")
+    save(m, tmp_path / "model")
+    tok.save_pretrained(str(tmp_path / "tokenizer"))
+    loaded, _ = load_checkpoint(tmp_path)
+    assert not feeds_previous(loaded) and feeds_previous(model)
+    with pytest.raises(ValueError, match="talker.previous"):
+        set_previous(m, "frames")

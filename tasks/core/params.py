@@ -255,10 +255,13 @@ class TalkerParams(StageParams):
     """talker: how it reads the thinker (models/talker.py PACES): ``position``, one thinker position per
     codec frame; ``duration``, each spoken token for as long as it takes to say. ``timing`` (duration
     pace, training): ``aligned`` puts each token on the frames where the TTS said it
-    (``response_starts``, tasks/synth/timing.py), ``estimated`` spreads a clip by estimated seconds."""
+    (``response_starts``, tasks/synth/timing.py), ``estimated`` spreads a clip by estimated seconds.
+    ``previous``: ``codes`` feeds each step the codec id before it (autoregressive), ``none`` feeds none, so
+    every frame is said from the text alone (models.talker PREVIOUS)."""
 
     pace: Literal["position", "duration"]
     timing: Literal["aligned", "estimated"] = "aligned"
+    previous: Literal["codes", "none"] = "codes"
     prev_dropout: Float = 0.0  # share of previous codec ids hidden in training (models.talker.build_talker_inputs)
     self_feed: Float = 0.0  # share of previous codec ids fed from the talker's own draws (models.talker.own_previous)
 
@@ -266,6 +269,9 @@ class TalkerParams(StageParams):
         super().__post_init__()
         _check(0.0 <= self.prev_dropout < 1.0, f"talker.prev_dropout must be in [0, 1), got {self.prev_dropout}")
         _check(0.0 <= self.self_feed <= 1.0, f"talker.self_feed must be in [0, 1], got {self.self_feed}")
+        _check(self.previous == "codes" or (self.prev_dropout == 0 and self.self_feed == 0),
+               "talker.prev_dropout and talker.self_feed act on the previous codec ids, which talker.previous: none "
+               f"does not feed (got {self.prev_dropout}, {self.self_feed}); set them to 0 or talker.previous: codes")
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -188,6 +188,9 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
 
     if spec.t.codec and resume is None:
         _set_talker_pace(model, tok, getattr(sp, "pace", "position"), train_data, stage, rank)
+        from models.talker import set_previous
+
+        set_previous(model, getattr(sp, "previous", "codes"))
     elif spec.t.codec:
         from models.talker import attach_pace
 
