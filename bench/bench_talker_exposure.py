@@ -87,12 +87,14 @@ def main(argv: list[str] | None = None) -> dict:
                     continue
                 ti = build_talker_inputs(model, h, em, b["roles"], [e.codes], codebooks=codec.codebooks,
                                          input_ids=b["input_ids"], bounds=bounds)
-                logits = talker_forward(model, ti)[0]  # position s + 1 predicts id s (after the head row)
+                logits = talker_forward(model, ti)[0]  # after the head row: id s at s + 1, or frame f at f + 1
+                per_frame = ti.labels.ndim == 3  # a talker that reads no previous codes says a frame per step
                 pred = []
                 for s in range(len(e.codes)):
                     allowed = codebook_mask(s, logits.shape[-1], eos, codec.codebook_sizes)
                     allowed[eos] = False
-                    pred.append(int(logits[s + 1].masked_fill(~allowed, float("-inf")).argmax()))
+                    row = logits[s // codec.codebooks + 1] if per_frame else logits[s + 1]
+                    pred.append(int(row.masked_fill(~allowed, float("-inf")).argmax()))
                 out[name] = heard(pred, spoken)
             for name, kw in (("free_greedy", {}), ("free_sampled", {"do_sample": True, "temperature": temperature,
                                                                      "top_k": TALKER_TOP_K,

@@ -612,7 +612,7 @@ def step_all(sessions: Sequence[Session]) -> list[list[Event]]:
         # Talker work due this step: everything the new position made due while thinking; one frame
         # per step once the thinker has ended.
         talked = {i for i in live if sessions[i]._talker is not None and (i not in thought or not sessions[i]._talker.done)}
-        limit = {i: None if i in thought else sessions[i]._talker.n for i in talked}
+        limit = {i: None if i in thought else sessions[i]._talker.steps_per_frame for i in talked}
         taken = dict.fromkeys(talked, 0)
         while True:
             due = [i for i in talked if not sessions[i].done and sessions[i]._talker.ready()

@@ -180,7 +180,8 @@ class TalkerInputs:
     inputs_embeds: torch.Tensor  # (B, S, H_thinker), before the talker's thinker_to_talker_proj
     attention_mask: torch.Tensor  # (B, S)
     position_ids: torch.Tensor  # (B, S)
-    labels: torch.Tensor  # (B, S), -100 where nothing is predicted
+    labels: torch.Tensor  # (B, S), -100 where nothing is predicted; (B, S, n) one per codebook for a talker that
+    #   reads no previous codes (one step per frame, ``frame_steps``)
 
 
 def talker_targets(n_codes: int) -> int:
@@ -367,11 +368,18 @@ def build_talker_inputs(
             text = sp["text_pad"].to(dt).expand(steps, -1).clone()  # (steps, H)
             read = frame_starts // n < len(reply)
             text[frame_starts[read]] = reply[frame_starts[read] // n]
+        if not previous:  # one step per frame: its text row (the bos added at the first), all n ids at once
+            x = text[frame_starts].clone()  # (frames + 1, H): the last frame reads the text eos
+            x[0] = x[0] + codec_emb(torch.tensor(t.codec_bos_token, device=dev)).to(dt)
+            rows.append(torch.cat([sp["head"][None].to(dt), x]))
+            lb = torch.full((len(x) + 1, n), -100, dtype=torch.long, device=dev)
+            lb[1:-1] = torch.tensor(ids, dtype=torch.long, device=dev).reshape(-1, n)
+            lb[-1, 0] = t.codec_eos_token
+            labels.append(lb)
+            continue
         fed = ids if prev_ids is None else [int(x) for x in prev_ids[i]]
         prev = torch.tensor([t.codec_bos_token, *fed], device=dev)
         prev_rows = codec_emb(prev).to(dt)
-        if not previous:  # the bos only: every later step reads the text alone
-            prev_rows = torch.cat([prev_rows[:1], torch.zeros_like(prev_rows[1:])])
         if prev_dropout > 0:  # never the bos: the talker always knows where it starts
             keep = torch.rand(steps, device=dev) >= prev_dropout
             keep[0] = True
@@ -382,7 +390,7 @@ def build_talker_inputs(
     s = max(len(x) for x in rows)
     x = hidden.new_zeros(b, s, hidden.shape[-1])
     mask = torch.zeros(b, s, dtype=torch.long, device=dev)
-    lab = torch.full((b, s), -100, dtype=torch.long, device=dev)
+    lab = torch.full((b, s) if previous else (b, s, n), -100, dtype=torch.long, device=dev)
     for i, (row, lb) in enumerate(zip(rows, labels)):
         x[i, : len(row)] = row
         mask[i, : len(row)] = 1
@@ -485,11 +493,34 @@ def talker_loss(
     inputs = build_talker_inputs(model, hidden, embeds, roles, codec_ids, codebooks=codebooks, input_ids=input_ids,
                                  bounds=bounds, prev_dropout=prev_dropout, prev_ids=prev_ids)
     logits = talker_forward(model, inputs)
+    if inputs.labels.ndim == 3:  # one step per frame: each codebook's id from its own ids' softmax
+        return frame_loss(model, logits, inputs.labels, codebook_sizes, reduction)
     # Position s predicts labels[s]: the layout already puts each target at its own input step.
     return torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(), inputs.labels.reshape(-1), ignore_index=-100,
         reduction=reduction,
     )
+
+
+def frame_loss(model, logits: torch.Tensor, labels: torch.Tensor, codebook_sizes: Sequence[int] | None,
+               reduction: Literal["mean", "sum"] = "sum") -> torch.Tensor:
+    """Cross-entropy of one-step-per-frame logits ``(B, S, V)`` on ``labels`` ``(B, S, n)``: codebook k's id
+    under the softmax over codebook k's ids (and the codec eos for k = 0), as ``step_batch`` draws them."""
+    n = labels.shape[-1]
+    if not codebook_sizes or len(codebook_sizes) != n:
+        raise ValueError(f"a talker that says a frame per step needs the codec's {n} codebook sizes "
+                         f"(codebook_sizes, codec.codebook_sizes), got {codebook_sizes!r}")
+    eos = model.talker.codec_eos_token
+    x = logits.float()
+    total = x.new_zeros(())
+    for k in range(n):
+        allowed = codebook_mask(k, x.shape[-1], eos, codebook_sizes).to(x.device)
+        total = total + torch.nn.functional.cross_entropy(
+            x.masked_fill(~allowed, float("-inf")).reshape(-1, x.shape[-1]), labels[..., k].reshape(-1),
+            ignore_index=-100, reduction="sum")
+    if reduction == "mean":
+        total = total / (labels != -100).sum().clamp(min=1)
+    return total
 
 
 def codebook_mask(step: int, vocab: int, eos_id: int, codebook_sizes: Sequence[int]) -> torch.Tensor:
@@ -549,6 +580,8 @@ class TalkerStream:
         self.slot = self.lm.acquire() if slot is None else slot
         self.pace = pace_of(model)
         self.previous = feeds_previous(model)  # whether a step reads the codec id before it (PREVIOUS)
+        # Talker steps per codec frame: one per id, or one per frame (all its ids) for a talker that reads none.
+        self.steps_per_frame = self.n if self.previous else 1
         self.reply: list[torch.Tensor] = []  # (H,) rows: position pace, one per thinker position from the
         #   first response on; duration pace, one per spoken response token
         self.bounds: list[int] = []  # duration pace: the frame each spoken token ends at
@@ -658,18 +691,25 @@ class TalkerStream:
             allowed[self.eos_id] = False  # too early to end the speech
         return allowed
 
-    def _accept(self, tok: int) -> int | None:
+    def _accept(self, toks: Sequence[int]) -> int | None:
+        """One step's ids (one, or a whole frame's): the eos ends the speech, else they are the next codes."""
         self.steps += 1
-        if tok == self.eos_id:
+        if toks[0] == self.eos_id:
             self.done, self.ended_with_eos = True, True
             return None
-        self.codes.append(tok)
+        self.codes.extend(int(x) for x in toks)
         if self.max_codes is not None and len(self.codes) >= self.max_codes:
             self.done = True
-        return tok
+        return int(toks[-1])
+
+    def _masks(self) -> list[torch.Tensor]:
+        """The allowed ids of each id this step makes (``_allowed`` for the first, the eos only there)."""
+        if self.steps_per_frame == 1 and self.n > 1:
+            return [self._allowed()] + [self.allowed[k] for k in range(1, self.n)]
+        return [self._allowed()]
 
     def step(self) -> int | None:
-        """One talker step: returns the codec id it made, or None for the codec eos (or the cap)."""
+        """One talker step: returns the (last) codec id it made, or None for the codec eos (or the cap)."""
         return step_batch([self])[0]
 
 
@@ -694,10 +734,19 @@ def step_batch(streams: Sequence[TalkerStream]) -> list[int | None]:
         lg = lm.logits(h)  # (B, V)
         for r, i in enumerate(rows):
             logits[i] = lg[r]
-    for st, lg in zip(streams, logits):
+    rows, params, masks, owner = [], [], [], []
+    for j, (st, lg) in enumerate(zip(streams, logits)):
         st.logits = lg
-    toks = sample(torch.stack(logits), [st.sampling for st in streams], torch.stack([st._allowed() for st in streams]))
-    return [st._accept(t) for st, t in zip(streams, toks.tolist())]
+        for m in st._masks():  # a frame-per-step talker draws each codebook's id from the same logits
+            rows.append(lg)
+            params.append(st.sampling)
+            masks.append(m)
+            owner.append(j)
+    toks = sample(torch.stack(rows), params, torch.stack(masks)).tolist()
+    per = [[] for _ in streams]
+    for j, t in zip(owner, toks):
+        per[j].append(t)
+    return [st._accept(t) for st, t in zip(streams, per)]
 
 
 @torch.no_grad()

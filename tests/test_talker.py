@@ -692,20 +692,23 @@ def test_own_previous_draws_from_the_top_k_softmax_at_the_temperature(setup):
 
 
 def test_a_talker_reading_no_previous_codes_says_what_its_teacher_forced_pass_says(paced):
-    """``talker.previous: none``: a step reads its text row and the bos, never the codec id before it, so
-    (1) the teacher-forced inputs do not depend on the codes fed, only the labels do; (2) the streamed
-    logits equal the teacher-forced ones whatever the stream said before, and greedy free-running speech is
-    the argmax of one parallel pass over any codes (no exposure bias). ``previous: codes`` differs on both.
-    Breakages tried: the stream still feeding its last id, the layout still adding the true previous id."""
+    """``talker.previous: none``: one step per codec frame reads its text row (the bos added at the first)
+    and never a codec id, and says all n ids of the frame from one set of logits, each within its
+    codebook. So (1) the teacher-forced inputs do not depend on the codes, only the labels ``(B, S, n)`` do,
+    and there are frames + 1 steps (the last reads the text eos and says the codec eos); (2) the streamed
+    logits equal the teacher-forced ones whatever the stream said before, and greedy free-running speech
+    is the per-codebook argmax of one parallel pass over *any* codes (no exposure bias). Breakages tried:
+    the stream still feeding its last id, the layout adding the true previous id, one id per step."""
     import copy
 
-    from models.talker import feeds_previous, set_previous
+    from models.talker import feeds_previous, frame_loss, set_previous
 
     model0, tok, hidden, embeds, roles, codes, layouts, input_ids = paced
     m = copy.deepcopy(model0)
     assert feeds_previous(m)
     set_previous(m, "none")
     assert not feeds_previous(m)
+    t = m.talker
     n = len(layouts[0])
     h, e, r, ids = hidden[:1, :n], embeds[:1, :n], roles[:1, :n], input_ids[:1, :n]
     g = torch.Generator().manual_seed(11)
@@ -713,16 +716,39 @@ def test_a_talker_reading_no_previous_codes_says_what_its_teacher_forced_pass_sa
     xa = build_talker_inputs(m, h, e, r, [a], codebooks=N, input_ids=ids, frames_per_second=9.0)
     xb = build_talker_inputs(m, h, e, r, [b], codebooks=N, input_ids=ids, frames_per_second=9.0)
     assert torch.equal(xa.inputs_embeds, xb.inputs_embeds) and not torch.equal(xa.labels, xb.labels)
+    assert xa.inputs_embeds.shape[1] == 1 + 12 + 1 and xa.labels.shape == (1, 14, N)
+    assert xa.labels[0, 1:13].reshape(-1).tolist() == a and xa.labels[0, 0].tolist() == [-100] * N
+    assert xa.labels[0, 13].tolist() == [t.codec_eos_token] + [-100] * (N - 1)
     ya = build_talker_inputs(model0, h, e, r, [a], codebooks=N, input_ids=ids, frames_per_second=9.0)
     yb = build_talker_inputs(model0, h, e, r, [b], codebooks=N, input_ids=ids, frames_per_second=9.0)
     assert not torch.equal(ya.inputs_embeds, yb.inputs_embeds)  # the autoregressive talker reads them
+    assert ya.inputs_embeds.shape[1] == 1 + 12 * N + 1
     with pytest.raises(ValueError, match="previous"):
         build_talker_inputs(m, h, e, r, [a], codebooks=N, input_ids=ids, prev_dropout=0.5)
+    with torch.no_grad():  # each codebook's id under its own ids' softmax, summed over the targets
+        lg = talker_forward(m, xa)[0]
+        want = 0.0
+        for f in range(13):
+            for k in range(N):
+                y = int(xa.labels[0, 1 + f, k])
+                if y != -100:
+                    allowed = codebook_mask(k, lg.shape[-1], t.codec_eos_token, SIZES)
+                    want -= torch.log_softmax(lg[1 + f].masked_fill(~allowed, float("-inf")), -1)[y].item()
+        got_loss = frame_loss(m, lg[None], xa.labels, SIZES, "sum").item()
+        assert abs(got_loss - want) < 1e-3 * abs(want)
+        x_est = build_talker_inputs(m, h, e, r, [a], codebooks=N, input_ids=ids)  # the stage's: spread by estimate
+        summed = talker_loss(m, h, e, r, [a], "sum", codebooks=N, input_ids=ids, codebook_sizes=SIZES).item()
+        assert summed == pytest.approx(frame_loss(m, talker_forward(m, x_est), x_est.labels, SIZES).item(), rel=1e-5)
+        mean = talker_loss(m, h, e, r, [a], codebooks=N, input_ids=ids, codebook_sizes=SIZES).item()
+        assert mean == pytest.approx(summed / talker_targets(len(a)), rel=1e-5)  # the trainer's normaliser
+        with pytest.raises(ValueError, match="codebook sizes"):
+            frame_loss(m, lg[None], xa.labels, None)
 
     for temperature in (0.0, 0.9):
         stream = TalkerStream(m, SIZES, temperature=temperature, generator=torch.Generator().manual_seed(3),
                               max_codes=30 * N)
-        stream.allowed[:, m.talker.codec_eos_token] = False
+        assert stream.steps_per_frame == 1
+        stream.allowed[:, t.codec_eos_token] = False
         logits = []
         for i, role in enumerate(r[0].tolist()):
             stream.push(role, h[0, i], e[0, i], token=int(ids[0, i]))
@@ -731,18 +757,22 @@ def test_a_talker_reading_no_previous_codes_says_what_its_teacher_forced_pass_sa
             stream.step()
             logits.append(stream.logits)
         got = stream.codes
-        assert len(got) == 30 * N
+        assert len(got) == 30 * N and len(logits) == 30 and stream.steps == 30
         with torch.no_grad():  # teacher-forced on *other* codes of the same length: the same logits
             tf = talker_forward(m, build_talker_inputs(m, h, e, r, [flat_codes(30, g)], codebooks=N, input_ids=ids,
                                                        frames_per_second=9.0))[0]
-        for k in range(len(got)):
-            torch.testing.assert_close(logits[k], tf[1 + k], rtol=1e-4, atol=1e-4)
+        for f in range(30):
+            torch.testing.assert_close(logits[f], tf[1 + f], rtol=1e-4, atol=1e-4)
         if temperature == 0:
-            allowed = torch.stack([codebook_mask(k, tf.shape[-1], m.talker.codec_eos_token, SIZES)
-                                   for k in range(N)])
-            allowed[:, m.talker.codec_eos_token] = False
-            want = [int(tf[1 + k].masked_fill(~allowed[k % N], float("-inf")).argmax()) for k in range(len(got))]
-            assert got == want
+            want_ids = []
+            for f in range(30):
+                for k in range(N):
+                    allowed = codebook_mask(k, tf.shape[-1], t.codec_eos_token, SIZES)
+                    allowed[t.codec_eos_token] = False
+                    want_ids.append(int(tf[1 + f].masked_fill(~allowed, float("-inf")).argmax()))
+            assert got == want_ids
+            whole = generate_codes(m, h, e, r, max_new_tokens=30 * N, codebook_sizes=SIZES, input_ids=ids)
+            assert len(whole) % N == 0 and whole == got[: len(whole)]
 
 
 def test_previous_is_saved_with_the_checkpoint_and_checked(setup, tmp_path):
