@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--codec", default="checkpoints/codec")
     ap.add_argument("--data", default="data/synthesize")
     ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--max-audio-seconds", type=float, default=8.0)
+    ap.add_argument("--max-audio-seconds", type=float, default=20.0,
+                    help="the hard cap (evaluate.max_audio_seconds); the session's length bound ends a normal answer first")
     ap.add_argument("--modes", default="before,after")
     ap.add_argument("--curve", default=None, help="a talker run's dir: evaluate each step-* checkpoint")
     ap.add_argument("--mlflow", default=None, help="with --curve: log it to this MLflow experiment")
