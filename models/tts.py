@@ -24,6 +24,21 @@ SAMPLE_RATE = 16000
 TTSKind = Literal["espeak", "piper"]
 
 
+def voice_name(voice: tuple[str, int, int]) -> str:
+    """``("en-us", 175, 50)`` -> ``"en-us@175wpm/p50"`` (the dataset's ``voice`` columns; ``parse_voice``)."""
+    return f"{voice[0]}@{voice[1]}wpm/p{voice[2]}"
+
+
+def parse_voice(name: str) -> tuple[str, int, int]:
+    """``voice_name``'s inverse; a ValueError names the form it expects."""
+    import re
+
+    m = re.fullmatch(r"(.+)@(\d+)wpm/p(\d+)", name.strip())
+    if not m:
+        raise ValueError(f"a voice is written 'name@RATEwpm/pPITCH' (e.g. en-us@175wpm/p50), got {name!r}")
+    return m.group(1), int(m.group(2)), int(m.group(3))
+
+
 class TTSError(RuntimeError):
     """Speech could not be produced; the message names the cause and the fix."""
 

@@ -188,7 +188,7 @@ def response_voice(data_dir: str | Path) -> tuple[str, int, int] | None:
 
     import pyarrow.parquet as pq
 
-    from tasks.synth.pipeline import parse_voice
+    from models.tts import parse_voice
 
     path = Path(data_dir) / "train.parquet"
     if "response_voice" not in pq.read_schema(path).names:

@@ -20,12 +20,12 @@ import io
 import json
 import logging
 import random
-import re
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from models.tts import voice_name
 from tasks.core.params import SynthesizeParams
 
 log = logging.getLogger("synthesize")
@@ -94,19 +94,6 @@ def response_voice_for(cfg: SynthesizeParams, key: str) -> tuple[str, int, int]:
     or its question's drawn voice when that is ""."""
     t = cfg.tts
     return (t.response_voice, t.response_rate, t.response_pitch) if t.response_voice else voice_for(cfg, key)
-
-
-def voice_name(voice: tuple[str, int, int]) -> str:
-    """``("en-us", 175, 50)`` -> ``"en-us@175wpm/p50"`` (the dataset's ``voice`` columns; ``parse_voice``)."""
-    return f"{voice[0]}@{voice[1]}wpm/p{voice[2]}"
-
-
-def parse_voice(name: str) -> tuple[str, int, int]:
-    """``voice_name``'s inverse; a ValueError names the form it expects."""
-    m = re.fullmatch(r"(.+)@(\d+)wpm/p(\d+)", name.strip())
-    if not m:
-        raise ValueError(f"a voice is written 'name@RATEwpm/pPITCH' (e.g. en-us@175wpm/p50), got {name!r}")
-    return m.group(1), int(m.group(2)), int(m.group(3))
 
 
 def encode_audio(wav: np.ndarray, sr: int, fmt: str) -> bytes:
