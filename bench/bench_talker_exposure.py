@@ -40,9 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     from models.asr import word_recall
     from models.atomic import write_json
     from models.losses import positions
-    from models.session import TALKER_TEMPERATURE, TALKER_TEMPERATURE_NO_PREVIOUS, TALKER_TOP_K, Engine
-    from models.talker import (build_talker_inputs, codebook_mask, feeds_previous, generate_codes, talker_forward,
-                               thinker_states)
+    from models.session import TALKER_TOP_K, Engine, talker_temperature
+    from models.talker import build_talker_inputs, codebook_mask, generate_codes, talker_forward, thinker_states
     from tasks.core.checkpoint import latest
     from tasks.core.examples import StageData, collate
     from tasks.core.params import load_params
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     step = latest(args.model)
     engine = Engine.load(step, args.codec)
     model, tok, codec = engine.model, engine.tokenizer, engine.codec
-    temperature = TALKER_TEMPERATURE if feeds_previous(model) else TALKER_TEMPERATURE_NO_PREVIOUS  # as the session
+    temperature = talker_temperature(model)  # as the session
     data = StageData(args.data, "validation", tok, p, spec("talker"), p.stage("talker"), "tis", codec_dir=args.codec)
     chain = Chain.build(training_responses(args.data), codec, Path(args.out).parent / "asr", response_voice(args.data))
     eos = model.talker.codec_eos_token

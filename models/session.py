@@ -55,6 +55,12 @@ TALKER_TEMPERATURE = 0.9
 # draws are independent per frame, so a high temperature only adds noise: session recall of the 480-step
 # one-voice talker (12 answers, README) 0.39 at 0.9, 0.51 at 0.5, 0.49 greedy; at 640 steps 0.52 / 0.60 / 0.55.
 TALKER_TEMPERATURE_NO_PREVIOUS = 0.5
+
+
+def talker_temperature(model) -> float:
+    """The talker's default temperature: TALKER_TEMPERATURE, or TALKER_TEMPERATURE_NO_PREVIOUS for a talker that
+    reads no previous codec ids."""
+    return TALKER_TEMPERATURE if feeds_previous(model) else TALKER_TEMPERATURE_NO_PREVIOUS
 # How long a response takes to say, from its text: ``speaking_seconds`` (models/talker.py). On the
 # synthesized training responses the real length over this estimate is 0.66-1.49 (median 0.96). Once
 # the thinker has ended, a talker that never says eos is stopped at AUDIO_BOUND x the estimate +
@@ -406,9 +412,7 @@ class Session:
         if o.audio:
             c = e.codec
             frames = max(1, int(o.max_audio_seconds * c.frame_rate))
-            temp = o.talker_temperature
-            if temp is None:
-                temp = TALKER_TEMPERATURE if feeds_previous(e.model) else TALKER_TEMPERATURE_NO_PREVIOUS
+            temp = talker_temperature(e.model) if o.talker_temperature is None else o.talker_temperature
             tslot = runner.talker.acquire()
             self._talker_slot = (runner.talker, tslot)
             held.append(self._talker_slot)  # the guard frees it too

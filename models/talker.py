@@ -181,7 +181,7 @@ class TalkerInputs:
     attention_mask: torch.Tensor  # (B, S)
     position_ids: torch.Tensor  # (B, S)
     labels: torch.Tensor  # (B, S), -100 where nothing is predicted; (B, S, n) one per codebook for a talker that
-    #   reads no previous codes (one step per frame, ``frame_steps``)
+    #   reads no previous codes (one step per frame, ``TalkerStream.steps_per_frame``)
 
 
 def talker_targets(n_codes: int) -> int:
