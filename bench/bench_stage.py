@@ -63,7 +63,7 @@ def overrides(sets: list[str]) -> dict:
     return out
 
 
-def score(model_dir: Path, fmt: str, items: list, inputs: list[str], p, max_new: int) -> tuple[dict, list]:
+def score(model_dir: Path, fmt: str, items: list, inputs: list[str], p, max_new: int) -> tuple[dict, list, list]:
     """Greedy answers to every item in every input form; accuracy per (split, input) and overall."""
     from tasks.evaluate.decode import Job, decode
 
@@ -73,15 +73,17 @@ def score(model_dir: Path, fmt: str, items: list, inputs: list[str], p, max_new:
             for k, (it, inp) in enumerate(forms)]
     right: collections.Counter = collections.Counter()
     total: collections.Counter = collections.Counter()
-    shown = []
+    shown, every = [], []
     for (row, _), job in zip(decode(jobs, model_dir, None, what="bench_stage"), jobs):
         for key in (f"{job.split}/{job.input}", f"overall/{job.input}"):
             right[key] += bool(row["correct"])
             total[key] += 1
+        every.append({"split": job.split, "input": job.input, "gold": row["gold"], "correct": bool(row["correct"]),
+                      "reasoning": row.get("reasoning", ""), "output": row["output"]})
         if len(shown) < 8 and job.split in ("short_digit", "single_step_reasoning"):
             shown.append({"input": job.input, "question": row["question"], "gold": row["gold"],
                           "output": row["output"][:300], "correct": bool(row["correct"])})
-    return {k: round(100 * right[k] / total[k], 1) for k in sorted(total)}, shown
+    return {k: round(100 * right[k] / total[k], 1) for k in sorted(total)}, shown, every
 
 
 def heard(model_dir: Path, root: Path, n: int, tmp: Path, modes: str = "after") -> dict:
@@ -119,6 +121,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--heard", type=int, default=12, help="talker: spoken validation questions heard by the ASR")
     ap.add_argument("--heard-modes", default="after", help="talker: session modes (bench_intelligibility --modes), "
                     "e.g. after,temp:0")
+    ap.add_argument("--score", default="", help="score this checkpoint dir as it is (a step dir or a stage dir), "
+                    "without training")
+    ap.add_argument("--init", default="", help="start training from this checkpoint dir instead of the upstream stage's "
+                    "(e.g. another format's text_tis, to test what a stage inherits)")
     ap.add_argument("--keep", default="", help="train into this dir and keep its checkpoints (default: a temp dir), "
                     "e.g. for bench.bench_intelligibility --curve")
     ap.add_argument("--out", default="", help="JSON path (default bench/results/stage-<stage>@<format>.json)")
@@ -146,7 +152,10 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"stage": args.stage, "format": args.format, "set": args.set, "root": str(root),
                     "per_split": args.per_split, "torch_threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory(prefix="bench-stage-") as tmp:
-        if args.from_stage:
+        if args.score:
+            model_dir = latest(Path(args.score))
+            result["scored"] = str(model_dir)
+        elif args.from_stage:
             st = spec(args.from_stage)
             model_dir = latest(root / "checkpoints" / args.from_stage / (args.format if st.per_format else ""))
             result["scored"] = str(model_dir)
@@ -158,7 +167,9 @@ def main(argv: list[str] | None = None) -> dict:
             t0 = time.time()
             sp = p.stage(args.stage)
             run_dir = Path(args.keep) if args.keep else Path(tmp) / "out"
-            res = train(args.stage, p, sp, data, latest(up), run_dir, fmt=args.format,
+            start = latest(Path(args.init)) if args.init else latest(up)
+            result["init"] = str(start)
+            res = train(args.stage, p, sp, data, start, run_dir, fmt=args.format,
                         codec_dir=root / "checkpoints" / "codec")
             model_dir = latest(run_dir)
             result.update(train_seconds=round(time.time() - t0, 1), steps=res.steps, batch_size=sp.batch_size,
@@ -170,7 +181,9 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             items = [it for its in load(p.evaluate.benchmark, limit_per_split=args.per_split,
                                         training=str(data)).values() for it in its]
-            acc, shown = score(model_dir, args.format, items, inputs, p, args.max_new or p.evaluate.max_new_tokens)
+            acc, shown, every = score(model_dir, args.format, items, inputs, p,
+                                      args.max_new or p.evaluate.max_new_tokens)
+            result["answers"] = every  # every answer with its reasoning (bench.bench_straddle reads them)
     result.update(accuracy=acc, examples=shown)
     print(f"[bench_stage] {args.stage}@{args.format} {' '.join(args.set) or '(params.yaml)'}"
           + (f", {result['train_seconds']:.0f} s training, val loss {result['val_loss']}" if "train_seconds" in result else ""))

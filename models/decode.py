@@ -49,6 +49,7 @@ class ThinkerState:
     done: bool = False
     top_k: int = 0
     top_p: float = 1.0
+    marker: int = -1  # the last control id placed (models.streams), when the thinker uses stream markers
     _ban_mask: dict = field(default_factory=dict, repr=False)  # banned id set -> (V,) allowed mask
 
     @property
@@ -112,10 +113,13 @@ def prefill(
     if slot is None:
         slot = lm.acquire()
     x = torch.tensor([list(prompt_ids)], device=lm.device)
-    hidden = lm.forward([slot], input_ids=x, **prompt_inputs)
+    hidden = lm.forward([slot], input_ids=x, **prompt_inputs)  # markers of the prompt: the embedding's hook
     logits = lm.logits(hidden[0, -1])
+    marker = -1
+    if lm.markers:
+        marker = next((t for t in reversed(list(prompt_ids)) if t in lm.markers), -1)
     return ThinkerState(cursor, lm, slot, x.shape[1], max_new_tokens, temperature, generator, logits,
-                        top_k=top_k, top_p=top_p)
+                        top_k=top_k, top_p=top_p, marker=marker)
 
 
 @torch.inference_mode()
@@ -143,6 +147,8 @@ def step_batch(states: Sequence[ThinkerState], need_hidden: Sequence[bool] | boo
     placed, before = [], []
     for st, tok in zip(states, toks):
         placed.append(st.cursor.advance(tok))
+        if st.lm.markers and tok in st.lm.markers:
+            st.marker = tok
         before.append(st.logits)
         st.generated.append(tok)
         st.done = st.cursor.done or len(st.generated) >= st.max_new_tokens
@@ -154,7 +160,13 @@ def step_batch(states: Sequence[ThinkerState], need_hidden: Sequence[bool] | boo
     for rows in groups.values():
         lm = states[rows[0]].lm
         x = torch.tensor([[toks[i]] for i in rows], device=lm.device)
-        h = lm.forward([states[i].slot for i in rows], input_ids=x)[:, -1]  # (B, H)
+        if lm.markers:  # one token a step: its stream marker comes from the request's state
+            from models.streams import embed_step
+
+            m = torch.tensor([[states[i].marker] for i in rows], device=lm.device)
+            h = lm.forward([states[i].slot for i in rows], inputs_embeds=embed_step(lm.embedding, x, m))[:, -1]
+        else:
+            h = lm.forward([states[i].slot for i in rows], input_ids=x)[:, -1]  # (B, H)
         lg = lm.logits(h)  # (B, V)
         for r, i in enumerate(rows):
             hidden[i] = h[r]

@@ -246,6 +246,9 @@ def load_checkpoint(ckpt_dir: str | Path, dtype=None):
     spk = d / "model" / "spk_dict.pt"
     if spk.exists():  # token2wav's speakers: saved by save(), not restored by from_pretrained
         model.load_speakers(str(spk))
+    from models.streams import attach
+
+    attach(model)  # the thinker's stream markers, when its config names them
     return model, load_tokenizer(d / "tokenizer")
 
 

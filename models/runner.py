@@ -91,6 +91,8 @@ class SlotLM:
             raise ValueError(f"{name}: the slot cache needs a 4-D attention mask: attention implementation 'sdpa' "
                              f"or 'eager', not {attn!r} (model.set_attn_implementation('sdpa'))")
         self.body, self.head, self.proj, self.name = body, head, proj, name
+        self.markers: tuple[int, int] | None = None  # the thinker's stream markers (for_thinker)
+        self.embedding = None
         self.float_logits = float_logits
         p = next(head.parameters())
         self.device, self.dtype = p.device, p.dtype
@@ -122,8 +124,14 @@ class SlotLM:
 
     @classmethod
     def for_thinker(cls, thinker, **kw) -> "SlotLM":
-        """The thinker: ``thinker.model`` (audio features merge there at prefill) and ``lm_head``."""
-        return cls(thinker.model, thinker.lm_head, thinker.config.text_config, name="thinker", **kw)
+        """The thinker: ``thinker.model`` (audio features merge there at prefill) and ``lm_head``.
+        ``markers``: the thinker's stream-marker ids (``models.streams``), None when it uses none."""
+        from models.streams import thinker_marker_ids
+
+        lm = cls(thinker.model, thinker.lm_head, thinker.config.text_config, name="thinker", **kw)
+        lm.markers = thinker_marker_ids(thinker)
+        lm.embedding = thinker.get_input_embeddings()
+        return lm
 
     @classmethod
     def for_talker(cls, talker, **kw) -> "SlotLM":

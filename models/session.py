@@ -39,6 +39,7 @@ import numpy as np
 
 from models.events import AudioEvent, DoneEvent, ErrorEvent, Event, ReasoningEvent, TextEvent
 from models.format import Role, Schedule, cursor_for
+from models.streams import token_embeddings
 from models.talker import attach_pace, feeds_previous, speaking_seconds
 
 log = logging.getLogger(__name__)
@@ -448,7 +449,7 @@ class Session:
         if talker is not None and not talker.done:
             embed = None
             if role is Role.RESPONSE:
-                embed = self.engine.model.thinker.get_input_embeddings()(self._token_tensor(tok))[0]
+                embed = token_embeddings(self.engine.model.thinker.get_input_embeddings(), self._token_tensor(tok))[0]
             talker.push(role, out.hidden, embed, token=tok)
         return events
 

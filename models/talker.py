@@ -39,6 +39,7 @@ from typing import Literal, Sequence
 import torch
 
 from models.format import Role
+from models.streams import token_embeddings
 from models.saying import PAUSE_SECONDS, SECONDS_PER_DIGIT, SECONDS_PER_LETTER, said_seconds, speaking_seconds  # noqa: F401
 
 ROLE_PAD = -1  # batch padding in ``roles``: the position does not exist
@@ -198,7 +199,7 @@ def thinker_states(model, **thinker_inputs) -> tuple[torch.Tensor, torch.Tensor]
     trainable = any(p.requires_grad for p in thinker.parameters())
     with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
         out = thinker(**thinker_inputs, output_hidden_states=True)
-        embeds = thinker.get_input_embeddings()(thinker_inputs["input_ids"])
+        embeds = token_embeddings(thinker.get_input_embeddings(), thinker_inputs["input_ids"])
     return out.hidden_states[-1], embeds
 
 
@@ -218,7 +219,7 @@ def _special(model, device) -> dict[str, torch.Tensor]:
     t = model.talker
     emb = model.thinker.get_input_embeddings()
     ids = torch.tensor([t.text_bos_token, t.text_eos_token, t.text_pad_token], device=device)
-    bos, eos, pad = emb(ids).detach()
+    bos, eos, pad = token_embeddings(emb, ids).detach()
     head = bos + t.get_input_embeddings().weight[t.codec_pad_token].detach().to(bos.dtype)
     toward = eos / eos.norm().clamp(min=1e-12)  # the duration pace's progress direction (``_progress``)
     return {"text_bos": bos, "text_eos": eos, "text_pad": pad, "head": head, "toward": toward}

@@ -55,12 +55,18 @@ def run(p: Params, out_dir: Path = OUT) -> InitResult:
         model = build_tiny(p.model.tiny, tok, seed=p.seed)
     else:
         model = load_pretrained(p.model.source, tok, dtype=p.model.dtype)
+    if p.model.stream_markers:  # each position also reads its stream's control-token row (models/streams.py)
+        from models.streams import enable
+        from models.tokenizer import control_ids
+
+        ids = control_ids(tok)
+        enable(model, ids.speak, ids.think)
     n_params = sum(x.numel() for x in model.parameters())
     with atomic_dir(out_dir) as tmp:
         save(model, tmp / "model")
         tok.save_pretrained(str(tmp / "tokenizer"))
         write_json(tmp / "meta.json", {"stage": STAGE, "source": p.model.source, "vocab_size": len(tok),
-                                       "n_params": n_params, "step": 0})
+                                       "n_params": n_params, "step": 0, "stream_markers": p.model.stream_markers})
     return InitResult(out_dir, len(tok), n_params, time.time() - t0)
 
 

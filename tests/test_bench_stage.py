@@ -21,3 +21,18 @@ def test_set_overrides_are_nested_yaml_values_that_params_validate():
                 overrides([bad])
     with pytest.raises(SystemExit, match="set to a value above"):
         overrides(["a=1", "a.b=2"])
+
+
+def test_straddle_finds_column_facts_checks_them_and_splits_them_by_block(tokenizer):
+    """bench/bench_straddle.py: the one-digit column facts of a scratchpad, right or wrong on the model's own
+    digits (headers and partial sums are not facts), and whether a TiS block boundary cuts each."""
+    from bench.bench_straddle import facts, split_by_block
+
+    r = "46+86: 6+6=12 c1 =2|4+8+1=12 =122|122; 68-59: 8-9+10=9 b1 =9|6-1-5=0 =09|9; 5*9=45"
+    found = [(r[a:b], ok) for a, b, ok in facts(r)]
+    assert found == [("6+6=12", True), ("4+8+1=12", False), ("8-9+10=9", True), ("6-1-5=0", True), ("5*9=45", True)]
+    assert [f[2] for f in facts("31+2790: 1+0=1 =1|554+4000: 4+0=5")] == [True, False]
+    whole = split_by_block(tokenizer, r, think=10_000)  # one block: nothing is cut
+    assert whole == {"cut": [0, 0], "uncut": [4, 5]}
+    tiny = split_by_block(tokenizer, r, think=1)  # a block a token: every fact of 2+ tokens is cut
+    assert tiny == {"cut": [4, 5], "uncut": [0, 0]}

@@ -129,3 +129,51 @@ def test_decoding_knows_no_format():
         names = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in ("tis", "think_first")]
         slots = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr in Slot.__members__]
         assert not names and not slots, f
+
+
+@pytest.fixture(scope="module")
+def marked_model(tokenizer, tiny_model):
+    import copy
+
+    from models.streams import enable
+
+    m = copy.deepcopy(tiny_model)
+    ids = control_ids(tokenizer)
+    enable(m, ids.speak, ids.think)
+    return m
+
+
+@pytest.mark.parametrize("fmt", ["tis", "think_first"])
+def test_stream_markers_stream_as_the_whole_sequence_computes_them(tokenizer, tiny_model, marked_model, fmt):
+    """models.streams: a training forward adds each position's marker (its last control token's row) in the
+    embedding's hook; a decoding step gets it from the request's state. Both must give the same logits, and
+    the markers must change them (the model sees which stream a token is in)."""
+    ids = control_ids(tokenizer)
+    prompt = text_prompt(tokenizer, "What is 47 plus 38?")
+    steps = run(marked_model.thinker, prompt, fmt, ids, 60)
+    gen = [s.token for s in steps]
+    x = torch.tensor([prompt + gen])
+    with torch.no_grad():
+        whole = marked_model.thinker(input_ids=x, attention_mask=torch.ones_like(x)).logits[0]
+        plain = tiny_model.thinker(input_ids=x, attention_mask=torch.ones_like(x)).logits[0]
+    for s in steps:
+        torch.testing.assert_close(s.logits, whole[len(prompt) + s.index - 1], rtol=1e-4, atol=1e-4)
+    first_ctrl = len(prompt) + next(s.index for s in steps if s.token in (ids.speak, ids.think))
+    torch.testing.assert_close(whole[: first_ctrl], plain[: first_ctrl])  # no marker before the first control
+    assert (whole[first_ctrl:] - plain[first_ctrl:]).abs().max() > 1e-3
+
+
+def test_stream_markers_are_kept_by_a_saved_checkpoint(tokenizer, marked_model, tmp_path):
+    from models.omni import load_checkpoint, save
+    from models.streams import last_control, marker_ids
+
+    save(marked_model, tmp_path / "model")
+    tokenizer.save_pretrained(str(tmp_path / "tokenizer"))
+    loaded, _ = load_checkpoint(tmp_path)
+    ids = control_ids(tokenizer)
+    assert marker_ids(loaded) == (ids.speak, ids.think)
+    x = torch.tensor([text_prompt(tokenizer, "What is 2 plus 2?") + [ids.speak, 40, ids.think, 41, 42, ids.speak, 43]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.thinker(input_ids=x).logits, marked_model.thinker(input_ids=x).logits)
+    m = last_control(x, (ids.speak, ids.think))[0, -7:].tolist()
+    assert m == [ids.speak, ids.speak, ids.think, ids.think, ids.think, ids.speak, ids.speak]

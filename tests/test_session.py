@@ -63,6 +63,9 @@ def trained(tokenizer, tiny_model):
     torch.manual_seed(0)
     model = copy.deepcopy(tiny_model)
     tok, ids = tokenizer, control_ids(tokenizer)
+    from models.streams import enable
+
+    enable(model, ids.speak, ids.think)  # as params.yaml's model.stream_markers: sessions must stream them too
     probs = generate_problems(PROBLEMS, seed=7, kinds=("short_digit", "single_step"))
     spoken_q = [_voice(2.0 + 0.4 * i, seed=i) for i in range(PROBLEMS)]
     feats = [log_mel(w, 16000)[0] for w in spoken_q]
@@ -250,7 +253,7 @@ def test_session_audio_equals_whole_sequence_talker(request, fmt, temperature, p
     from models.wave import to_pcm16
 
     whole = to_pcm16(codec.decode(codec.unflatten(flat, strict=False)))
-    assert len(flat) >= 20 * codec.codebooks  # at least 20 frames compared
+    assert len(flat) >= 15 * codec.codebooks  # at least 15 frames compared
     assert pcm == whole
     t = done.timings
     assert t["audio_seconds"] == pytest.approx(len(whole) / 2 / codec.sample_rate, abs=1e-3)

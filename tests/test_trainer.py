@@ -432,3 +432,41 @@ def test_text_prompts_mix_digits_and_words_and_the_pool_replaces_train_rows(tiny
     assert not StageData(pooled, "train", tiny.tok, tiny.p, spec("text_tis"), replace(sp, text_pool=False), "tis").pooled
     audio = StageData(pooled, "train", tiny.tok, tiny.p, spec("acoustic_tis"), _sp(tiny, "acoustic_tis"), "tis")
     assert not audio.pooled
+
+
+def test_a_mixed_stage_on_the_pool_asks_text_from_the_pool_and_audio_from_the_spoken_rows(tiny, tmp_path):
+    """pretrain.text_pool: a mixed stage's text examples come from text.parquet (many problems, no TTS) and
+    its spoken examples from the spoken train rows, each with its own audio; without the flag, only train."""
+    import shutil
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from tasks.core.examples import StageData, uses_audio
+
+    pooled = tmp_path / "data"
+    shutil.copytree(tiny.data, pooled)
+    import pandas as pd
+
+    train = pq.read_table(pooled / "train.parquet").to_pandas()
+    rows = pd.concat([train] * 3, ignore_index=True)  # a pool larger than the spoken set
+    rows["question"] = [f"Pool problem {k}: what is {k} plus 1?" for k in range(len(rows))]
+    rows["question_audio"] = ""  # the pool has no audio
+    pq.write_table(__import__("pyarrow").Table.from_pandas(rows, preserve_index=False), pooled / "text.parquet")
+    sp = _sp(tiny, "pretrain", text_pool=True, text_fraction=0.5, words_fraction=0.0)
+    data = StageData(pooled, "train", tiny.tok, tiny.p, spec("pretrain"), sp, "tis")
+    assert data.pooled and len(data) == len(rows) > len(train)
+    seen_text = seen_audio = 0
+    for i in range(len(data)):
+        e = data.example(i)
+        assert not isinstance(e, str), e
+        if uses_audio(i, "mixed", 0.5, tiny.p.seed):
+            assert e.audio is not None and e.audio.name == Path(train.question_audio[i % len(train)]).name
+            seen_audio += 1
+        else:
+            assert e.audio is None and f"Pool problem {i}:" in tiny.tok.decode(e.input_ids)
+            seen_text += 1
+    assert seen_text and seen_audio
+    off = StageData(pooled, "train", tiny.tok, tiny.p, spec("pretrain"), replace(sp, text_pool=False), "tis")
+    assert not off.pooled and len(off) == len(train)
+    assert not any("Pool problem" in tiny.tok.decode(off.example(i).input_ids) for i in range(len(off)))

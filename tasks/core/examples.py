@@ -239,14 +239,19 @@ class StageData:
         from models.tokenizer import control_ids
 
         self.data_dir = Path(data_dir)
-        # Text-only stages may train on the dataset's larger text pool (no audio: it costs no TTS).
+        # Text examples may come from the dataset's larger text pool (no audio: it costs no TTS). A text stage
+        # reads only the pool; a mixed one (pretrain) asks its text examples from the pool and its spoken
+        # ones from the spoken rows (``example``).
         pool = self.data_dir / "text.parquet"
-        self.pooled = split == "train" and spec.input == "text" and getattr(sp, "text_pool", False) and pool.exists()
-        table = pool if self.pooled else self.data_dir / f"{split}.parquet"
+        self.pooled = (split == "train" and spec.input in ("text", "mixed") and getattr(sp, "text_pool", False)
+                       and pool.exists())
+        spoken_table = self.data_dir / f"{split}.parquet"
+        table = pool if self.pooled else spoken_table
         # The talker's alignment (duration pace): when each response token starts in its speech.
         self.aligned = bool(spec.t.codec and getattr(sp, "pace", "") == "duration"
                             and getattr(sp, "timing", "estimated") == "aligned" and _has_columns(table, TIMING_COLUMNS))
         self.rows = RowStore(table, COLUMNS + (TIMING_COLUMNS if self.aligned else []))
+        self.spoken = RowStore(spoken_table, COLUMNS) if self.pooled and spec.input == "mixed" else None
         self.tok, self.p, self.spec, self.sp, self.fmt = tokenizer, p, spec, sp, fmt
         self.ids = control_ids(tokenizer)
         self.schedule = Schedule(p.schedule.speak, p.schedule.think)  # the one the dataset's min_block is for
@@ -265,7 +270,7 @@ class StageData:
         self.cache = FeatureCache(p.trainer.feature_cache_mb if feature_cache_mb is None else feature_cache_mb)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return max(len(self.rows), len(self.spoken)) if self.spoken is not None else len(self.rows)
 
     def _audio(self, row: dict, col: str) -> Path:
         rel = row.get(col) or ""
@@ -283,9 +288,13 @@ class StageData:
         from models.format import FormatError
         from models.tokenizer import text_prompt
 
-        row = self.rows[i]
+        spoken = uses_audio(i, self.spec.input, self.text_fraction, self.p.seed, epoch)
+        if self.spoken is not None:  # a mixed stage on the pool: text from the pool, audio from the spoken rows
+            row = self.spoken[i % len(self.spoken)] if spoken else self.rows[i % len(self.rows)]
+        else:
+            row = self.rows[i]
         audio = None
-        if uses_audio(i, self.spec.input, self.text_fraction, self.p.seed, epoch):
+        if spoken:
             audio = self._audio(row, "question_audio")
             info = sf.info(str(audio))
             prompt = audio_prompt(self.tok, n_audio_tokens(mel_frames(info.frames, info.samplerate)))

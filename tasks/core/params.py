@@ -194,6 +194,7 @@ class ModelParams:
     tokenizer_vocab_size: Int
     tokenizer_corpus: Int  # generated problems the tiny tokenizer is trained on
     tiny: TinyDims
+    stream_markers: Bool = False  # each thinker position also reads its stream's control-token row (models/streams.py)
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "model.source is empty; use 'tiny' or a checkpoint path / hub id")
@@ -243,6 +244,7 @@ class StageParams:
 class PretrainParams(StageParams):
     text_fraction: Float  # share of problems given as text instead of audio (seeded, same every epoch)
     words_fraction: Float  # share of text prompts whose numbers are words (as a transcript reads them)
+    text_pool: Bool = False  # text examples from the dataset's text-only pool (text.parquet), spoken ones from train
 
     def __post_init__(self) -> None:
         super().__post_init__()
