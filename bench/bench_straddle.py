@@ -19,41 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FACT = re.compile(r"(?<![\d*+\-])(\d)((?:[+\-*]\d+)+)=(\d+)")
-
-
-def facts(reasoning: str) -> list[tuple[int, int, bool]]:
-    """(start char, end char, arithmetic right) of each one-digit column fact in ``reasoning``."""
-    out = []
-    for m in FACT.finditer(reasoning):
-        lhs = m.group(1) + m.group(2)
-        terms = re.findall(r"[+\-*]?\d+", lhs)
-        if any(len(t.lstrip("+-*")) > 1 and t.lstrip("+-*") != "10" for t in terms):
-            continue  # a multi-digit operand: a header (47+38:) or a sum of partials, not a column fact
-        try:
-            want = eval(lhs, {"__builtins__": {}})  # digits and + - * only (the regex)
-        except SyntaxError:
-            continue
-        out.append((m.start(), m.end(), want == int(m.group(3))))
-    return out
 
 
 def split_by_block(tokenizer, reasoning: str, think: int) -> dict[str, list[int]]:
-    """{"cut": [right, total], "uncut": [right, total]} over the facts of one reasoning."""
-    enc = tokenizer(reasoning, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = enc["offset_mapping"]
+    """{"cut": [right, total], "uncut": [right, total]} over the column facts of one reasoning."""
+    from tasks.synth.blocks import column_facts, is_cut, token_spans
+
+    facts = column_facts(reasoning)
     res = {"cut": [0, 0], "uncut": [0, 0]}
-
-    def token_at(c: int) -> int:
-        return max((i for i, (a, b) in enumerate(offsets) if a <= c < max(b, a + 1)), default=0)
-
-    for start, end, ok in facts(reasoning):
-        first, last = token_at(start), token_at(end - 1)
-        key = "cut" if first // think != last // think else "uncut"
+    for (first, last), (_, _, ok) in zip(token_spans(tokenizer, reasoning, [(a, b) for a, b, _ in facts]), facts):
+        key = "cut" if is_cut(first, last, think) else "uncut"
         res[key][0] += ok
         res[key][1] += 1
     return res

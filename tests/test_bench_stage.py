@@ -26,7 +26,8 @@ def test_set_overrides_are_nested_yaml_values_that_params_validate():
 def test_straddle_finds_column_facts_checks_them_and_splits_them_by_block(tokenizer):
     """bench/bench_straddle.py: the one-digit column facts of a scratchpad, right or wrong on the model's own
     digits (headers and partial sums are not facts), and whether a TiS block boundary cuts each."""
-    from bench.bench_straddle import facts, split_by_block
+    from bench.bench_straddle import split_by_block
+    from tasks.synth.blocks import column_facts as facts
 
     r = "46+86: 6+6=12 c1 =2|4+8+1=12 =122|122; 68-59: 8-9+10=9 b1 =9|6-1-5=0 =09|9; 5*9=45"
     found = [(r[a:b], ok) for a, b, ok in facts(r)]

@@ -210,3 +210,37 @@ def test_synthesize_trace_param_writes_the_builtin_arithmetic_in_that_style():
     assert (out.reject == "").all(), out[["reject", "detail"]]
     with pytest.raises(ValueError, match="synthesize.trace"):
         generate_problems(2, style="columns")
+
+
+def test_align_facts_starts_every_column_fact_that_a_think_block_would_cut_at_a_block():
+    """synthesize.align_facts (tasks/synth/blocks.py): spaces before each column fact that reasoning tokens
+    k // think would split over two blocks (and that fits in one), so no such fact is cut; the trace is the
+    same but for those spaces, its facts keep their values, and the synthesized rows store the aligned
+    reasoning with ids and drift constraints computed from it."""
+    from bench.bench_straddle import split_by_block
+    from tasks.synth.blocks import align_facts, column_facts, is_cut, token_spans
+    from tasks.synth.builtin import generate_problems
+
+    tok = small_tokenizer()
+    probs = generate_problems(40, seed=3, style="partials")
+    cut_before = 0
+    for think in (8, 5):
+        for p in probs:
+            aligned = align_facts(tok, p.reasoning, think)
+            assert re.sub(r"\s", "", aligned) == re.sub(r"\s", "", p.reasoning) and len(aligned) >= len(p.reasoning)
+            assert [ok for *_, ok in column_facts(aligned)] == [ok for *_, ok in column_facts(p.reasoning)]
+            facts = column_facts(aligned)
+            for (first, last) in token_spans(tok, aligned, [(a, b) for a, b, _ in facts]):
+                assert not (is_cut(first, last, think) and last - first + 1 <= think), (think, aligned)
+            assert align_facts(tok, aligned, think) == aligned  # nothing left to move
+            cut_before += split_by_block(tok, p.reasoning, think)["cut"][1]
+    assert cut_before > 40  # the unaligned traces do cut facts
+    on = synth_params(sources=(SourceSpec("builtin", "", "", 6),), align_facts=True)
+    off = synth_params(sources=(SourceSpec("builtin", "", "", 6),), align_facts=False)
+    rows = collect(on)[0]
+    a = process_batch(pd.DataFrame(rows), Rules(on, tok, with_audio=False))
+    b = process_batch(pd.DataFrame(rows), Rules(off, tok, with_audio=False))
+    assert (a.reject == "").all() and (b.reject == "").all(), a[["reject", "detail"]]
+    assert list(a.reasoning) == [align_facts(tok, r, 8) for r in b.reasoning]  # schedule.think: 8
+    assert list(a.reasoning_ids) != list(b.reasoning_ids)
+    assert [list(x) for x in a.reasoning_ids] == [tok(r, add_special_tokens=False)["input_ids"] for r in a.reasoning]

@@ -150,6 +150,7 @@ class SynthesizeParams:
     tts: TTSParams
     llm: LLMParams
     ray: RayParams
+    align_facts: Bool = False  # spaces before a column fact a TiS think block would cut (tasks/synth/blocks.py)
 
     def __post_init__(self) -> None:
         if not self.sources:

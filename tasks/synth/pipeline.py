@@ -206,6 +206,10 @@ def process_one(rules: Rules, row: dict, stats: dict) -> dict:
             s = replace(s, response=_llm(rules).rewrite_response(s, stats))  # TextSample is frozen
         spoken, spoken_response = speakable(s.question), speakable(s.response)
         check_text(s, spoken, spoken_response, cfg)
+        if cfg.align_facts:  # no column fact cut by a think block (tasks/synth/blocks.py)
+            from tasks.synth.blocks import align_facts
+
+            s = replace(s, reasoning=align_facts(tok, s.reasoning, schedule.think))
         try:
             t = tokenize_sample(tok, s.question, s.response, s.reasoning, schedule)
             ids = control_ids(tok)
