@@ -31,6 +31,7 @@ import torch
 
 from models.format import FormatCursor, Placed
 from models.runner import SamplingParams, SlotLM, sample
+from models.streams import embed_step
 
 
 @dataclass
@@ -161,8 +162,6 @@ def step_batch(states: Sequence[ThinkerState], need_hidden: Sequence[bool] | boo
         lm = states[rows[0]].lm
         x = torch.tensor([[toks[i]] for i in rows], device=lm.device)
         if lm.markers:  # one token a step: its stream marker comes from the request's state
-            from models.streams import embed_step
-
             m = torch.tensor([[states[i].marker] for i in rows], device=lm.device)
             h = lm.forward([states[i].slot for i in rows], inputs_embeds=embed_step(lm.embedding, x, m))[:, -1]
         else:

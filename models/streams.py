@@ -37,9 +37,8 @@ def _embedding(thinker):
     return thinker.get_input_embeddings()
 
 
-def last_control(input_ids, ids: Sequence[int], start=None):
-    """(B, T) id of the last control token (any of ``ids``) at or before each position, -1 where none.
-    ``start``: (B,) the marker in force before the first position (-1: none)."""
+def last_control(input_ids, ids: Sequence[int]):
+    """(B, T) id of the last control token (any of ``ids``) at or before each position, -1 where none."""
     import torch
 
     is_ctrl = torch.zeros_like(input_ids, dtype=torch.bool)
@@ -48,10 +47,7 @@ def last_control(input_ids, ids: Sequence[int], start=None):
     t = input_ids.shape[-1]
     idx = torch.arange(t, device=input_ids.device).expand_as(input_ids)
     last = torch.where(is_ctrl, idx, torch.full_like(idx, -1)).cummax(dim=-1).values  # (B, T)
-    out = torch.where(last >= 0, input_ids.gather(-1, last.clamp(min=0)), torch.full_like(input_ids, -1))
-    if start is not None:
-        out = torch.where(last >= 0, out, start.to(out)[:, None].expand_as(out))
-    return out
+    return torch.where(last >= 0, input_ids.gather(-1, last.clamp(min=0)), torch.full_like(input_ids, -1))
 
 
 def _add(weight, embeds, markers):
@@ -82,8 +78,6 @@ def attach(model) -> bool:
 def enable(model, speak_id: int, think_id: int) -> None:
     """Turn markers on for ``model`` (its config records the ids, so a saved checkpoint keeps them)."""
     setattr(model.config.thinker_config, ATTR, [int(speak_id), int(think_id)])
-    if hasattr(model.config.thinker_config, "text_config"):
-        setattr(model.config.thinker_config.text_config, ATTR, [int(speak_id), int(think_id)])
     attach(model)
 
 
