@@ -51,10 +51,15 @@ def last_control(input_ids, ids: Sequence[int]):
 
 
 def _add(weight, embeds, markers):
+    import torch
+
     m = markers >= 0
     if not bool(m.any()):
         return embeds
-    return embeds + weight[markers.clamp(min=0)] * m[..., None].to(embeds.dtype)
+    # F.embedding, not ``weight[markers]``: the indexing's backward (index_put_ with accumulate) sums the rows'
+    # gradients in thread order on CPU, so two trainings of the same model differed from the first step.
+    rows = torch.nn.functional.embedding(markers.clamp(min=0), weight)
+    return embeds + rows * m[..., None].to(embeds.dtype)
 
 
 def _hook(module, args, output):

@@ -177,3 +177,31 @@ def test_stream_markers_are_kept_by_a_saved_checkpoint(tokenizer, marked_model, 
         torch.testing.assert_close(loaded.thinker(input_ids=x).logits, marked_model.thinker(input_ids=x).logits)
     m = last_control(x, (ids.speak, ids.think))[0, -7:].tolist()
     assert m == [ids.speak, ids.speak, ids.think, ids.think, ids.think, ids.speak, ids.speak]
+
+
+def test_training_with_stream_markers_is_reproducible(tokenizer, marked_model):
+    """Two trainings of the same marked model on the same batch end with the same weights, bit for bit (as the
+    plain model's do). With the marker rows taken by indexing, the backward's accumulate summed their gradients
+    in thread order: two CPU runs of the same pipeline differed from the first step, and so did the session
+    tests' fixture (whose talker then ended anywhere from 0.04 s to 8 s)."""
+    import copy
+
+    ids = control_ids(tokenizer)
+    rows = [text_prompt(tokenizer, "What is 47 plus 38?") + [ids.think] + [40 + i % 9 for i in range(30)] +
+            sum(([ids.speak, 50 + i, 51 + i, ids.think] + [60 + j for j in range(8)] for i in range(12)), [])] * 6
+
+    def train():
+        m = copy.deepcopy(marked_model)
+        x = torch.tensor(rows)
+        opt = torch.optim.AdamW(m.thinker.parameters(), lr=4e-3)
+        for _ in range(4):
+            logits = m.thinker(input_ids=x).logits
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return torch.cat([p.detach().flatten() for p in m.thinker.parameters()])
+
+    first = train()
+    for _ in range(3):
+        assert torch.equal(train(), first)

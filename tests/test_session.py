@@ -90,7 +90,10 @@ def trained(tokenizer, tiny_model):
     codec = WorldCodec.fit(speech, 16000, codebook_size=32, n_codebooks=3, iters=5, seed=0)
     codes = [codec.flatten(codec.encode(w, 16000)) for w in speech]
     model.thinker.requires_grad_(False)
-    train_talker(model, tok, layouts["tis"][:PROBLEMS], codes, codec)
+    # Both formats' layouts (as the talker stage trains), 200 steps: at 40 steps on TiS layouts alone the sampled
+    # talker's eos wandered from 0.04 s to 8 s with the float order of the machine that trained it.
+    train_talker(model, tok, layouts["tis"][:PROBLEMS] + layouts["think_first"][:PROBLEMS], codes + codes, codec,
+                 steps=200)
     return Engine(model, tok, codec), [p.question for p in probs], spoken_q[0], (layouts["tis"][:PROBLEMS], codes)
 
 
@@ -337,8 +340,9 @@ def test_work_per_step_is_bounded(trained):
 
 def test_same_seed_same_events_other_seed_other_events(trained):
     engine, questions, _, _ = trained
+    # A question it was not trained on: the trained ones it answers (and says) the same at any seed.
     run = lambda seed: comparable(events_of(engine.session(  # noqa: E731
-        text=questions[1], options=Options(temperature=1.0, seed=seed, max_new_tokens=60, max_audio_seconds=1.0))))
+        text="How many pears are left if 9 of 17 are eaten?", options=Options(temperature=1.0, seed=seed, max_new_tokens=60, max_audio_seconds=1.0))))
     assert run(4) == run(4) and run(4) != run(9)
 
 
@@ -526,9 +530,11 @@ def test_normal_answer_is_speech_that_ends_by_itself(trained, fmt):
     engine, questions, _, _ = trained
     # min_speech off: this talker learnt 1.6 s of synthetic voice per response whatever its text, so the
     # text-based minimum (calibrated on TTS speech) does not fit it; the next tests check that rule.
+    # The talker greedy: a talker fitted on two answers says its eos on the frame it learnt it, but sampled it may
+    # skip that frame once in a dozen and then it has no trained end (what it does is the model's, not the session's).
     for q in questions:
         events = events_of(engine.session(text=q, options=Options(fmt=fmt, max_new_tokens=160, max_audio_seconds=20.0,
-                                                                  min_speech=None)))
+                                                                  min_speech=None, talker_temperature=0.0)))
         done, wave = events[-1], _speech(events)
         assert isinstance(done, DoneEvent) and done.finish_reason == "eos", done
         assert done.audio_end in ("eos", "silence"), done  # the speech ended, no cap cut it
