@@ -9,6 +9,11 @@ the minutes it takes in the pipeline; comparing two settings needs no rerun of e
     .venv/bin/python -m bench.bench_stage --stage acoustic_tis --format think_first --set acoustic_tis.text_fraction=0
     .venv/bin/python -m bench.bench_stage --stage text_tis --format tis --set text_tis.steps=1500 --inputs text
 
+``--stage align`` scores what the thinker hears instead: ``--heard N`` spoken validation questions transcribed
+(word recall, number-word recall, questions whose numbers all come out right; ``transcripts``).
+
+    .venv/bin/python -m bench.bench_stage --stage align --set align.steps=1500 --heard 40
+
 ``--stage talker`` trains the talker (from the pipeline's ``acoustic_tis`` and ``codec``) and scores what is heard
 instead: ``--heard N`` spoken validation questions answered through the streaming session, the talker's speech
 heard by the evaluation's ASR (``bench.bench_intelligibility``: recall of the talker against the response, its
@@ -37,7 +42,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-STAGES = ("pretrain", "text_tis", "acoustic_tis", "talker")
+STAGES = ("align", "pretrain", "text_tis", "acoustic_tis", "talker")
 
 
 def overrides(sets: list[str]) -> dict:
@@ -86,6 +91,66 @@ def score(model_dir: Path, fmt: str, items: list, inputs: list[str], p, max_new:
     return {k: round(100 * right[k] / total[k], 1) for k in sorted(total)}, shown, every
 
 
+NUMBER_WORDS = frozenset(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+    "eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million point half "
+    "quarter".split())
+
+
+def transcript_scores(pairs: list[tuple[str, str]]) -> dict:
+    """(said, transcript) pairs -> ``word_recall`` (share of the said words in the transcript, each counted as often
+    as said), ``number_word_recall`` (the same for number words) and ``numbers_exact`` (pairs whose number words come
+    out all right and in order: what a solution needs), in percent."""
+    import collections as co
+    import re
+
+    def words(s: str) -> list[str]:
+        return re.findall(r"[a-z]+", s.lower())
+
+    def hits(ref: list[str], hyp: list[str]) -> int:
+        have = co.Counter(hyp)
+        return sum(min(c, have[w]) for w, c in co.Counter(ref).items())
+
+    said = heard = said_n = heard_n = exact = 0
+    for ref, hyp in pairs:
+        ref_w, hyp_w = words(ref), words(hyp)
+        ref_n, hyp_n = [w for w in ref_w if w in NUMBER_WORDS], [w for w in hyp_w if w in NUMBER_WORDS]
+        said, heard = said + len(ref_w), heard + hits(ref_w, hyp_w)
+        said_n, heard_n = said_n + len(ref_n), heard_n + hits(ref_n, hyp_n)
+        exact += ref_n == hyp_n
+    return {"word_recall": round(100 * heard / max(1, said), 1),
+            "number_word_recall": round(100 * heard_n / max(1, said_n), 1),
+            "numbers_exact": round(100 * exact / max(1, len(pairs)), 1)}
+
+
+def transcripts(model_dir: Path, data: Path, n: int, max_new: int = 160) -> dict:
+    """What ``align`` teaches: ``n`` spoken validation questions transcribed greedily by the thinker (audio prompt ->
+    text to eos, as the stage trains it), scored against the words that were said (``transcript_scores``)."""
+    import pandas as pd
+    import soundfile as sf
+    import torch
+
+    from models.audio import audio_prompt, collate_features, log_mel, n_audio_tokens
+    from models.omni import load_checkpoint
+    from models.tokenizer import control_ids
+
+    model, tok = load_checkpoint(model_dir, torch.float32)
+    model.eval()
+    eos = control_ids(tok).eos
+    pairs = []
+    for _, r in pd.read_parquet(data / "validation.parquet").head(n).iterrows():
+        wave, sr = sf.read(str(data / r["question_audio"]), dtype="float32")
+        feats, _ = log_mel(wave, sr)
+        x = torch.tensor([audio_prompt(tok, n_audio_tokens(feats.shape[1]))])
+        with torch.inference_mode():
+            y = model.thinker.generate(input_ids=x, attention_mask=torch.ones_like(x), **collate_features([feats]),
+                                       max_new_tokens=max_new, do_sample=False, eos_token_id=eos,
+                                       pad_token_id=tok.pad_token_id)
+        pairs.append((r["spoken_question"] or r["question"], tok.decode(y[0, x.shape[1]:], skip_special_tokens=True)))
+    return {"accuracy": transcript_scores(pairs), "questions": len(pairs),
+            "examples": [{"said": a, "transcript": b} for a, b in pairs[:6]]}
+
+
 def heard(model_dir: Path, root: Path, n: int, tmp: Path, modes: str = "after") -> dict:
     """A talker's speech heard by the evaluation's ASR: through the session (``bench_intelligibility``) and over
     the true thinker states (``bench_talker_exposure``); ``accuracy`` holds the recalls to print."""
@@ -118,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--inputs", default="audio,text", help="comma list of audio, text")
     ap.add_argument("--max-new", type=int, default=0, help="thinker positions per answer (0: evaluate.max_new_tokens)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--heard", type=int, default=12, help="talker: spoken validation questions heard by the ASR")
+    ap.add_argument("--heard", type=int, default=12, help="talker: spoken validation questions heard by the ASR; align: questions transcribed")
     ap.add_argument("--heard-modes", default="after", help="talker: session modes (bench_intelligibility --modes), "
                     "e.g. after,temp:0")
     ap.add_argument("--score", default="", help="score this checkpoint dir as it is (a step dir or a stage dir), "
@@ -175,7 +240,10 @@ def main(argv: list[str] | None = None) -> dict:
             result.update(train_seconds=round(time.time() - t0, 1), steps=res.steps, batch_size=sp.batch_size,
                           first_loss=res.history[0][1] if res.history else None, final_loss=res.final_loss,
                           val_loss=res.val_loss, probes=res.probes)
-        if args.stage == "talker" or args.from_stage == "talker":
+        if args.stage == "align" or args.from_stage == "align":
+            result.update(transcripts(model_dir, data, args.heard))
+            acc, shown = result["accuracy"], result.pop("examples")
+        elif args.stage == "talker" or args.from_stage == "talker":
             result.update(heard(model_dir, root, args.heard, Path(tmp), args.heard_modes))
             acc, shown = result["accuracy"], []
         else:

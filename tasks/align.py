@@ -8,7 +8,7 @@ tokens are learned (freeze table in tasks/core/stages.py). Format-independent.
 from tasks.core.training import training_main
 
 STAGE = "align"
-PARAMS = ['align', 'trainer', 'seed']  # exactly the params of this stage in dvc.yaml
+PARAMS = ['align', 'trainer', 'seed', 'model.source', 'model.audio_encoder']  # exactly the params of this stage in dvc.yaml
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,3 +37,20 @@ def test_straddle_finds_column_facts_checks_them_and_splits_them_by_block(tokeni
     assert whole == {"cut": [0, 0], "uncut": [4, 5]}
     tiny = split_by_block(tokenizer, r, think=1)  # a block a token: every fact of 2+ tokens is cut
     assert tiny == {"cut": [4, 5], "uncut": [0, 0]}
+
+
+def test_transcript_scores_count_each_said_word_once_and_numbers_in_order():
+    """bench_stage --stage align: what the thinker heard of a spoken question, against what was said."""
+    from bench.bench_stage import transcript_scores
+
+    said = "Ana shares twenty-eight cards among two friends."
+    assert transcript_scores([(said, said.upper())]) == {"word_recall": 100.0, "number_word_recall": 100.0,
+                                                         "numbers_exact": 100.0}
+    # one number word wrong of three; seven words of eight heard
+    assert transcript_scores([(said, "Ana shares twenty-four cards among two friends")]) == {
+        "word_recall": 87.5, "number_word_recall": 66.7, "numbers_exact": 0.0}
+    # a word said once and heard five times counts once; numbers out of order are not exact
+    got = transcript_scores([("two plus seven", "seven seven seven seven seven plus two")])
+    assert got == {"word_recall": 100.0, "number_word_recall": 100.0, "numbers_exact": 0.0}
+    assert transcript_scores([(said, "")])["word_recall"] == 0.0
+    assert transcript_scores([(said, said), ("three apples", "four apples")])["numbers_exact"] == 50.0

@@ -64,21 +64,49 @@ def test_table_matches_report():
         assert s.trainable <= set(GROUPS) - {"audio_encoder", "codec_decoder", "vision"}
 
 
-@pytest.mark.parametrize("stage,fmt", RUNS, ids=[f"{s}@{f}" if f else s for s, f in RUNS])
-def test_one_step_trains_exactly_the_hot_groups(tiny, tmp_path, stage, fmt):
+def hot(phase: str, encoder: bool) -> set[str]:
+    """The groups a phase trains: the report's, plus the audio encoder wherever the adapter trains when the
+    model's encoder is trained (``model.audio_encoder``; auto: a model built from config, whose encoder is random)."""
+    return REPORT[phase] | ({"audio_encoder"} if encoder and "adapter" in REPORT[phase] else set())
+
+
+def test_the_audio_encoder_trains_with_its_adapter_only_when_asked():
+    from tasks.core.stages import trains_audio_encoder, with_audio_encoder
+
+    def p(choice, source):
+        return type("P", (), {"model": type("M", (), {"audio_encoder": choice, "source": source})})()
+
+    assert trains_audio_encoder(p("auto", "tiny")) and not trains_audio_encoder(p("auto", "/ckpt/Qwen2.5-Omni-3B"))
+    assert trains_audio_encoder(p("train", "Qwen/Qwen2.5-Omni-3B")) and not trains_audio_encoder(p("frozen", "tiny"))
+    for s in STAGES.values():
+        assert with_audio_encoder(s, False) == s
+        assert {ph.name: set(ph.trainable) for ph in with_audio_encoder(s, True).phases} == {
+            ph.name: hot(ph.name, True) for ph in s.phases}
+
+
+ENCODER_RUNS = [(s, f, e) for s, f in RUNS for e in ("auto", "frozen") if e == "auto" or s == "align"]
+
+
+@pytest.mark.parametrize("stage,fmt,encoder", ENCODER_RUNS,
+                         ids=[(f"{s}@{f}" if f else s) + ("" if e == "auto" else "-frozen") for s, f, e in ENCODER_RUNS])
+def test_one_step_trains_exactly_the_hot_groups(tiny, tmp_path, stage, fmt, encoder):
+    """The tiny model (``model.source: tiny``) trains its random audio encoder with the adapter (auto); frozen,
+    align trains exactly the report's groups, as a pretrained encoder would be."""
     from tasks.core.trainer import train
 
     st = spec(stage)
     steps = len(st.phases)  # one optimizer step per phase (align: 1a, then 1b)
     sp = replace(tiny.p.stage(stage), steps=steps, batch_size=2, lr=1e-3, warmup_steps=0, max_len=1024)
-    p = replace(tiny.p, trainer=replace(tiny.p.trainer, checkpoint_every=1, keep_checkpoints=steps))
+    assert tiny.p.model.source == "tiny"
+    p = replace(tiny.p, trainer=replace(tiny.p.trainer, checkpoint_every=1, keep_checkpoints=steps),
+                model=replace(tiny.p.model, audio_encoder=encoder))
     res = train(stage, p, sp, tiny.data, tiny.init, tmp_path / "out", fmt=fmt or "tis", codec_dir=tiny.codec)
     assert res.steps == steps and all(torch.isfinite(torch.tensor(l)) for _, l in res.history)
     assert res.val_loss is not None
     before = weights(ck.latest(tiny.init))
     for (_, d), ph in zip(ck.step_dirs(tmp_path / "out"), st.phases):
         after = weights(d)
-        assert changed_groups(before, after) == REPORT[ph.name], ph.name
+        assert changed_groups(before, after) == hot(ph.name, encoder == "auto"), ph.name
         before = after
     assert not [x for x in (tmp_path / "out").iterdir() if ".tmp" in x.name]
 

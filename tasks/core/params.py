@@ -196,6 +196,9 @@ class ModelParams:
     tokenizer_corpus: Int  # generated problems the tiny tokenizer is trained on
     tiny: TinyDims
     stream_markers: Bool = False  # each thinker position also reads its stream's control-token row (models/streams.py)
+    # train the audio encoder wherever the adapter trains (align, pretrain, acoustic_tis): auto = when the model is
+    # built from config (source tiny: a random encoder); frozen = the report's freeze table (a pretrained encoder)
+    audio_encoder: Literal["auto", "train", "frozen"] = "auto"
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "model.source is empty; use 'tiny' or a checkpoint path / hub id")

@@ -150,9 +150,10 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
     from tasks.core.examples import BatchStream, StageData, collate
     from tasks.core.params import ROOT
     from tasks.core.stages import spec as get_spec
+    from tasks.core.stages import trains_audio_encoder, with_audio_encoder
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-    spec = get_spec(stage)
+    spec = with_audio_encoder(get_spec(stage), trains_audio_encoder(p))
     rank, world = init_distributed()
     t = p.trainer
     if sp.batch_size % (world * t.grad_accum):
