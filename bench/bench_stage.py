@@ -91,10 +91,13 @@ def score(model_dir: Path, fmt: str, items: list, inputs: list[str], p, max_new:
     return {k: round(100 * right[k] / total[k], 1) for k in sorted(total)}, shown, every
 
 
-NUMBER_WORDS = frozenset(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
-    "eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million point half "
-    "quarter".split())
+def _number_words() -> frozenset[str]:
+    from tasks.synth.verbalize import _CARDINALS  # the words synthesis says numbers with
+
+    return frozenset(_CARDINALS) | {"hundred", "thousand", "million", "billion", "point", "half", "quarter"}
+
+
+NUMBER_WORDS = _number_words()
 
 
 def transcript_scores(pairs: list[tuple[str, str]]) -> dict:

@@ -36,11 +36,10 @@ def bare_loop(stage: str, p, sp, data_dir: Path, init_dir: Path, fmt: str = "tis
     from models.omni import load_checkpoint
     from tasks.core import checkpoint as ck
     from tasks.core.examples import BatchStream, StageData, collate
-    from tasks.core.stages import spec as get_spec
-    from tasks.core.stages import trains_audio_encoder, with_audio_encoder
+    from tasks.core.stages import for_params
     from tasks.core.trainer import lr_lambda
 
-    spec = with_audio_encoder(get_spec(stage), trains_audio_encoder(p))
+    spec = for_params(stage, p)
     src = ck.latest(init_dir)
     model, tok = load_checkpoint(src, torch.float32)
     data = StageData(data_dir, "train", tok, p, spec, sp, fmt)

@@ -135,7 +135,8 @@ def fingerprint(p, spec, sp, data_dir: Path, init_ckpt: Path, fmt: str, codec_di
                if k not in ("log_every", "checkpoint_every", "keep_checkpoints", "feature_cache_mb")}
     stage = {k: v for k, v in asdict(sp).items() if k != "steps"}
     upstream = read_state(init_ckpt)
-    h.update(json.dumps({"spec": spec.name, "trains": [sorted(ph.trainable) for ph in spec.phases], "format": fmt, "stage": stage, "trainer": trainer,
+    h.update(json.dumps({"spec": spec.name, "trains": [sorted(ph.trainable) for ph in spec.phases], "format": fmt,
+                         "stage": stage, "trainer": trainer,
                          "schedule": asdict(p.schedule), "seed": p.seed,
                          "upstream": [str(init_ckpt.name), upstream.get("fingerprint"), upstream.get("step"),
                                       upstream.get("source")]}, sort_keys=True, default=str).encode())

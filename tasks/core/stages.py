@@ -110,6 +110,11 @@ def trains_audio_encoder(p) -> bool:
     return choice == "train" or (choice == "auto" and p.model.source == "tiny")
 
 
+def for_params(name: str, p) -> StageSpec:
+    """The stage ``name`` as params ``p`` train it (the audio encoder added where ``model.audio_encoder`` says)."""
+    return with_audio_encoder(spec(name), trains_audio_encoder(p))
+
+
 def _p(name: str, *groups: str) -> Phase:
     return Phase(name, frozenset(groups))
 

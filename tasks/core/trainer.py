@@ -149,11 +149,10 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
     from tasks.core.distributed import ds_config, init_distributed
     from tasks.core.examples import BatchStream, StageData, collate
     from tasks.core.params import ROOT
-    from tasks.core.stages import spec as get_spec
-    from tasks.core.stages import trains_audio_encoder, with_audio_encoder
+    from tasks.core.stages import for_params
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-    spec = with_audio_encoder(get_spec(stage), trains_audio_encoder(p))
+    spec = for_params(stage, p)
     rank, world = init_distributed()
     t = p.trainer
     if sp.batch_size % (world * t.grad_accum):
