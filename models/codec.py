@@ -370,8 +370,12 @@ class WorldCodec(Codec):
         f0_floor: float = 60.0,
         f0_ceil: float = 500.0,
         stream: StreamParams = StreamParams(),
+        f0_speed: int = 1,
     ) -> None:
         self.sample_rate = int(sample_rate)
+        if not 1 <= int(f0_speed) <= 12:
+            raise CodecError(f"f0_speed must be 1..12 (pyworld dio's decimation), got {f0_speed}")
+        self.f0_speed = int(f0_speed)  # dio analyses the wave decimated by this: 4 is ~3.5x faster f0 tracking
         self.frame_rate = float(frame_rate)
         self.n_mcep = int(n_mcep)
         self.f0_floor, self.f0_ceil = float(f0_floor), float(f0_ceil)
@@ -399,7 +403,8 @@ class WorldCodec(Codec):
         if len(x) < self.hop:
             raise CodecError(f"wave of {len(x)} samples is shorter than one codec frame ({self.hop})")
         fs = self.sample_rate
-        f0, t = pw.dio(x, fs, f0_floor=self.f0_floor, f0_ceil=self.f0_ceil, frame_period=self.frame_period)
+        f0, t = pw.dio(x, fs, f0_floor=self.f0_floor, f0_ceil=self.f0_ceil, frame_period=self.frame_period,
+                       speed=self.f0_speed)
         f0 = pw.stonemask(x, f0, t, fs)
         sp = pw.cheaptrick(x, f0, t, fs, f0_floor=self.f0_floor, fft_size=self.fft_size)
         ap = pw.d4c(x, f0, t, fs, fft_size=self.fft_size)
@@ -476,11 +481,36 @@ class WorldCodec(Codec):
         """
         if not waves:
             raise CodecError("WorldCodec.fit needs at least one wave")
+        probe = cls.analyser(f0_bins=f0_bins, **kwargs)
+        return cls.fit_features([probe.features(w, sr) for w in waves], codebook_size, n_codebooks, f0_bins,
+                                seed, max_frames, iters, **kwargs)
+
+    @classmethod
+    def analyser(cls, **kwargs) -> "WorldCodec":
+        """A codec with no codebooks yet, for its ``features`` only (e.g. in worker processes that
+        analyse the fitting clips for ``fit_features``); ``kwargs`` as the constructor's."""
+        return cls((0.0, 1.0), np.zeros(1), np.ones(1), [], **kwargs)
+
+    @classmethod
+    def fit_features(
+        cls,
+        analyses: Sequence[tuple[np.ndarray, np.ndarray]],
+        codebook_size: int = 256,
+        n_codebooks: int = 3,
+        f0_bins: int = 256,
+        seed: int = 0,
+        max_frames: int = 20000,
+        iters: int = 20,
+        **kwargs,
+    ) -> "WorldCodec":
+        """``fit`` from clips already analysed: ``analyses`` is ``features(wave, sr)`` of each, made by an
+        ``analyser`` with the same ``kwargs``."""
+        if not analyses:
+            raise CodecError("WorldCodec.fit needs at least one wave")
         if codebook_size < 2 or n_codebooks < 1 or f0_bins < 3:
             raise CodecError("need codebook_size >= 2, n_codebooks >= 1 and f0_bins >= 3")
         rng = np.random.default_rng(seed)
-        probe = cls((0.0, 1.0), np.zeros(1), np.ones(1), [], f0_bins=f0_bins, **kwargs)
-        f0s, feats = zip(*(probe.features(w, sr) for w in waves))
+        f0s, feats = zip(*analyses)
         f0 = np.concatenate(f0s)
         x = np.concatenate(feats)
         voiced = np.log(f0[f0 > 0])
@@ -510,6 +540,7 @@ class WorldCodec(Codec):
             "n_mcep": self.n_mcep,
             "f0_floor": self.f0_floor,
             "f0_ceil": self.f0_ceil,
+            "f0_speed": self.f0_speed,
             "f0_bins": self.f0_bins,
             "f0_range": list(self.f0_range),
             "codebook_sizes": list(self.codebook_sizes),
@@ -556,6 +587,7 @@ class WorldCodec(Codec):
             # block holds 25-frame blocks, which would starve playback at 50 tokens/s: decode it
             # with today's blocks.
             stream=StreamParams(**c["stream"]) if "first_block_frames" in c["stream"] else StreamParams(),
+            f0_speed=c.get("f0_speed", 1),  # codecs saved before it analysed at full rate
         )
 
 

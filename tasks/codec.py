@@ -55,9 +55,32 @@ def _init_worker(codec_dir: str) -> None:
     _WORKER_CODEC = load_stage_codec(codec_dir)
 
 
+def _init_analyser(kwargs: dict) -> None:
+    global _WORKER_CODEC
+    from models.codec import WorldCodec
+
+    _WORKER_CODEC = WorldCodec.analyser(**kwargs)
+
+
 def _encode(path: str) -> list[int]:
     wave, sr = _read(Path(path))
     return _WORKER_CODEC.flatten(_WORKER_CODEC.encode(wave, sr))
+
+
+def _analyse(path: str):
+    wave, sr = _read(Path(path))
+    return _WORKER_CODEC.features(wave, sr), sr
+
+
+def _pooled(fn, items: list, init, arg, workers: int) -> list:
+    """``fn`` over ``items`` in ``workers`` processes (each set up by ``init(arg)``), in order."""
+    if workers <= 1:
+        init(arg)
+        return [fn(x) for x in items]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, initializer=init, initargs=(arg,)) as ex:
+        return list(ex.map(fn, items, chunksize=16 if len(items) > 64 * workers else 1))
 
 
 def run(p: Params, data_dir: Path = DATA, out_dir: Path = OUT, workers: int | None = None) -> dict:
@@ -75,14 +98,17 @@ def run(p: Params, data_dir: Path = DATA, out_dir: Path = OUT, workers: int | No
     if not rows:
         raise ValueError(f"{data_dir} holds no response audio; the talker needs `synthesize.tts.speak_response: true`")
     train_rows = [r for r in load_samples(data_dir, "train") if r["response_audio"]]
+    workers = workers or (os.cpu_count() or 1) if c.kind == "world" else 1
     if c.kind == "world":
         pick = random.Random(c.seed).sample(train_rows, min(c.fit_clips, len(train_rows)))
-        waves = [_read(Path(data_dir) / r["response_audio"]) for r in pick]
-        srs = {sr for _, sr in waves}
+        kwargs = {"f0_speed": c.f0_speed}
+        analysed = _pooled(_analyse, [str(Path(data_dir) / r["response_audio"]) for r in pick], _init_analyser,
+                           kwargs, workers)
+        srs = {sr for _, sr in analysed}
         if len(srs) != 1:
             raise ValueError(f"response clips have mixed sample rates {sorted(srs)}; resample them in synthesize")
-        codec = WorldCodec.fit([w for w, _ in waves], sr=srs.pop(), codebook_size=c.codebook_size,
-                               n_codebooks=c.n_codebooks, seed=c.seed)
+        codec = WorldCodec.fit_features([a for a, _ in analysed], codebook_size=c.codebook_size,
+                                        n_codebooks=c.n_codebooks, seed=c.seed, **kwargs)
         fitted = len(pick)
     else:
         codec = MimiCodec.load(c.path, c.n_codebooks)
@@ -92,15 +118,7 @@ def run(p: Params, data_dir: Path = DATA, out_dir: Path = OUT, workers: int | No
     with atomic_dir(out_dir) as target:
         codec.save(target)
         paths = [str(Path(data_dir) / r["response_audio"]) for r in rows]
-        workers = workers or (os.cpu_count() or 1) if c.kind == "world" else 1
-        if workers > 1:
-            from concurrent.futures import ProcessPoolExecutor
-
-            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(str(target),)) as ex:
-                codes = list(ex.map(_encode, paths, chunksize=16))
-        else:
-            _init_worker(str(target))
-            codes = [_encode(x) for x in paths]
+        codes = _pooled(_encode, paths, _init_worker, str(target), workers)
         table = pa.table({"response_audio": [r["response_audio"] for r in rows],
                           "codes": pa.array(codes, type=pa.list_(pa.int16()))})
         # The talker reads one thinker position per codec frame: its readers need the frame size.

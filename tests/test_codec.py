@@ -212,6 +212,45 @@ def test_old_stream_params_load_with_todays_blocks(codec, tmp_path):
     assert load_codec(f"world:{tmp_path / 'c'}").stream == StreamParams()
 
 
+def test_fast_f0_speed_keeps_the_pitch_track_and_is_saved(codec, waves, tmp_path):
+    """codec.f0_speed 4 (the default) tracks f0 on the decimated wave: the same voicing and pitch as full
+    rate within a few percent, the tokens the codec stage writes survive save/load, and an old codec
+    (no f0_speed in codec.json) still analyses at full rate."""
+    import json
+
+    full, fast = WorldCodec.analyser(), WorldCodec.analyser(f0_speed=4)
+    for w in waves[:4]:
+        f1, x1 = full.features(w, 16000)
+        f4, x4 = fast.features(w, 16000)
+        assert f1.shape == f4.shape and x1.shape == x4.shape
+        assert np.mean((f1 > 0) == (f4 > 0)) > 0.95  # voiced / unvoiced frames agree
+        both = (f1 > 0) & (f4 > 0)
+        assert np.median(np.abs(np.log(f4[both] / f1[both]))) < 0.03  # pitch within 3 % (a f0 bin is ~1 %)
+    fitted = WorldCodec.fit(waves[:3], 16000, codebook_size=16, n_codebooks=1, iters=3, seed=0, f0_speed=4)
+    assert fitted.f0_speed == 4
+    fitted.save(tmp_path / "c")
+    back = load_codec(f"world:{tmp_path / 'c'}")
+    assert back.f0_speed == 4
+    np.testing.assert_array_equal(fitted.encode(waves[4], 16000), back.encode(waves[4], 16000))
+    cfg = json.loads((tmp_path / "c" / "codec.json").read_text())
+    del cfg["f0_speed"]  # as saved before the option
+    (tmp_path / "c" / "codec.json").write_text(json.dumps(cfg))
+    assert load_codec(f"world:{tmp_path / 'c'}").f0_speed == 1
+    with pytest.raises(CodecError, match="f0_speed"):
+        WorldCodec.analyser(f0_speed=0)
+
+
+def test_fit_from_features_is_fit(waves):
+    """The codec stage analyses the fitting clips in worker processes, then fits on their features:
+    the same codec as fitting on the waves."""
+    kw = {"codebook_size": 16, "n_codebooks": 2, "iters": 3, "seed": 1, "f0_speed": 4}
+    a = WorldCodec.fit(waves[:3], 16000, **kw)
+    probe = WorldCodec.analyser(f0_speed=4)
+    b = WorldCodec.fit_features([probe.features(w, 16000) for w in waves[:3]], **kw)
+    assert a.config() == b.config()
+    np.testing.assert_array_equal(a.encode(waves[4], 16000), b.encode(waves[4], 16000))
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="WorldCodec.fit"):
         load_codec(f"world:{tmp_path / 'nope'}")
@@ -288,3 +327,20 @@ def test_mimi_stream_first_audio_early_and_real_time_pace_keeps_a_frame(waves):
             play_end += len(chunk) / codec.hop
         assert play_end is not None
         assert samples + len(dec.flush()) == len(codes) * codec.hop
+
+
+def test_the_codec_stage_in_worker_processes_writes_what_one_process_does(tmp_path):
+    """tasks/codec.py analyses the fitting clips and encodes every response in a process pool: the codec and
+    the codes are the ones a single process makes."""
+    import pyarrow.parquet as pq
+    from audio_data import tiny_setup
+
+    import tasks.codec as stage
+
+    t = tiny_setup()
+    one = stage.run(t.p, t.data, tmp_path / "one", workers=1)
+    two = stage.run(t.p, t.data, tmp_path / "two", workers=2)
+    assert one["codec/encoded_clips"] == two["codec/encoded_clips"] > 0
+    assert (tmp_path / "one" / "codec.json").read_text() == (tmp_path / "two" / "codec.json").read_text()
+    assert pq.read_table(tmp_path / "one" / "codes.parquet").equals(pq.read_table(tmp_path / "two" / "codes.parquet"))
+    assert one["codec/fit_clips"] == min(t.p.codec.fit_clips, one["codec/encoded_clips"])

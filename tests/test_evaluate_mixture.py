@@ -21,7 +21,7 @@ import pytest
 from models.drift import check_drift, tokenize_sample
 from models.format import Schedule, build, deinterleave
 from models.tokenizer import control_ids, text_prompt
-from tasks.core.examples import BatchStream, StageData, min_block_for, schedule_for
+from tasks.core.examples import BatchStream, StageData, heard_first, min_block_for, schedule_for
 from tasks.core.params import ParamsError, load_params
 from tasks.core.stages import spec
 
@@ -97,10 +97,12 @@ def test_tis_examples_train_at_the_drawn_ratio(tiny, stage):
         for i in range(len(data)):
             e = data.example(i, epoch)
             sch = schedule_for(i, epoch, data.schedules, p.seed)
-            row = data.rows[i]
+            row = {**data.rows[i], "min_block": min_block_for(data.rows[i], tiny.tok, sch)}
+            if e.audio is not None and p.model.transcribe_first:  # the talker's spoken prompts
+                row = heard_first(row, tiny.tok, sch.think)
             prompt_len = next(k for k, r in enumerate(e.roles) if r != 0)
             want = build("tis", e.input_ids[:prompt_len], row["response_ids"], row["reasoning_ids"], ids, sch,
-                         min_block=min_block_for(row, tiny.tok, sch), delay_eos=True)
+                         min_block=row["min_block"], delay_eos=True)
             assert e.input_ids == want.input_ids and e.roles == [int(r) for r in want.roles]
             assert check_drift(want, tiny.tok, row["question"], ids, sch) == []
             assert (e.codes is not None) == (stage == "talker")

@@ -138,6 +138,7 @@ def fingerprint(p, spec, sp, data_dir: Path, init_ckpt: Path, fmt: str, codec_di
     h.update(json.dumps({"spec": spec.name, "trains": [sorted(ph.trainable) for ph in spec.phases], "format": fmt,
                          "stage": stage, "trainer": trainer,
                          "schedule": asdict(p.schedule), "seed": p.seed,
+                         "transcribe_first": bool(p.model.transcribe_first) and spec.input != "text",
                          "upstream": [str(init_ckpt.name), upstream.get("fingerprint"), upstream.get("step"),
                                       upstream.get("source")]}, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]

@@ -109,6 +109,28 @@ def min_block_for(row: dict, tok, schedule) -> list[int]:
     return t.min_block
 
 
+def heard_first(row: dict, tok, think: int) -> dict:
+    """``row`` with its reasoning led by what a listener heard: the spoken question as text, numbers as
+    digits (``numbers_as_digits``, as a text prompt holds it), then spaces up to a whole number of ``think``
+    blocks, so the reasoning after it keeps its layout (``synthesize.align_facts`` placed column facts at
+    block starts) and every drift constraint moves by exactly those blocks.
+
+    With a spoken question the prompt holds audio, not digits: the scratchpad's operands and column
+    digits must come from somewhere the model can copy them from. Trained this way, the model writes its
+    transcript in the silent stream and reasons from it as it does from a text prompt."""
+    from models.tokenizer import encode, numbers_as_digits
+
+    heard = numbers_as_digits(str(row.get("spoken_question") or row["question"])).strip()
+    ids = encode(tok, heard + " ")
+    space = encode(tok, " ")
+    if len(space) != 1:
+        raise ValueError(f"the tokenizer splits a space into {len(space)} tokens; model.transcribe_first needs one")
+    ids += space * (-len(ids) % think)
+    k = len(ids) // think
+    return {**row, "reasoning": heard + " " + row["reasoning"], "reasoning_ids": ids + list(row["reasoning_ids"]),
+            "min_block": [b + k if b > 0 else 0 for b in row["min_block"]]}
+
+
 def body(layout: str, row: dict, prompt: list[int], tok, ids, schedule, fmt: str) -> tuple[list[int], list[bool], list[int]]:
     """The thinker sequence for a target layout -> (ids, loss mask, roles), prompt included.
     ``row["min_block"]`` must hold the drift constraints for ``schedule`` (``min_block_for``)."""
@@ -261,6 +283,7 @@ class StageData:
         self.drawn: collections.Counter = collections.Counter()  # (speak, think) -> examples built
         self.text_fraction = getattr(sp, "text_fraction", 0.0)
         self.words_fraction = getattr(sp, "words_fraction", 0.0)
+        self.transcribe = bool(p.model.transcribe_first) and spec.t.layout in ("solution", "interleaved")
         self.codes = CodesIndex(Path(codec_dir)) if spec.t.codec else None
         self.weights = None
         if self.aligned:
@@ -304,6 +327,8 @@ class StageData:
         schedule = schedule_for(i, epoch, self.schedules, self.p.seed)
         if schedule != self.schedule:
             row = {**row, "min_block": min_block_for(row, self.tok, schedule)}
+        if spoken and self.transcribe:
+            row = heard_first(row, self.tok, schedule.think)
         try:
             seq, mask, roles = body(self.spec.t.layout, row, prompt, self.tok, self.ids, schedule, self.fmt)
         except FormatError:

@@ -199,6 +199,9 @@ class ModelParams:
     # train the audio encoder wherever the adapter trains (align, pretrain, acoustic_tis): auto = when the model is
     # built from config (source tiny: a random encoder); frozen = the report's freeze table (a pretrained encoder)
     audio_encoder: Literal["auto", "train", "frozen"] = "auto"
+    # with a spoken question the reasoning first writes what it heard (the question, its numbers as digits),
+    # in the stages whose targets hold reasoning (pretrain, acoustic_tis, talker): tasks/core/examples.py heard_first
+    transcribe_first: Bool = False
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "model.source is empty; use 'tiny' or a checkpoint path / hub id")
@@ -330,8 +333,10 @@ class CodecParams:
     n_codebooks: Int
     fit_clips: Int
     seed: Int
+    f0_speed: Int  # world: pyworld dio's decimation for the f0 track (1 = full rate; 4 ~40 % less analysis time)
 
     def __post_init__(self) -> None:
+        _check(1 <= self.f0_speed <= 12, f"codec.f0_speed must be 1..12 (pyworld dio's decimation), got {self.f0_speed}")
         _check(not (self.kind == "mimi" and not self.path),
                "codec.kind=mimi needs codec.path (a local Mimi checkpoint directory)")
 

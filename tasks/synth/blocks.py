@@ -49,8 +49,14 @@ def _value(terms: list[str]) -> int:
 
 def token_spans(tokenizer, reasoning: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """(first token, last token) of each character span of ``reasoning`` as ``tokenizer`` splits it."""
-    offsets = tokenizer(reasoning, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return _spans(_offsets(tokenizer, reasoning), spans)
 
+
+def _offsets(tokenizer, text: str) -> list[tuple[int, int]]:
+    return tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+
+
+def _spans(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     def at(c: int) -> int:
         return max((i for i, (a, b) in enumerate(offsets) if a <= c < max(b, a + 1)), default=0)
 
@@ -66,16 +72,18 @@ def align_facts(tokenizer, reasoning: str, think: int) -> str:
     ``k`` sits in block ``k // think``) and that fits in one block, so it starts the next block instead. A
     tokenizer that merges runs of spaces may not shift a fact far enough; then that fact stays as it was."""
     i = 0
+    offsets = _offsets(tokenizer, reasoning)  # tokenized again only when the reasoning changes
     while True:
         facts = column_facts(reasoning)
         if i >= len(facts):
             return reasoning
         start, end, _ = facts[i]
-        (first, last), = token_spans(tokenizer, reasoning, [(start, end)])
+        (first, last), = _spans(offsets, [(start, end)])
         if is_cut(first, last, think) and last - first + 1 <= think:
             pad = " " * (think - first % think)
             moved = reasoning[:start] + pad + reasoning[start:]
-            (f2, l2), = token_spans(tokenizer, moved, [(start + len(pad), end + len(pad))])
+            moved_offsets = _offsets(tokenizer, moved)
+            (f2, l2), = _spans(moved_offsets, [(start + len(pad), end + len(pad))])
             if not is_cut(f2, l2, think):
-                reasoning = moved
+                reasoning, offsets = moved, moved_offsets
         i += 1
