@@ -38,6 +38,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("accuracy %", "accuracy", "pct"),
     ("audio input accuracy %", "audio_accuracy", "pct"),
     ("text input accuracy %", "text_accuracy", "pct"),
+    ("spoken questions heard %", "heard_numbers", "pct"),
     ("spoken words", "spoken_words", "{:.1f}"),
     ("response tokens", "response_tokens", "{:.1f}"),
     ("reasoning tokens", "reasoning_tokens", "{:.1f}"),
@@ -178,7 +179,7 @@ def run(p: Params, reports: Path = EVALUATE, out_dir: Path = OUT) -> StageResult
                         out_dir / "sweep.png", trained)]
     flat: dict[str, Any] = {}
     for fmt, m in metrics.items():
-        for k in ("accuracy", "audio_accuracy", "text_accuracy", "spoken_words", "positions_to_first_text",
+        for k in ("accuracy", "audio_accuracy", "text_accuracy", "heard_numbers", "spoken_words", "positions_to_first_text",
                   "seconds_to_first_audio", "heard_accuracy", "recall_reference", "recall_resynthesis", "recall_talker",
                   "audio_length_ratio", "audio_capped"):
             if f"overall/{k}" in m:

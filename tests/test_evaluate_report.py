@@ -46,6 +46,32 @@ def test_group_metrics():
     assert group_metrics([]) == {"n": 0}
 
 
+def test_heard_numbers_reads_what_the_reasoning_wrote_first():
+    """A spoken question is heard when its reasoning starts with all of its numbers, in order."""
+
+    def asked(how, question, reasoning):
+        return {**row(), "input": how, "question": question, "reasoning": reasoning}
+
+    q = "What is forty-six plus eighty-six?"
+    spoken = [
+        asked("audio", q, reasoning="What is 46 plus 86?   46+86:  6+6=12 c1 =2|"),  # its transcript
+        asked("audio", q, reasoning="46+86:  6+6=12 c1 =2|4+8+1=13 =132|132"),  # a scratchpad from them
+        asked("audio", q, reasoning="What is 46 plus 61?   46+61:"),  # the second number misheard
+        asked("audio", q, reasoning="What is 86 plus 46?   86+46:"),  # out of order
+        asked("audio", q, reasoning="What is 46"),  # stopped short
+    ]
+    assert group_metrics(spoken)["heard_numbers"] == 0.4
+    minus = asked("audio", "What is 87 minus 66?", reasoning="87-66:  7-6=1 =1|8-6=2 =21|21")
+    assert group_metrics([minus])["heard_numbers"] == 1.0
+    word = asked("audio", "Ana shares twenty-eight cards equally among two friends.",
+               reasoning="Ana shares 28 cards equally among 2 friends.  28 shared by 2. 28/2:")
+    assert group_metrics([word])["heard_numbers"] == 1.0
+    text = asked("text", q, reasoning="46+86:")  # the numbers were in the prompt: nothing heard
+    none = asked("audio", "What is the answer?", reasoning="5")
+    assert group_metrics([text, none])["heard_numbers"] is None
+    assert "heard_numbers" not in summarize([text], ["short_digit"], inputs=["text"])
+
+
 def test_summarize_keys_splits_overall_and_sweep():
     rows = [row("short_digit-0"), row("short_digit-1", correct=False), row("long_digit-0", "long_digit"),
             row("short_digit-0", sweep=True, ratio="1:9", correct=False),
@@ -130,7 +156,7 @@ def test_compare_stage_writes_the_table_and_plots(reports, tmp_path):
     assert set(t) == {"columns", "rows"} and len(t["rows"]) == 4
     assert json.loads((out / "sweep.json").read_text())["rows"][0][:2] == ["TiS", "1:9"]
     md = (out / "table.md").read_text()
-    assert "| overall | think-first | 4 | 75.0 | – | – | 30.0 |" in md and "speak:think sweep" in md
+    assert "| overall | think-first | 4 | 75.0 | – | – | – | 30.0 |" in md and "speak:think sweep" in md
     for png in ("accuracy_vs_words", "splits", "latency", "sweep"):
         assert (out / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert res.metrics["tis_vs_think_first/spoken_words_ratio"] == pytest.approx(20 / 30, abs=1e-4)

@@ -14,7 +14,11 @@ Per split and ``overall`` (every question of the run; the proxy asks each split 
   over spoken answers), ``audio_gaps`` (mean per fully spoken answer: playback stalls),
   ``audio_seconds``;
 - ``tokens_per_s``: thinker positions per second while the thinker ran (mean over the answers that
-  were not spoken, whose pace includes no talker and codec work; over all when every one was).
+  were not spoken, whose pace includes no talker and codec work; over all when every one was);
+- ``heard_numbers``: share of the spoken questions whose reasoning starts by writing every number of the
+  question, in order: the model heard them (its transcript, ``model.transcribe_first``; without one, a
+  scratchpad that starts from the question's operands). Absent for text input. Where it is low, audio
+  accuracy is lost to hearing, not to reasoning.
 
 The sweep adds ``ratio_<speak>_<think>/<metric>`` for the TiS model at each ratio, on the sweep's
 questions only (the schedule's own ratio included, from the same questions' main rows); a model
@@ -47,6 +51,20 @@ def speech_during_reasoning(row: dict) -> bool | None:
     return first < end
 
 
+def heard_numbers(row: dict) -> bool | None:
+    """Does the reasoning of a spoken question start with every number of the question, in order (signs
+    aside: a scratchpad writes ``46-66``)? None for a text prompt or a question without numbers."""
+    if row.get("input", "audio") != "audio" or not row.get("question"):
+        return None
+    from models.drift import numbers
+    from models.tokenizer import numbers_as_digits
+
+    want = [n.lstrip("-") for n, _, _ in numbers(numbers_as_digits(row["question"]))]
+    if not want:
+        return None
+    return [n.lstrip("-") for n, _, _ in numbers(row.get("reasoning") or "")][: len(want)] == want
+
+
 def group_metrics(rows: Sequence[dict]) -> dict[str, float | int | None]:
     """The metrics of one group of prediction rows (module doc)."""
     n = len(rows)
@@ -68,6 +86,8 @@ def group_metrics(rows: Sequence[dict]) -> dict[str, float | int | None]:
     # The thinker's pace alone: a spoken answer's positions/s include the talker's and codec's work.
     quiet = [r for r in rows if not r["spoken"]] or rows
     out["tokens_per_s"] = _mean(r["timings"].get("tokens_per_s") for r in quiet)
+    heard = [x for x in map(heard_numbers, rows) if x is not None]
+    out["heard_numbers"] = round(sum(heard) / len(heard), 4) if heard else None
     overlap = [x for x in map(speech_during_reasoning, rows) if x is not None]
     out["speech_during_reasoning"] = round(sum(overlap) / len(overlap), 4) if overlap else None
     # Gaps only mean something for answers spoken to their end (sweep answers are cut short).
