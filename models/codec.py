@@ -352,6 +352,9 @@ def _nearest(x: np.ndarray, x2: np.ndarray | None, cents: np.ndarray) -> np.ndar
     return d.argmin(1)
 
 
+_FIT_SETTINGS = ("codebook_size", "n_codebooks", "f0_bins", "seed", "max_frames", "iters")  # fit_features' own
+
+
 class WorldCodec(Codec):
     """WORLD vocoder features, quantised: token 0 is log-f0, tokens 1.. are an RVQ of the envelope."""
 
@@ -461,19 +464,9 @@ class WorldCodec(Codec):
 
     # -- fitting and storage --------------------------------------------------------------------
     @classmethod
-    def fit(
-        cls,
-        waves: Sequence[np.ndarray],
-        sr: int = 16000,
-        codebook_size: int = 256,
-        n_codebooks: int = 3,
-        f0_bins: int = 256,
-        seed: int = 0,
-        max_frames: int = 20000,
-        iters: int = 20,
-        **kwargs,
-    ) -> "WorldCodec":
+    def fit(cls, waves: Sequence[np.ndarray], sr: int = 16000, **kwargs) -> "WorldCodec":
         """Fit normalisation, the f0 range and the RVQ codebooks on ``waves`` (mono arrays at ``sr``).
+        ``kwargs``: ``fit_features``' settings and the constructor's (``f0_speed``, ``frame_rate``, ...).
 
         The defaults give 4 tokens per frame (200 tokens/s) and a vocabulary of 1024 ids, which fits
         the tiny talker (1036 codec ids). k-means sees at most ``max_frames`` frames, so ~30 short clips
@@ -481,9 +474,8 @@ class WorldCodec(Codec):
         """
         if not waves:
             raise CodecError("WorldCodec.fit needs at least one wave")
-        probe = cls.analyser(f0_bins=f0_bins, **kwargs)
-        return cls.fit_features([probe.features(w, sr) for w in waves], codebook_size, n_codebooks, f0_bins,
-                                seed, max_frames, iters, **kwargs)
+        probe = cls.analyser(**{k: v for k, v in kwargs.items() if k not in _FIT_SETTINGS})
+        return cls.fit_features([probe.features(w, sr) for w in waves], **kwargs)
 
     @classmethod
     def analyser(cls, **kwargs) -> "WorldCodec":
