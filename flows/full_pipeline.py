@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -25,8 +26,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from models.atomic import write_json
+from tasks.core.cpu import ENV as CPU_ENV
+from tasks.core.cpu import write_share
 from tasks.core.params import ROOT
-from tasks.core.stages import pipeline_runs
+from tasks.core.stages import pipeline_runs, runs_beside
 from tasks.core.tracking import PARENT_ENV
 
 
@@ -38,9 +41,22 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+DVC = ("--wait-for-lock",)  # stages run side by side: a dvc command waits for another's repo lock instead of failing
+
+
 def dvc(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=ROOT, env=_env(env),
+    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *DVC, *args], cwd=ROOT, env=_env(env),
                           capture_output=True, text=True, check=check)
+
+
+def stage_graph(names: Sequence[str]) -> dict[str, set[str]]:
+    """Each stage's upstream stages among ``names``, as DVC's own graph has them (``dvc dag --dot``): what a
+    stage must wait for. Stages outside ``names`` (a partial run) count as done."""
+    ups: dict[str, set[str]] = {n: set() for n in names}
+    for a, b in re.findall(r'"([^"]+)"\s*->\s*"([^"]+)"', dvc("dag", "--dot").stdout):
+        if a in ups and b in ups:
+            ups[b].add(a)
+    return ups
 
 
 def dvc_stage_names() -> list[str]:
@@ -68,16 +84,20 @@ def is_stale(stage: str) -> bool:
 
 
 @task(name="stage", cache_policy=NO_CACHE, log_prints=True)
-def run_stage(stage: str, parent_run_id: str | None) -> dict:
-    """`dvc repro --single-item STAGE` if DVC says it is stale; streams the stage's log lines."""
+def run_stage(stage: str, parent_run_id: str | None, cpu_share: str | None = None) -> dict:
+    """`dvc repro --single-item STAGE` if DVC says it is stale; streams the stage's log lines. ``cpu_share``: the
+    file through which the flow lends the stage its cores (tasks/core/cpu.py)."""
     logger = get_run_logger()
     if not is_stale(stage):
         logger.info("%s: unchanged, skipped (DVC)", stage)
         return {"stage": stage, "status": "skipped", "seconds": 0.0}
     t0 = time.time()
     logger.info("%s: running", stage)
-    env = _env({PARENT_ENV: parent_run_id} if parent_run_id else None)
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro", "--single-item", stage],
+    extra = {PARENT_ENV: parent_run_id} if parent_run_id else {}
+    if cpu_share:
+        extra[CPU_ENV] = cpu_share
+    env = _env(extra)
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), *DVC, "repro", "--single-item", stage],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail: list[str] = []
     assert proc.stdout is not None
@@ -140,8 +160,7 @@ def full_pipeline(stages: list[str] | None = None, push_remote: bool = True) -> 
         keys = list(params)
         for i in range(0, len(keys), 90):
             mlflow.log_params({k: str(params[k])[:500] for k in keys[i:i + 90]})
-        for name in names:
-            results.append(run_stage.with_options(name=name)(name, run.info.run_id))
+        run_stages(names, stage_graph(names), run.info.run_id, p.flow.parallel, results)
         if push_remote:
             push(os.path.expanduser(p.dvc.remote_url), p.dvc.remote)
         status = "FINISHED"
@@ -160,6 +179,72 @@ def full_pipeline(stages: list[str] | None = None, push_remote: bool = True) -> 
         logger.info("%-24s %-8s %6.1fs", r["stage"], r["status"], r["seconds"])
     publish_report()
     _write_results(results, time.time() - t0)
+    return results
+
+
+SHARES = ROOT / ".run" / "cpu"  # one file per running stage: the cores it is lent (tasks/core/cpu.py)
+
+
+def run_stages(names: Sequence[str], ups: dict[str, set[str]], parent_run_id: str | None, parallel: int,
+               results: list[dict] | None = None, cores: int | None = None, poll: float = 0.5) -> list[dict]:
+    """Run ``names`` as soon as their upstream stages (``ups``) are done, in list order among those ready.
+
+    At most ``parallel`` at once, and only stages that may share the machine (``runs_beside``: the codec, the
+    training stages) run side by side; each running stage is lent ``cores // running`` cores, rewritten whenever
+    one starts or ends, so the stage left alone gets them all back. A failed stage stops new launches; the
+    running ones finish (their checkpoints stay valid), then the failure is raised. The finished stages' results
+    go to ``results`` (returned), in list order, also when one failed."""
+    logger = get_run_logger()
+    cores = cores or os.cpu_count() or 1
+    done: dict[str, dict] = {}
+    running: dict = {}  # stage -> future
+    failed: list[tuple[str, BaseException]] = []
+
+    def lend() -> None:
+        for name in running:
+            write_share(SHARES / name, max(1, cores // len(running)))
+
+    def may_start(name: str) -> bool:
+        if not ups[name] <= done.keys():
+            return False
+        if not running:
+            return True
+        return len(running) < parallel and runs_beside(name) and all(runs_beside(r) for r in running)
+
+    pending = list(names)
+    while pending or running:
+        starting = []
+        for name in [n for n in pending if not failed]:
+            if may_start(name):
+                pending.remove(name)
+                running[name] = None
+                starting.append(name)
+        if starting:
+            lend()  # before they start: each reads its share first thing
+            for name in starting:
+                running[name] = run_stage.with_options(name=name).submit(name, parent_run_id, str(SHARES / name))
+            if len(running) > 1:
+                logger.info("running side by side: %s, %d core(s) each", ", ".join(running),
+                            max(1, cores // len(running)))
+        if failed and not running:
+            break
+        if not running and pending:  # nothing can start: an upstream stage is missing from the graph
+            raise RuntimeError(f"stages {pending} wait for stages that never ran: {[sorted(ups[n]) for n in pending]}")
+        time.sleep(poll)
+        for name, fut in list(running.items()):
+            if fut.state.is_final():
+                del running[name]
+                (SHARES / name).unlink(missing_ok=True)
+                try:
+                    done[name] = fut.result()
+                except BaseException as e:  # noqa: BLE001 -- raised below, once the others finished
+                    failed.append((name, e))
+                    logger.error("%s failed; stages already running finish, no new one starts", name)
+                lend()
+    results = results if results is not None else []
+    results.extend(done[n] for n in names if n in done)
+    if failed:
+        raise failed[0][1]
     return results
 
 

@@ -98,7 +98,9 @@ def run(p: Params, data_dir: Path = DATA, out_dir: Path = OUT, workers: int | No
     if not rows:
         raise ValueError(f"{data_dir} holds no response audio; the talker needs `synthesize.tts.speak_response: true`")
     train_rows = [r for r in load_samples(data_dir, "train") if r["response_audio"]]
-    workers = workers or (os.cpu_count() or 1) if c.kind == "world" else 1
+    from tasks.core.cpu import CpuShare
+
+    workers = workers or CpuShare().cores() or (os.cpu_count() or 1) if c.kind == "world" else 1
     if c.kind == "world":
         pick = random.Random(c.seed).sample(train_rows, min(c.fit_clips, len(train_rows)))
         kwargs = {"f0_speed": c.f0_speed}

@@ -84,6 +84,31 @@ def test_the_audio_encoder_trains_with_its_adapter_only_when_asked():
             ph.name: hot(ph.name, True) for ph in s.phases}
 
 
+def test_align_skips_its_adapter_only_phase_when_the_llm_is_random():
+    """A model built from config has a random LLM: a frozen one is nothing to align the adapter to, so align
+    trains everything from its first step (auto); a checkpoint keeps the report's 1a then 1b."""
+    from tasks.core.stages import for_params
+
+    def p(choice, source):
+        return type("P", (), {"model": type("M", (), {"audio_encoder": "auto", "source": source}),
+                              "align": type("A", (), {"adapter_phase": choice})})()
+
+    two = [ph.name for ph in spec("align").phases]
+    assert two == ["align_1a", "align_1b"]
+    assert [ph.name for ph in for_params("align", p("auto", "tiny")).phases] == ["align_1b"]
+    assert for_params("align", p("auto", "tiny")).phase_at(0, 300).name == "align_1b"
+    assert [ph.name for ph in for_params("align", p("auto", "/ckpt/Qwen2.5-Omni-3B")).phases] == two
+    assert [ph.name for ph in for_params("align", p("on", "tiny")).phases] == two
+    assert [ph.name for ph in for_params("align", p("off", "Qwen/Qwen2.5-Omni-3B")).phases] == ["align_1b"]
+    assert for_params("pretrain", p("off", "tiny")).phases == with_encoder_phases("pretrain")
+
+
+def with_encoder_phases(name: str):
+    from tasks.core.stages import with_audio_encoder
+
+    return with_audio_encoder(spec(name), True).phases
+
+
 ENCODER_RUNS = [(s, f, e) for s, f in RUNS for e in ("auto", "frozen") if e == "auto" or s == "align"]
 
 
@@ -99,7 +124,8 @@ def test_one_step_trains_exactly_the_hot_groups(tiny, tmp_path, stage, fmt, enco
     sp = replace(tiny.p.stage(stage), steps=steps, batch_size=2, lr=1e-3, warmup_steps=0, max_len=1024)
     assert tiny.p.model.source == "tiny"
     p = replace(tiny.p, trainer=replace(tiny.p.trainer, checkpoint_every=1, keep_checkpoints=steps),
-                model=replace(tiny.p.model, audio_encoder=encoder))
+                model=replace(tiny.p.model, audio_encoder=encoder),
+                align=replace(tiny.p.align, adapter_phase="on"))  # the report's 1a then 1b, one step each
     res = train(stage, p, sp, tiny.data, tiny.init, tmp_path / "out", fmt=fmt or "tis", codec_dir=tiny.codec)
     assert res.steps == steps and all(torch.isfinite(torch.tensor(l)) for _, l in res.history)
     assert res.val_loss is not None

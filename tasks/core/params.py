@@ -248,6 +248,13 @@ class StageParams:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class AlignParams(StageParams):
+    # phase 1a (the first half of the steps: the audio adapter alone, the LLM frozen): auto = on for a checkpoint
+    # (a pretrained LLM to align to), off when the model is built from config (a random LLM: nothing to align to)
+    adapter_phase: Literal["auto", "on", "off"] = "auto"
+
+
+@dataclass(frozen=True, config=_STRICT)
 class PretrainParams(StageParams):
     text_fraction: Float  # share of problems given as text instead of audio (seeded, same every epoch)
     words_fraction: Float  # share of text prompts whose numbers are words (as a transcript reads them)
@@ -344,6 +351,18 @@ class CodecParams:
 @dataclass(frozen=True, config=_STRICT)
 class MlflowParams:
     experiment: Str
+
+
+@dataclass(frozen=True, config=_STRICT)
+class FlowParams:
+    """How the pipeline flow runs the DVC stages (read by flows/, by no stage: changing it reruns nothing)."""
+
+    # at most this many stages at once: stages independent in DVC's graph that may share the machine (the codec,
+    # the training stages) run side by side and split its cores (tasks/core/cpu.py); 1 = one after another
+    parallel: Int
+
+    def __post_init__(self) -> None:
+        _check(self.parallel >= 1, f"flow.parallel must be >= 1 (1 = one stage at a time), got {self.parallel}")
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -461,13 +480,14 @@ class Params:
     formats: tuple[Format, ...]
     trainer: TrainerParams
     codec: CodecParams
-    align: StageParams
+    align: AlignParams
     pretrain: PretrainParams
     text_tis: TextTisParams
     acoustic_tis: AcousticTisParams
     talker: TalkerParams
     evaluate: EvaluateParams
     mlflow: MlflowParams
+    flow: FlowParams
     dvc: DvcParams
     package: PackageParams
     serve: ServeParams

@@ -88,6 +88,10 @@ def stage_main(stage: str, params: list[str], work: Callable[[Params, str | None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     p = load_params()
     name = run_name(stage, fmt)
+    from tasks.core.cpu import CpuShare
+
+    if (cores := CpuShare().apply()) is not None:  # stages running beside this one share the cores
+        log.info("%s: %d core(s) lent by the flow", name, cores)
     # The run lists what it read (dvc.yaml deps under data/, checkpoints/, reports/) with DVC's hashes.
     with stage_run(name, p.mlflow.experiment, {**params_of(p, params), "format": fmt},
                    inputs=dvc_inputs(stage, fmt), context=context) as tr:

@@ -110,9 +110,26 @@ def trains_audio_encoder(p) -> bool:
     return choice == "train" or (choice == "auto" and p.model.source == "tiny")
 
 
+def runs_adapter_phase(p) -> bool:
+    """params.yaml's ``align.adapter_phase``: ``on``, ``off``, or ``auto`` (on for a checkpoint, whose pretrained
+    LLM the adapter aligns to; off when the model is built from config, ``model.source: tiny``: a frozen random LLM
+    is nothing to align to, and the same 300 steps all in phase 1b heard 25.8 % of the number words against 13.8 %)."""
+    choice = p.align.adapter_phase
+    return choice == "on" or (choice == "auto" and p.model.source != "tiny")
+
+
+def without_adapter_phase(spec: StageSpec) -> StageSpec:
+    """``spec`` with only its last phase (every step trains what the last phase trains)."""
+    return replace(spec, phases=spec.phases[-1:], split=1.0)
+
+
 def for_params(name: str, p) -> StageSpec:
-    """The stage ``name`` as params ``p`` train it (the audio encoder added where ``model.audio_encoder`` says)."""
-    return with_audio_encoder(spec(name), trains_audio_encoder(p))
+    """The stage ``name`` as params ``p`` train it (the audio encoder added where ``model.audio_encoder`` says;
+    align without its adapter-only phase where ``align.adapter_phase`` says)."""
+    s = spec(name)
+    if len(s.phases) > 1 and name == "align" and not runs_adapter_phase(p):
+        s = without_adapter_phase(s)
+    return with_audio_encoder(s, trains_audio_encoder(p))
 
 
 def _p(name: str, *groups: str) -> Phase:
@@ -142,6 +159,9 @@ class PipelineStage:
     name: str
     module: str
     per_format: bool
+    # may run beside another stage, on the cores the flow lends it (tasks/core/cpu.py): the codec and the training
+    # stages. The others run alone: synthesize and evaluate start their own Ray workers over every core.
+    beside: bool = False
 
 
 # The pipeline, in order: the one list the DVC stages (dvc.yaml, checked by tests/test_pipeline_stages.py),
@@ -150,8 +170,8 @@ class PipelineStage:
 PIPELINE: tuple[PipelineStage, ...] = (
     PipelineStage("init_model", "tasks.init_model", False),
     PipelineStage("synthesize", "tasks.synthesize", False),
-    PipelineStage("codec", "tasks.codec", False),
-    *(PipelineStage(s.name, f"tasks.{s.name}", s.per_format) for s in STAGES.values()),
+    PipelineStage("codec", "tasks.codec", False, beside=True),
+    *(PipelineStage(s.name, f"tasks.{s.name}", s.per_format, beside=True) for s in STAGES.values()),
     PipelineStage("evaluate", "tasks.evaluate", True),
     PipelineStage("compare", "tasks.compare", False),
     PipelineStage("package", "tasks.package", False),
@@ -162,6 +182,12 @@ def pipeline_runs(formats: Sequence[str]) -> list[str]:
     """Every run of the pipeline in order, matrix stages expanded per format as DVC expands them
     (``["init_model", ..., "text_tis@tis", "text_tis@think_first", ...]``)."""
     return [run_name(s.name, f) for s in PIPELINE for f in (formats if s.per_format else (None,))]
+
+
+def runs_beside(run: str) -> bool:
+    """May the pipeline run ``run`` (a DVC stage name, ``text_tis@tis``) beside another stage?"""
+    base = run.split("@")[0]
+    return any(s.beside for s in PIPELINE if s.name == base)
 
 
 def spec(name: str) -> StageSpec:

@@ -266,7 +266,11 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
     step, done_this_call, grad_norms = start, 0, []
     tokens_seen, t_start, last_loss = 0, time.time(), float("nan")
     engine.train()
+    from tasks.core.cpu import CpuShare
+
+    share = CpuShare()  # the cores the flow lends this stage while others run beside it (none: untouched)
     while step < sp.steps:
+        share.apply()
         if len(spec.phases) > 1:
             apply_phase(step)
         batch = stream.next_batch()
