@@ -19,6 +19,15 @@ BESIDE = {"b", "c", "d", "e"}
 NAMES = list(UPS)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def prefect_api():
+    """A throwaway Prefect API for the flows below, stopped with the module (not at interpreter exit)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
+
+
 @pytest.fixture
 def fake_stages(monkeypatch, tmp_path):
     log: dict[str, dict] = {}
