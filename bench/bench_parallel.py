@@ -71,12 +71,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
-    from tasks.core.cpu import write_share
+    from tasks.core.cpu import machine_cores, write_share
 
     root = Path(args.root).resolve()
     if not (root / "data" / "synthesize" / "train.parquet").exists():
         raise SystemExit(f"{root} has no data/synthesize: run make pipeline there first (or pass --root)")
-    cores = os.cpu_count() or 1
+    cores = machine_cores()  # what the flow lends out
     fmts = ("tis", "think_first")
     t0 = time.time()
     in_turn = {}

@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 
 from models.atomic import write_json
 from tasks.core.cpu import ENV as CPU_ENV
-from tasks.core.cpu import write_share
+from tasks.core.cpu import machine_cores, write_share
 from tasks.core.params import ROOT
 from tasks.core.stages import pipeline_runs, runs_beside
 from tasks.core.tracking import PARENT_ENV
@@ -185,23 +185,15 @@ def full_pipeline(stages: list[str] | None = None, push_remote: bool = True) -> 
 SHARES = ROOT / ".run" / "cpu"  # one file per running stage: the cores it is lent (tasks/core/cpu.py)
 
 
-def machine_cores() -> int:
-    """The cores the flow lends out: physical ones, as torch's default threads count them (hyperthreads do not
-    speed up its matrix work)."""
-    import psutil
-
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-
-
 def run_stages(names: Sequence[str], ups: dict[str, set[str]], parent_run_id: str | None, parallel: int,
                results: list[dict] | None = None, cores: int | None = None, poll: float = 0.5) -> list[dict]:
     """Run ``names`` as soon as their upstream stages (``ups``) are done, in list order among those ready.
 
     At most ``parallel`` at once, and only stages that may share the machine (``runs_beside``: the codec, the
     training stages) run side by side; each running stage is lent ``cores // running`` of ``machine_cores()``,
-    rewritten whenever one starts or ends, so the stage left alone gets them all back. A failed stage stops new launches; the
-    running ones finish (their checkpoints stay valid), then the failure is raised. The finished stages' results
-    go to ``results`` (returned), in list order, also when one failed."""
+    rewritten whenever one starts or ends, so the stage left alone gets them all back. A failed stage stops new
+    launches; the running ones finish (their checkpoints stay valid), then the failure is raised. The finished
+    stages' results go to ``results`` (returned), in list order, also when one failed."""
     logger = get_run_logger()
     cores = cores or machine_cores()
     done: dict[str, dict] = {}

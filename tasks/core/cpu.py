@@ -24,6 +24,14 @@ ENV = "OMNI_TIS_CPU_SHARE"
 log = logging.getLogger("cpu")
 
 
+def machine_cores() -> int:
+    """The cores there are to lend: physical ones, as torch's default threads count them (hyperthreads do not speed
+    up its matrix work)."""
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
 def write_share(path: str | Path, cores: int) -> None:
     """Lend ``cores`` to the stage that follows ``path`` (atomic: a reader never sees half a number)."""
     if cores < 1:

@@ -109,14 +109,6 @@ def min_block_for(row: dict, tok, schedule) -> list[int]:
     return t.min_block
 
 
-def heard_text(row: dict) -> str:
-    """What a listener writes down from ``row``'s spoken question: its words, numbers as digits (as a text prompt
-    holds them): ``What is 46 plus 86?``."""
-    from models.tokenizer import numbers_as_digits
-
-    return numbers_as_digits(str(row.get("spoken_question") or row["question"])).strip()
-
-
 def heard_first(row: dict, tok, think: int) -> dict:
     """``row`` with its reasoning led by what a listener heard: the spoken question as text, numbers as
     digits (``numbers_as_digits``, as a text prompt holds it), then spaces up to a whole number of ``think``
@@ -126,9 +118,9 @@ def heard_first(row: dict, tok, think: int) -> dict:
     With a spoken question the prompt holds audio, not digits: the scratchpad's operands and column
     digits must come from somewhere the model can copy them from. Trained this way, the model writes its
     transcript in the silent stream and reasons from it as it does from a text prompt."""
-    from models.tokenizer import encode
+    from models.tokenizer import encode, numbers_as_digits
 
-    heard = heard_text(row)
+    heard = numbers_as_digits(str(row.get("spoken_question") or row["question"])).strip()
     ids = encode(tok, heard + " ")
     space = encode(tok, " ")
     if len(space) != 1:
