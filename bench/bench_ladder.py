@@ -16,6 +16,7 @@ changes one thing from the one before, so a drop in held-out accuracy points at 
 
     .venv/bin/python -m bench.bench_ladder --task add --rungs a,b,c,d --steps 600
     .venv/bin/python -m bench.bench_ladder --task mul --trace one_line,scratchpad --rungs c
+    .venv/bin/python -m bench.bench_ladder --task div --digits 3 --trace scratchpad,multiples --rungs c,b
 
 Prints a table and writes bench/results/ladder-<task>.json (accuracy per rung and trace, seconds of
 training, steps, examples seen, and a few decoded answers to read).
@@ -42,23 +43,29 @@ RUNGS = {
     "e": ("audio", "acoustic_tis", "tis", "audio"),
     "f": ("stages", "all", "tis", "audio"),
 }
-OPS = {"add": "+", "sub": "-", "mul": "*", "builtin": ""}
-WORD = {"+": "plus", "-": "minus", "*": "times"}
+OPS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "builtin": ""}
+WORD = {"+": "plus", "-": "minus", "*": "times", "/": "divided by"}
 
 
 def make_problem(rng: random.Random, task: str, trace_style: str, digits: int = 2) -> dict:
-    """One problem of ``task``: n-digit + n-digit, n-digit - n-digit (a >= b), or n-digit x 1-digit
-    (``digits`` n, 2 by default)."""
-    from tasks.synth.scratchpad import trace, value
+    """One problem of ``task``: n-digit + n-digit, n-digit - n-digit (a >= b), n-digit x 1-digit, or an exact
+    division by one digit with a quotient of 2 to 1.5 * 10**(n-1) (the built-in word problems' sharing: 2 to 15
+    at n = 2) (``digits`` n, 2 by default). ``trace_style`` is one of ``tasks.synth.scratchpad.STYLES``, or for
+    ``div`` also ``multiples``: each column counts the divisor's multiples (``63: 9*1=9 ... 9*8=72 q7 r0``)
+    instead of stating its quotient digit in one step (``63/9=7 r0``)."""
+    from tasks.synth.scratchpad import div, trace, value
 
     op = OPS[task]
     lo, hi = 10 ** (digits - 1), 10**digits - 1
     a = rng.randint(lo, hi)
-    b = rng.randint(2, 9) if op == "*" else rng.randint(lo, hi)
+    b = rng.randint(2, 9) if op in "*/" else rng.randint(lo, hi)
     if op == "-" and b > a:
         a, b = b, a
+    if op == "/":
+        a = b * rng.randint(2, max(3, 15 * 10 ** (digits - 2)))
     v = value(a, op, b)
-    return {"question": f"What is {a} {WORD[op]} {b}?", "reasoning": trace(a, op, b, trace_style),
+    reasoning = div(a, b, multiples=True) if trace_style == "multiples" else trace(a, op, b, trace_style)
+    return {"question": f"What is {a} {WORD[op]} {b}?", "reasoning": reasoning,
             "response": f"{a} {WORD[op]} {b} is {v}. The answer is {v}.", "answer": str(v), "key": (a, b)}
 
 
@@ -263,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench.bench_ladder", description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", default="add", choices=sorted(OPS))
     ap.add_argument("--rungs", default="a,b,c,d")
-    ap.add_argument("--trace", default="scratchpad", help="comma list of one_line, scratchpad, partials, remaining (tasks.synth.scratchpad.STYLES)")
+    ap.add_argument("--trace", default="scratchpad", help="comma list of one_line, scratchpad, partials, remaining (tasks.synth.scratchpad.STYLES); div also multiples")
     ap.add_argument("--digits", type=int, default=2, help="add/sub/mul: digits of the operands (mul: times one digit)")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=32)

@@ -11,10 +11,27 @@ import pytest
 from tasks.synth import scratchpad as sp
 
 
+def _check_division_column(step: str) -> bool:
+    """A counted division column (``63: 9*1=9 ... 9*8=72 q7 r0``): the multiples of the divisor from 1 up to
+    the first past the column's number, each product right, then that number's quotient and remainder."""
+    m = re.fullmatch(r"(\d+): ((?:\d\*\d+=\d+ )+)q(\d+) r(\d+)", step.strip())
+    if not m:
+        return False
+    cur, q, r = int(m[1]), int(m[3]), int(m[4])
+    facts = [re.fullmatch(r"(\d)\*(\d+)=(\d+)", f).groups() for f in m[2].split()]
+    b = int(facts[0][0])
+    assert [int(k) for _, k, _ in facts] == list(range(1, len(facts) + 1)), step
+    assert all(int(x) == b and int(x) * int(k) == int(v) for x, k, v in facts), step
+    assert (q, r) == divmod(cur, b) and len(facts) == q + 1, step  # counted up to the first multiple past cur
+    return True
+
+
 def _check_columns(trace: str) -> None:
-    """Every `x+y(+1)=s`, `x(-1)-y(+10)=d`, `x*d(+c)=v` and `cur/b=q rR` step is arithmetic that holds,
-    and every written carry/borrow is the one the step makes."""
+    """Every `x+y(+1)=s`, `x(-1)-y(+10)=d`, `x*d(+c)=v`, `cur/b=q rR` and counted division step is
+    arithmetic that holds, and every written carry/borrow is the one the step makes."""
     for step in re.split(r"[|;]", trace):
+        if _check_division_column(step):
+            continue
         step = step.split(": ")[-1].strip()
         m = re.fullmatch(r"([\d+*/-]+)=(\d+)(?: ([cbr])(\d+))?", step)
         if not m:
@@ -42,6 +59,19 @@ def test_every_step_holds_and_the_trace_ends_with_the_value(op):
         assert t.endswith(f"|{sp.value(a, op, b)}"), t
         assert t.startswith(f"{a}{op}{b}: ") or (op == "*" and t.startswith(f"{b}{op}{a}: "))
         _check_columns(t)
+
+
+def test_division_by_one_digit_can_count_up_its_multiples():
+    """``div(multiples=True)``: each column of a one-digit division counts the divisor's multiples up to the
+    first past the column's number (a times-table fact read forwards, not a table read backwards)."""
+    rng = random.Random(9)
+    for _ in range(300):
+        a, b = rng.randint(0, 99999), rng.randint(1, 9)
+        for t in (sp.div(a, b, multiples=True),):
+            cols = t.split(": ", 1)[1].split("|")
+            assert len(cols) == len(str(a)) + 1 and cols[-1] == str(a // b), t
+            assert all(_check_division_column(c) for c in cols[:-1]), t
+            assert "".join(re.findall(r" q(\d+) ", t)).lstrip("0") == str(a // b).lstrip("0"), t
 
 
 @pytest.mark.parametrize("op", ["+", "-", "*", "/"])
@@ -94,6 +124,9 @@ def test_examples_read_as_documented():
     assert sp.sub(47, 38) == "47-38: 7-8+10=9 b1|4-1-3=0|9"
     assert sp.mul(47, 6) == "47*6: 7*6=42 c4|4*6+4=28|282"
     assert sp.div(126, 9) == "126/9: 1/9=0 r1|12/9=1 r3|36/9=4 r0|14"
+    assert sp.div(126, 9, multiples=True) == ("126/9: 1: 9*1=9 q0 r1|12: 9*1=9 9*2=18 q1 r3|"
+                                              "36: 9*1=9 9*2=18 9*3=27 9*4=36 9*5=45 q4 r0|14")
+    assert sp.div(240, 12, multiples=True) == "240/12: 2/12=0 r2|24/12=2 r0|0/12=0 r0|20"  # 2-digit divisor
     assert sp.one_line(47, "*", 6) == "47 * 6 = 282"
     assert sp.trace(47, "+", 38, "partials") == "47+38: 7+8=15 c1 =5|4+3+1=8 =85|85"
     assert sp.trace(47, "-", 38, "partials") == "47-38: 7-8+10=9 b1 =9|4-1-3=0 =09|9"

@@ -142,15 +142,27 @@ def mul(a: int, b: int, head: bool = True, partials: bool = False, remaining: bo
     return f"{a}*{b}: {body}" if head else body
 
 
-def div(a: int, b: int, head: bool = True) -> str:
-    """Long division of ``a`` by ``b`` (exact or not), one digit of ``a`` at a time: ``cur/b=q rR``."""
+def div(a: int, b: int, head: bool = True, multiples: bool = False) -> str:
+    """Long division of ``a`` by ``b`` (exact or not), one digit of ``a`` at a time.
+
+    Each column takes the remainder so far with the next digit (``cur``) and states how often ``b`` goes
+    into it in one step: ``cur/b=q rR``. With ``multiples`` (a one-digit divisor) it counts up the multiples
+    of ``b`` instead, until one is past ``cur`` (``63: 9*1=9 9*2=18 ... 9*7=63 9*8=72 q7 r0``): times-table
+    facts read forwards rather than a table read backwards. Not the default: on the ladder (3-digit by
+    1-digit, 400 x 32 steps) it scored 2 % TiS / 9 % think-first against 9 % / 39 % for one step a column:
+    more steps to get wrong (where to stop counting, the remainder) than the lookup it replaces (README).
+    """
     if b <= 0 or a < 0:
         raise ValueError(f"div() takes a >= 0 and b > 0, got {a} / {b}")
     cols, rem = [], 0
     for c in str(a):
         cur = rem * 10 + int(c)
         q, rem = divmod(cur, b)
-        cols.append(f"{cur}/{b}={q} r{rem}")
+        if multiples and b < 10:
+            counted = " ".join(f"{b}*{k}={b * k}" for k in range(1, q + 2))
+            cols.append(f"{cur}: {counted} q{q} r{rem}")
+        else:
+            cols.append(f"{cur}/{b}={q} r{rem}")
     body = "|".join(cols) + f"|{a // b}"
     return f"{a}/{b}: {body}" if head else body
 
