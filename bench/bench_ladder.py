@@ -205,7 +205,7 @@ def run_rung(rung: str, task: str, trace_style: str, args, work: Path) -> dict:
     from tasks.core.dataset import write_dataset
     from tasks.core.params import load_params
     from tasks.core.trainer import train
-    from tasks.init_model import build_tokenizer
+    from tasks.init_model import build_tokenizer, streams
 
     name, stage, fmt, form = RUNGS[rung]
     sp = {"steps": args.steps, "batch_size": args.batch, "lr": args.lr, "warmup_steps": 20, "max_len": 640}
@@ -220,14 +220,18 @@ def run_rung(rung: str, task: str, trace_style: str, args, work: Path) -> dict:
                  "text_tis": {**sp, **no_probe, "words_fraction": words, "text_pool": False},
                  "acoustic_tis": {**sp, **no_probe},
                  "align": {**sp, "steps": args.align_steps, "lr": args.align_lr}}
+    overrides["model"] = {"stream_mask": args.stream_mask or args.stream_clock, "stream_clock": args.stream_clock}
+    if args.markers is not None:
+        overrides["model"]["stream_markers"] = args.markers
     if args.dims:
-        overrides["model"] = {"tiny": json.loads(args.dims)}
+        overrides["model"]["tiny"] = json.loads(args.dims)
     p = load_params(overrides=overrides)
     schedule = Schedule(p.schedule.speak, p.schedule.think)
     d = work / f"{task}-{trace_style}-{rung}"
     tok = build_tokenizer(p)
     init = d / "init_model"
     model = build_tiny(p.model.tiny, tok, seed=p.seed)
+    streams(model, tok, p)  # params.yaml's stream markers and mask, as init_model sets them
     save(model, init / "model")
     tok.save_pretrained(str(init / "tokenizer"))
     train_p, test_p = problems(task, args.train, args.test, args.seed, trace_style, args.kinds, args.digits)
@@ -260,7 +264,9 @@ def run_rung(rung: str, task: str, trace_style: str, args, work: Path) -> dict:
     acc, shown = score(latest(src), test_rows, fmt, form, p, data, args.max_new)
     per_kind = shown.pop()["per_kind"] if shown and "per_kind" in shown[-1] else {}
     return {"per_kind": per_kind, "rung": rung, "name": name, "task": task, "trace": trace_style, "format": fmt, "input": form,
-            "stages": stages, "accuracy": round(acc, 4), "train_seconds": round(seconds, 1),
+            "stages": stages, "accuracy": round(acc, 4),
+            "stream_mask": p.model.stream_mask, "stream_clock": p.model.stream_clock,
+            "stream_markers": p.model.stream_markers, "train_seconds": round(seconds, 1),
             "tts_seconds": round(tts_s, 1), "digits": args.digits, "steps": args.steps, "batch": args.batch, "lr": args.lr, "kinds": args.kinds, "length_group": p.trainer.length_group,
             "examples_seen": args.steps * args.batch, "train_problems": args.train, "held_out": args.test,
             "losses": history, "examples": shown}
@@ -287,6 +293,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--length-group", type=int, default=0,
                     help="trainer.length_group (batches per length group; 1 = off; 0: params.yaml's)")
+    ap.add_argument("--stream-mask", action="store_true", help="model.stream_mask: the reasoning never reads the response")
+    ap.add_argument("--stream-clock", action="store_true", help="model.stream_clock (with the mask): the reasoning's own rope clock")
+    ap.add_argument("--markers", type=lambda v: v.lower() in ("1", "true", "yes", "on"), default=None,
+                    help="model.stream_markers on/off (default: params.yaml's)")
     ap.add_argument("--dims", default="", help="JSON overrides of model.tiny, e.g. '{\"hidden_size\": 256}'")
     ap.add_argument("--out", default="", help="JSON path (default bench/results/ladder-<task>.json)")
     args = ap.parse_args(argv)

@@ -173,6 +173,32 @@ def heard(model_dir: Path, root: Path, n: int, tmp: Path, modes: str = "after") 
     return {"accuracy": recalls, "session": {m: session[m]["summary"] for m in names}, "exposure": exposure["recall"]}
 
 
+def with_stream_mask(start: Path, on: bool, clock: bool, tmp: Path) -> Path:
+    """``start``, or a copy of its model and tokenizer with the stream mask (``models.streams``) turned on or off
+    as ``model.stream_mask`` says (the pipeline sets it at init_model; a stage retrained here may try the other)."""
+    import shutil
+
+    cfg_path = start / "model" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    thinker = cfg["thinker_config"]
+    if bool(thinker.get("stream_mask")) == bool(on) and bool(thinker.get("stream_clock")) == bool(on and clock):
+        return start
+    dst = tmp / start.name
+    shutil.copytree(start / "model", dst / "model")
+    shutil.copytree(start / "tokenizer", dst / "tokenizer")
+    thinker["stream_mask"] = thinker.get("stream_markers") if on else None
+    thinker["stream_clock"] = bool(on and clock)
+    if on and not thinker["stream_mask"]:
+        from transformers import AutoTokenizer
+
+        from models.tokenizer import control_ids
+
+        ids = control_ids(AutoTokenizer.from_pretrained(str(start / "tokenizer")))
+        thinker["stream_mask"] = [ids.speak, ids.think]
+    (dst / "model" / "config.json").write_text(json.dumps(cfg, indent=2))
+    return dst
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench.bench_stage", description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", default=str(ROOT), help="a repository where make pipeline ran (data/, checkpoints/)")
@@ -237,6 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
             run_dir = Path(args.keep) if args.keep else Path(tmp) / "out"
             start = latest(Path(args.init)) if args.init else latest(up)
             result["init"] = str(start)
+            start = with_stream_mask(start, p.model.stream_mask, p.model.stream_clock, Path(tmp) / "init")
             res = train(args.stage, p, sp, data, start, run_dir, fmt=args.format,
                         codec_dir=root / "checkpoints" / "codec")
             model_dir = latest(run_dir)

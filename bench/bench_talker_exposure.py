@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from models.asr import word_recall
     from models.atomic import write_json
-    from models.losses import positions
+    from models.losses import thinker_attention, thinker_position_ids
     from models.session import TALKER_TOP_K, Engine, talker_temperature
     from models.talker import build_talker_inputs, codebook_mask, generate_codes, talker_forward, thinker_states
     from tasks.core.checkpoint import latest
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
         audio = {k: b[k] for k in ("input_features", "feature_attention_mask") if k in b}
         out = {"row": i, "spoken": spoken, "frames": len(e.codes) // codec.codebooks}
         with torch.no_grad():
-            h, em = thinker_states(model, input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                                   position_ids=positions(b["attention_mask"]), **audio)
+            h, em = thinker_states(model, input_ids=b["input_ids"], attention_mask=thinker_attention(model, b),
+                                   position_ids=thinker_position_ids(model, b), **audio)
             out["truth"] = heard(e.codes, spoken)
             for name, bounds in (("teacher_forced_aligned", [e.bounds]), ("teacher_forced_estimated", None)):
                 if name.endswith("aligned") and e.bounds is None:

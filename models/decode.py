@@ -163,7 +163,8 @@ def step_batch(states: Sequence[ThinkerState], need_hidden: Sequence[bool] | boo
         x = torch.tensor([[toks[i]] for i in rows], device=lm.device)
         if lm.markers:  # one token a step: its stream marker comes from the request's state
             m = torch.tensor([[states[i].marker] for i in rows], device=lm.device)
-            h = lm.forward([states[i].slot for i in rows], inputs_embeds=embed_step(lm.embedding, x, m))[:, -1]
+            h = lm.forward([states[i].slot for i in rows], inputs_embeds=embed_step(lm.embedding, x, m),
+                           token_ids=x)[:, -1]
         else:
             h = lm.forward([states[i].slot for i in rows], input_ids=x)[:, -1]  # (B, H)
         lg = lm.logits(h)  # (B, V)

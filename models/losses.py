@@ -28,13 +28,29 @@ def positions(attention_mask):
     return pos[None].expand(3, *pos.shape)
 
 
+def thinker_attention(model, batch: dict):
+    """The thinker's ``attention_mask`` for a training forward: the padding mask, or with the stream mask
+    (``models.streams``) the 4-D one that keeps the reasoning from reading the response."""
+    from models.streams import thinker_mask
+
+    return thinker_mask(model, batch["input_ids"], batch["attention_mask"])
+
+
+def thinker_position_ids(model, batch: dict):
+    """The thinker's rope positions for a training forward: ``positions``, or the stream clock's
+    (``models.streams.thinker_positions``) when the model keeps one."""
+    from models.streams import thinker_positions
+
+    return thinker_positions(model, batch["input_ids"], batch["attention_mask"])
+
+
 def thinker_loss(model, batch: dict, reduction: str = "sum"):
     """Next-token cross-entropy of the thinker over the labelled positions (labels are not shifted:
     ``labels[t]`` is the token at position t, predicted from position t-1)."""
     import torch
 
-    out = model.thinker(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        position_ids=positions(batch["attention_mask"]), use_cache=False, **audio_kwargs(batch))
+    out = model.thinker(input_ids=batch["input_ids"], attention_mask=thinker_attention(model, batch),
+                        position_ids=thinker_position_ids(model, batch), use_cache=False, **audio_kwargs(batch))
     logits = out.logits[:, :-1].float()  # (B, T-1, V)
     tgt = batch["labels"][:, 1:]  # (B, T-1)
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
@@ -49,8 +65,8 @@ def talker_loss_sum(model, batch: dict, reduction: str = "sum", *, codebooks: in
     (``models.talker.own_previous``, within ``codebook_sizes``)."""
     from models.talker import talker_loss, thinker_states
 
-    hidden, embeds = thinker_states(model, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                    position_ids=positions(batch["attention_mask"]), **audio_kwargs(batch))
+    hidden, embeds = thinker_states(model, input_ids=batch["input_ids"], attention_mask=thinker_attention(model, batch),
+                                    position_ids=thinker_position_ids(model, batch), **audio_kwargs(batch))
     codes = [[int(x) for x in row if x != IGNORE] for row in batch["codes"].tolist()]
     bounds = None
     if batch.get("bounds") is not None:  # aligned token end frames (duration pace); a row of -1: none

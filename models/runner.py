@@ -92,6 +92,12 @@ class SlotLM:
                              f"or 'eager', not {attn!r} (model.set_attn_implementation('sdpa'))")
         self.body, self.head, self.proj, self.name = body, head, proj, name
         self.markers: tuple[int, int] | None = None  # the thinker's stream markers (for_thinker)
+        # The thinker's stream mask (models.streams; for_thinker): each cache position's stream, per row, and
+        # the stream each row is in after its last position; a reasoning query never reads a response key.
+        self.mask_ids: tuple[int, int] | None = None
+        self.kstream: torch.Tensor | None = None  # (slots, capacity) int8, when mask_ids is set
+        self.clock = False  # the reasoning's own rope clock (models.streams, stream_clock)
+        self._clock: list[int] = [0] * slots  # per physical row: positions outside the response stream so far
         self.embedding = None
         self.float_logits = float_logits
         p = next(head.parameters())
@@ -130,6 +136,12 @@ class SlotLM:
 
         lm = cls(thinker.model, thinker.lm_head, thinker.config.text_config, name="thinker", **kw)
         lm.markers = thinker_marker_ids(thinker)
+        ids = getattr(thinker.config, "stream_mask", None)
+        if ids:
+            lm.mask_ids = (int(ids[0]), int(ids[1]))
+            with torch.inference_mode(False):
+                lm.kstream = torch.zeros((lm.slots, lm.capacity), dtype=torch.int8, device=lm.device)
+            lm.clock = bool(getattr(thinker.config, "stream_clock", False))
         lm.embedding = thinker.get_input_embeddings()
         return lm
 
@@ -195,11 +207,15 @@ class SlotLM:
                     moved = next(h for h, x in self._row.items() if x == last)
                     self.k[:, r, :, :n] = self.k[:, last, :, :n]
                     self.v[:, r, :, :n] = self.v[:, last, :, :n]
+                    if self.kstream is not None:
+                        self.kstream[r, :n] = self.kstream[last, :n]
+                    self._clock[r] = self._clock[last]
                     self._zero(r, n)  # what the freed request held past the moved one's length
                     self._row[moved], self._len[r] = r, n
                     r = last
                 self._zero(r, 0)
                 self._len[r] = 0
+                self._clock[r] = 0
 
     def _zero(self, r: int, keep: int) -> None:  # zero row r from position keep on (what it held)
         n = self._len[r]
@@ -228,18 +244,27 @@ class SlotLM:
         v = torch.zeros_like(k)
         k[:, : self.slots, :, : self.capacity] = self.k
         v[:, : self.slots, :, : self.capacity] = self.v
+        if self.kstream is not None:
+            ks = torch.zeros((s, cap), dtype=torch.int8, device=self.device)
+            ks[: self.slots, : self.capacity] = self.kstream
+            self.kstream = ks
+        self._clock += [0] * (s - self.slots)
         self._len += [0] * (s - self.slots)
         self.k, self.v = k, v
 
     # -- forward ----------------------------------------------------------------------------------
     @torch.no_grad()
     def forward(self, slots: Sequence[int], *, input_ids: torch.Tensor | None = None,
-                inputs_embeds: torch.Tensor | None = None, **extra) -> torch.Tensor:
+                inputs_embeds: torch.Tensor | None = None, token_ids: torch.Tensor | None = None,
+                **extra) -> torch.Tensor:
         """Run ``T`` new positions of each listed slot in one forward; returns the last hidden states
-        ``(B, T, H)``. ``input_ids`` (B, T) or ``inputs_embeds`` (B, T, H_in); ``extra``: more body
+        ``(B, T, H)``. ``input_ids`` (B, T) or ``inputs_embeds`` (B, T, H_in); ``token_ids`` (B, T): the
+        tokens of ``inputs_embeds`` (a thinker with the stream mask needs them); ``extra``: more body
         inputs (the thinker's ``input_features`` at prefill)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if self.mask_ids is not None and input_ids is None and token_ids is None:
+            raise ValueError(f"{self.name}: the stream mask needs the token ids of the positions (token_ids=)")
         self.reclaim()
         x = input_ids if input_ids is not None else inputs_embeds
         b, t = x.shape[:2]
@@ -256,6 +281,8 @@ class SlotLM:
                 raise ValueError("prefill (with extra inputs) one slot at a time")
             perm = torch.tensor(order, device=x.device)
             x, rows = x[perm], [rows[i] for i in order]
+            if token_ids is not None:
+                token_ids = token_ids[perm]
             if input_ids is not None:
                 input_ids = x
             else:
@@ -271,19 +298,24 @@ class SlotLM:
             self._grow(capacity=min(cap, self.max_len))
         dev = self.device
         pos = torch.tensor(starts, device=dev)[:, None] + torch.arange(t, device=dev)  # (B, T)
-        if self.compile and t == 1 and not extra and rows == list(range(b)) and max(starts) < self.capacity:
+        if (self.compile and self.mask_ids is None and t == 1 and not extra and rows == list(range(b))
+                and max(starts) < self.capacity):
             h = self._static_step(slots, order, input_ids, inputs_embeds)
             if h is not None:
                 return h
         # (B, 1, T, kv_len): a query sees its own slot's keys up to its own position, nothing else.
         # Additive (0 / most negative), which both the sdpa and the eager attention take.
         seen = (torch.arange(kv_len, device=dev)[None, None, :] <= pos[:, :, None])[:, None]
+        rope = pos
+        if self.mask_ids is not None:
+            block, rope = self._streams(rows, starts, input_ids if input_ids is not None else token_ids, kv_len, pos)
+            seen = seen & ~block[:, None]
         mask = torch.zeros(seen.shape, dtype=self.dtype, device=dev).masked_fill_(~seen, torch.finfo(self.dtype).min)
         span = slice(rows[0], rows[0] + b) if rows == list(range(rows[0], rows[0] + b)) else None
         cache = _CacheView(self, torch.tensor(rows, device=dev), pos, kv_len, span)
         if inputs_embeds is not None and self.proj is not None:
             inputs_embeds = self.proj(inputs_embeds)
-        out = self.body(input_ids=input_ids, inputs_embeds=inputs_embeds, position_ids=pos[None].expand(3, b, t),
+        out = self.body(input_ids=input_ids, inputs_embeds=inputs_embeds, position_ids=rope[None].expand(3, b, t),
                         attention_mask={"full_attention": mask}, cache=cache, use_cache=True, **extra)
         for r in rows:
             self._len[r] += t
@@ -291,6 +323,28 @@ class SlotLM:
         if order != list(range(b)):
             h = h[torch.tensor(order, device=h.device).argsort()]  # back to the caller's order
         return h
+
+    def _streams(self, rows: list[int], starts: list[int], ids: torch.Tensor, kv_len: int,
+                 pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stream mask (``models.streams``) for new positions at cache indices ``pos`` (B, T): (B, T, kv_len)
+        keys of the response stream that those of the reasoning stream may not read, and their rope positions
+        (``pos``, or the reasoning's own clock); records the new positions' streams in their rows."""
+        from models.streams import NO_STREAM, blocked, clock_positions, stream_codes
+
+        before = torch.tensor([int(self.kstream[r, s - 1]) if s else NO_STREAM for r, s in zip(rows, starts)],
+                              device=ids.device)
+        codes = stream_codes(ids, self.mask_ids, before)  # (B, T)
+        t = ids.shape[1]
+        for i, (r, s) in enumerate(zip(rows, starts)):
+            self.kstream[r, s:s + t] = codes[i].to(torch.int8)
+        keys = self.kstream[torch.tensor(rows, device=self.device), :kv_len].long()  # (B, kv_len)
+        rope = pos
+        if self.clock:
+            before = torch.tensor([self._clock[r] for r in rows], device=pos.device)
+            rope, after = clock_positions(codes.to(pos.device), pos, before)
+            for r, c in zip(rows, after.tolist()):
+                self._clock[r] = int(c)
+        return blocked(codes.to(keys.device), keys), rope
 
     def _static_step(self, slots, order, input_ids, inputs_embeds) -> torch.Tensor | None:
         """The decode step through this batch size's StaticDecoder; None (and eager from now on) when

@@ -103,3 +103,111 @@ def token_embeddings(embedding, input_ids):
     import torch
 
     return torch.nn.functional.embedding(input_ids, embedding.weight)
+
+
+# --- the stream mask: the reasoning never reads the response --------------------------------------------
+# With ``thinker_config.stream_mask`` (the (speak, think) control ids), a position of the reasoning stream
+# (at or after a ``<|think|>``, before the next ``<|speak|>``) does not attend to positions of the response
+# stream (at or after a ``<|speak|>``, up to the next ``<|think|>``); the response attends to everything
+# before it, as without the mask. So the TiS reasoning reads what think-first's reads -- the prompt and the
+# reasoning so far -- and a spoken digit never sits between a column fact's operands and its result (the
+# cut facts above). Think-first places its whole reasoning before its first ``<|speak|>``: the mask changes
+# nothing there. Training passes the mask as a 4-D attention mask (``attention``); decoding keeps each cache
+# position's stream in the runner (``models.runner.SlotLM``) and masks the same keys.
+MASK_ATTR = "stream_mask"
+NO_STREAM, SPEAK, THINK = 0, 1, 2
+
+
+def mask_ids(model) -> tuple[int, int] | None:
+    """The (speak, think) ids of a model's stream mask, or None when its thinker reads everything."""
+    cfg = getattr(model, "config", None)
+    thinker_cfg = getattr(cfg, "thinker_config", cfg)
+    ids = getattr(thinker_cfg, MASK_ATTR, None)
+    return (int(ids[0]), int(ids[1])) if ids else None
+
+
+def enable_mask(model, speak_id: int, think_id: int, clock: bool = False) -> None:
+    """Turn the stream mask on for ``model`` (its config records the ids, so a saved checkpoint keeps it), with
+    the reasoning's own rope clock when ``clock`` (``stream_clock`` below)."""
+    setattr(model.config.thinker_config, MASK_ATTR, [int(speak_id), int(think_id)])
+    setattr(model.config.thinker_config, CLOCK_ATTR, bool(clock))
+
+
+def stream_codes(input_ids, ids: Sequence[int], before=None):
+    """(B, T) stream of each position: ``SPEAK`` / ``THINK`` from the last control token at or before it
+    (``ids`` = (speak, think)); positions with none in ``input_ids`` take ``before`` (B,) (the stream the
+    row was in before these positions; ``NO_STREAM`` when None)."""
+    import torch
+
+    last = last_control(input_ids, ids)
+    codes = torch.where(last == ids[0], SPEAK, torch.where(last == ids[1], THINK, -1))
+    prior = torch.full_like(codes[:, :1], NO_STREAM) if before is None else before.to(codes)[:, None]
+    return torch.where(codes < 0, prior.expand_as(codes), codes)
+
+
+def blocked(query_codes, key_codes):
+    """(B, T, K) True where a query of the reasoning stream would read a key of the response stream."""
+    return (query_codes[:, :, None] == THINK) & (key_codes[:, None, :] == SPEAK)
+
+
+def attention(input_ids, attention_mask, ids: Sequence[int], dtype):
+    """The thinker's attention mask for a training forward of right-padded rows with the stream mask:
+    ``{"full_attention": (B, 1, T, T)}`` additive (0 / most negative): causal, no padded key, and no
+    response key for a reasoning query (what ``SlotLM.forward`` masks while decoding)."""
+    import torch
+
+    t = input_ids.shape[-1]
+    idx = torch.arange(t, device=input_ids.device)
+    seen = (idx[None, :] <= idx[:, None])[None] & attention_mask.bool()[:, None, :]  # (B, T, T)
+    codes = stream_codes(input_ids, ids)
+    seen = seen & ~blocked(codes, codes)
+    seen = seen | torch.eye(t, dtype=torch.bool, device=seen.device)[None]  # a padded query still sees itself
+    mask = torch.zeros(seen.shape, dtype=dtype, device=seen.device).masked_fill_(~seen, torch.finfo(dtype).min)
+    return {"full_attention": mask[:, None]}
+
+
+def thinker_mask(model, input_ids, attention_mask):
+    """What a training forward passes as the thinker's ``attention_mask``: the 2-D padding mask, or the
+    stream mask's 4-D one when the model uses it (``mask_ids``)."""
+    ids = mask_ids(model)
+    if ids is None:
+        return attention_mask
+    dtype = next(model.thinker.parameters()).dtype
+    return attention(input_ids, attention_mask, ids, dtype)
+
+
+# With ``thinker_config.stream_clock`` too, the reasoning stream keeps its own rope clock: a position outside the
+# response stream (the prompt, the reasoning, its controls) is numbered by how many such positions came before it,
+# so the reasoning's positions run on without the gaps the speak blocks leave; a response position keeps its
+# index in the whole sequence (never less than any clock position before it).
+CLOCK_ATTR = "stream_clock"
+
+
+def clock_of(model) -> bool:
+    cfg = getattr(model, "config", None)
+    thinker_cfg = getattr(cfg, "thinker_config", cfg)
+    return bool(getattr(thinker_cfg, CLOCK_ATTR, False))
+
+
+def clock_positions(codes, index, clock_before):
+    """(B, T) positions of new positions whose streams are ``codes`` (B, T), at sequence indices ``index``
+    (B, T), in rows that had ``clock_before`` (B,) positions outside the response stream before them; returns
+    (positions, clock after)."""
+    import torch
+
+    off = (codes != SPEAK).long()
+    clock = clock_before.to(off)[:, None] + off.cumsum(-1)
+    return torch.where(off.bool(), clock - 1, index), clock[:, -1]
+
+
+def thinker_positions(model, input_ids, attention_mask):
+    """(3, B, T) rope positions of a training forward: ``0 .. n-1`` over each right-padded row, or with the
+    stream clock, the reasoning on its own clock (``clock_positions``)."""
+    import torch
+
+    index = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    ids = mask_ids(model)
+    if ids is not None and clock_of(model):
+        codes = stream_codes(input_ids, ids)
+        index, _ = clock_positions(codes, index, torch.zeros(index.shape[0], dtype=torch.long, device=index.device))
+    return index[None].expand(3, *index.shape)

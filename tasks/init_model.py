@@ -45,6 +45,19 @@ def build_tokenizer(p: Params):
     return tok
 
 
+def streams(model, tok, p: Params) -> None:
+    """What the thinker's config keeps about its two streams (models/streams.py): the markers (each position
+    also reads its stream's control-token row) and the mask (the reasoning never reads the response)."""
+    from models.streams import enable, enable_mask
+    from models.tokenizer import control_ids
+
+    ids = control_ids(tok)
+    if p.model.stream_markers:
+        enable(model, ids.speak, ids.think)
+    if p.model.stream_mask:
+        enable_mask(model, ids.speak, ids.think, clock=p.model.stream_clock)
+
+
 def run(p: Params, out_dir: Path = OUT) -> InitResult:
     from models.atomic import atomic_dir, write_json
     from models.omni import build_tiny, load_pretrained, save
@@ -55,18 +68,15 @@ def run(p: Params, out_dir: Path = OUT) -> InitResult:
         model = build_tiny(p.model.tiny, tok, seed=p.seed)
     else:
         model = load_pretrained(p.model.source, tok, dtype=p.model.dtype)
-    if p.model.stream_markers:  # each position also reads its stream's control-token row (models/streams.py)
-        from models.streams import enable
-        from models.tokenizer import control_ids
-
-        ids = control_ids(tok)
-        enable(model, ids.speak, ids.think)
+    streams(model, tok, p)
     n_params = sum(x.numel() for x in model.parameters())
     with atomic_dir(out_dir) as tmp:
         save(model, tmp / "model")
         tok.save_pretrained(str(tmp / "tokenizer"))
         write_json(tmp / "meta.json", {"stage": STAGE, "source": p.model.source, "vocab_size": len(tok),
-                                       "n_params": n_params, "step": 0, "stream_markers": p.model.stream_markers})
+                                       "n_params": n_params, "step": 0, "stream_markers": p.model.stream_markers,
+                                       "stream_mask": p.model.stream_mask,
+                                       "stream_clock": p.model.stream_clock})
     return InitResult(out_dir, len(tok), n_params, time.time() - t0)
 
 

@@ -205,3 +205,150 @@ def test_training_with_stream_markers_is_reproducible(tokenizer, marked_model):
     first = train()
     for _ in range(3):
         assert torch.equal(train(), first)
+
+
+@pytest.fixture(scope="module")
+def masked_model(tokenizer, marked_model):
+    """The marked model with the stream mask too (models.streams): the reasoning never reads the response."""
+    import copy
+
+    from models.streams import enable_mask
+
+    m = copy.deepcopy(marked_model)
+    ids = control_ids(tokenizer)
+    enable_mask(m, ids.speak, ids.think)
+    return m
+
+
+@pytest.fixture(scope="module")
+def clocked_model(tokenizer, marked_model):
+    """The stream mask with the reasoning's own rope clock."""
+    import copy
+
+    from models.streams import enable_mask
+
+    m = copy.deepcopy(marked_model)
+    ids = control_ids(tokenizer)
+    enable_mask(m, ids.speak, ids.think, clock=True)
+    return m
+
+
+def _masked_logits(model, x, attention_mask=None):
+    from models.losses import thinker_attention, thinker_position_ids
+
+    batch = {"input_ids": x, "attention_mask": torch.ones_like(x) if attention_mask is None else attention_mask}
+    with torch.no_grad():
+        return model.thinker(input_ids=x, attention_mask=thinker_attention(model, batch),
+                             position_ids=thinker_position_ids(model, batch), use_cache=False).logits
+
+
+def test_stream_clock_numbers_the_reasoning_without_the_speak_blocks(tokenizer, clocked_model):
+    """With the clock, the prompt and every position outside the response stream run 0, 1, 2, ... (a speak block
+    leaves no gap in the reasoning's positions); a response position keeps its index in the sequence."""
+    from models.losses import thinker_position_ids
+
+    ids = control_ids(tokenizer)
+    x = torch.tensor([[5, 6, ids.speak, 50, 51, ids.think, 60, 61, 62, ids.speak, 52, 53, ids.think, 63, 64]])
+    pos = thinker_position_ids(clocked_model, {"input_ids": x, "attention_mask": torch.ones_like(x)})
+    assert pos.shape == (3, 1, 15)
+    assert pos[0, 0].tolist() == [0, 1, 2, 3, 4, 2, 3, 4, 5, 9, 10, 11, 6, 7, 8]
+
+
+def test_stream_mask_hides_the_response_from_the_reasoning_only(tokenizer, masked_model, marked_model):
+    """A training forward with the stream mask: what a reasoning position predicts does not change when the
+    response tokens before it change (without the mask it does); response positions still read the reasoning;
+    the prompt and a think-first layout (reasoning before the first <|speak|>) are the unmasked model's."""
+    ids = control_ids(tokenizer)
+    prompt = text_prompt(tokenizer, "What is 47 plus 38?")
+    blocks = sum(([ids.speak, 50 + i, 51 + i, ids.think] + [60 + j for j in range(8)] for i in range(6)), [])
+    x = torch.tensor([prompt + blocks])
+    y = x.clone()
+    n = len(prompt)
+    said = [n + 12 * i + k for i in range(6) for k in (1, 2)]  # the response tokens of every block
+    y[0, said] = 70
+    think = [n + 12 * i + k for i in range(6) for k in range(3, 12)]  # <|think|> and the reasoning after it
+    speak = [n + 12 * i + k for i in range(1, 6) for k in (0, 1, 2)]  # a later block's <|speak|> and response
+    a, b = _masked_logits(masked_model, x)[0], _masked_logits(masked_model, y)[0]
+    torch.testing.assert_close(a[think], b[think], rtol=1e-5, atol=1e-5)
+    assert (a[speak] - b[speak]).abs().max() > 1e-3  # the response reads what was said
+    plain_a, plain_b = _masked_logits(marked_model, x)[0], _masked_logits(marked_model, y)[0]
+    assert (plain_a[think] - plain_b[think]).abs().max() > 1e-3  # without the mask the reasoning reads it too
+    torch.testing.assert_close(a[:n + 1], plain_a[:n + 1], rtol=1e-5, atol=1e-5)
+    z = torch.tensor([prompt + [ids.think] + [60 + j for j in range(20)] + [ids.speak, 50, 51, 52]])
+    torch.testing.assert_close(_masked_logits(masked_model, z), _masked_logits(marked_model, z), rtol=1e-5, atol=1e-5)
+
+
+def test_stream_mask_pads_a_batch_as_one_row_alone(tokenizer, masked_model):
+    """Right-padded rows of a training batch get the logits each row gets alone."""
+    ids = control_ids(tokenizer)
+    prompt = text_prompt(tokenizer, "What is 7 plus 8?")
+    long = prompt + sum(([ids.speak, 50 + i, 51, ids.think] + [60 + j for j in range(8)] for i in range(4)), [])
+    short = long[:-17]
+    x = torch.tensor([long, short + [tokenizer.pad_token_id] * 17])
+    am = torch.tensor([[1] * len(long), [1] * len(short) + [0] * 17])
+    both = _masked_logits(masked_model, x, am)
+    torch.testing.assert_close(both[0], _masked_logits(masked_model, x[:1])[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(both[1, :len(short)], _masked_logits(masked_model, x[1:, :len(short)])[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("clock", [False, True])
+@pytest.mark.parametrize("fmt", ["tis", "think_first"])
+def test_stream_mask_streams_as_the_whole_sequence_computes_it(tokenizer, masked_model, clocked_model, fmt, clock):
+    """Decoding with the stream mask (the runner keeps each cached position's stream) gives the logits and
+    hidden states of one masked forward of the whole sequence, and greedy picks its argmax; several requests
+    stepped together in one runner, rows moving as slots are freed, decode as each does alone."""
+    from models.decode import step_batch
+    from models.runner import SlotLM
+
+    ids = control_ids(tokenizer)
+    masked_model = clocked_model if clock else masked_model
+    questions = ["What is 47 plus 38?", "What is 9 times 6?", "Ana has 12 pens. She gets 5 more."]
+    alone = {}
+    for q in questions:
+        prompt = text_prompt(tokenizer, q)
+        steps = run(masked_model.thinker, prompt, fmt, ids, 50)
+        gen = [s.token for s in steps]
+        x = torch.tensor([prompt + gen])
+        whole = _masked_logits(masked_model, x)[0]
+        for s in steps:
+            torch.testing.assert_close(s.logits, whole[len(prompt) + s.index - 1], rtol=1e-4, atol=1e-4)
+        alone[q] = steps
+    lm = SlotLM.for_thinker(masked_model.thinker, slots=2)
+    first = prefill(lm, text_prompt(tokenizer, "What is 1 plus 1?"), cursor_for(fmt, Schedule(2, 3), ids),
+                    max_new_tokens=50)
+    states = [prefill(lm, text_prompt(tokenizer, q), cursor_for(fmt, Schedule(2, 3), ids), max_new_tokens=50)
+              for q in questions]
+    got = {q: [] for q in questions}
+    for i in range(30):
+        if i == 17:  # the rows after it move down: their streams must move with their keys
+            lm.free(first.slot)
+        live = [(q, s) for q, s in zip(questions, states) if not s.done]
+        outs = step_batch([s for _, s in live] + ([first] if i < 17 else []))
+        for (q, _), out in zip(live, outs):
+            got[q].append(out)
+    while any(not s.done for s in states):
+        live = [(q, s) for q, s in zip(questions, states) if not s.done]
+        for (q, _), out in zip(live, step_batch([s for _, s in live])):
+            got[q].append(out)
+    for q in questions:
+        assert [s.token for s in got[q]] == [s.token for s in alone[q]], q
+        for a, b in zip(got[q], alone[q]):
+            torch.testing.assert_close(a.logits, b.logits, rtol=1e-4, atol=1e-4)
+
+
+def test_stream_mask_and_clock_are_kept_by_a_saved_checkpoint(tokenizer, clocked_model, tmp_path):
+    """The mask and the clock live in the thinker's config: a loaded checkpoint trains and decodes with them."""
+    from models.omni import load_checkpoint, save
+    from models.runner import SlotLM
+    from models.streams import clock_of, mask_ids
+
+    save(clocked_model, tmp_path / "model")
+    tokenizer.save_pretrained(str(tmp_path / "tokenizer"))
+    loaded, _ = load_checkpoint(tmp_path)
+    ids = control_ids(tokenizer)
+    assert mask_ids(loaded) == (ids.speak, ids.think) and clock_of(loaded)
+    lm = SlotLM.for_thinker(loaded.thinker, slots=1)
+    assert lm.mask_ids == (ids.speak, ids.think) and lm.clock
+    x = torch.tensor([text_prompt(tokenizer, "What is 2 plus 2?") + [ids.speak, 40, 41, ids.think, 42, 43, ids.speak, 44]])
+    torch.testing.assert_close(_masked_logits(loaded, x), _masked_logits(clocked_model, x))

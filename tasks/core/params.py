@@ -196,6 +196,8 @@ class ModelParams:
     tokenizer_corpus: Int  # generated problems the tiny tokenizer is trained on
     tiny: TinyDims
     stream_markers: Bool = False  # each thinker position also reads its stream's control-token row (models/streams.py)
+    stream_mask: Bool = False  # a reasoning position never attends to a response position (models/streams.py)
+    stream_clock: Bool = False  # with the mask: the reasoning's rope positions run on its own clock (models/streams.py)
     # train the audio encoder wherever the adapter trains (align, pretrain, acoustic_tis): auto = when the model is
     # built from config (source tiny: a random encoder); frozen = the report's freeze table (a pretrained encoder)
     audio_encoder: Literal["auto", "train", "frozen"] = "auto"
