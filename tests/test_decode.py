@@ -131,16 +131,21 @@ def test_decoding_knows_no_format():
         assert not names and not slots, f
 
 
-@pytest.fixture(scope="module")
-def marked_model(tokenizer, tiny_model):
+def _copy_with(model, tokenizer, turn_on, **kw):
+    """A copy of ``model`` with ``turn_on(model, speak, think, **kw)`` applied (models.streams)."""
     import copy
 
+    m = copy.deepcopy(model)
+    ids = control_ids(tokenizer)
+    turn_on(m, ids.speak, ids.think, **kw)
+    return m
+
+
+@pytest.fixture(scope="module")
+def marked_model(tokenizer, tiny_model):
     from models.streams import enable
 
-    m = copy.deepcopy(tiny_model)
-    ids = control_ids(tokenizer)
-    enable(m, ids.speak, ids.think)
-    return m
+    return _copy_with(tiny_model, tokenizer, enable)
 
 
 @pytest.mark.parametrize("fmt", ["tis", "think_first"])
@@ -210,27 +215,17 @@ def test_training_with_stream_markers_is_reproducible(tokenizer, marked_model):
 @pytest.fixture(scope="module")
 def masked_model(tokenizer, marked_model):
     """The marked model with the stream mask too (models.streams): the reasoning never reads the response."""
-    import copy
-
     from models.streams import enable_mask
 
-    m = copy.deepcopy(marked_model)
-    ids = control_ids(tokenizer)
-    enable_mask(m, ids.speak, ids.think)
-    return m
+    return _copy_with(marked_model, tokenizer, enable_mask)
 
 
 @pytest.fixture(scope="module")
 def clocked_model(tokenizer, marked_model):
     """The stream mask with the reasoning's own rope clock."""
-    import copy
-
     from models.streams import enable_mask
 
-    m = copy.deepcopy(marked_model)
-    ids = control_ids(tokenizer)
-    enable_mask(m, ids.speak, ids.think, clock=True)
-    return m
+    return _copy_with(marked_model, tokenizer, enable_mask, clock=True)
 
 
 def _masked_logits(model, x, attention_mask=None):
