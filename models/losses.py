@@ -31,17 +31,29 @@ def positions(attention_mask):
 def thinker_attention(model, batch: dict):
     """The thinker's ``attention_mask`` for a training forward: the padding mask, or with the stream mask
     (``models.streams``) the 4-D one that keeps the reasoning from reading the response."""
-    from models.streams import thinker_mask
+    from models.streams import attention, mask_ids
 
-    return thinker_mask(model, batch["input_ids"], batch["attention_mask"])
+    ids = mask_ids(model)
+    if ids is None:
+        return batch["attention_mask"]
+    return attention(batch["input_ids"], batch["attention_mask"], ids, next(model.thinker.parameters()).dtype)
 
 
 def thinker_position_ids(model, batch: dict):
-    """The thinker's rope positions for a training forward: ``positions``, or the stream clock's
-    (``models.streams.thinker_positions``) when the model keeps one."""
-    from models.streams import thinker_positions
+    """The thinker's rope positions for a training forward: ``positions``, or with the stream clock
+    (``models.streams``) the reasoning on its own clock."""
+    import torch
 
-    return thinker_positions(model, batch["input_ids"], batch["attention_mask"])
+    from models.streams import clock_of, clock_positions, mask_ids, stream_codes
+
+    pos = positions(batch["attention_mask"])
+    ids = mask_ids(model)
+    if ids is None or not clock_of(model):
+        return pos
+    index = pos[0]
+    clock, _ = clock_positions(stream_codes(batch["input_ids"], ids), index,
+                               torch.zeros(index.shape[0], dtype=torch.long, device=index.device))
+    return clock[None].expand(3, *clock.shape)
 
 
 def thinker_loss(model, batch: dict, reduction: str = "sum"):

@@ -166,16 +166,6 @@ def attention(input_ids, attention_mask, ids: Sequence[int], dtype):
     return {"full_attention": mask[:, None]}
 
 
-def thinker_mask(model, input_ids, attention_mask):
-    """What a training forward passes as the thinker's ``attention_mask``: the 2-D padding mask, or the
-    stream mask's 4-D one when the model uses it (``mask_ids``)."""
-    ids = mask_ids(model)
-    if ids is None:
-        return attention_mask
-    dtype = next(model.thinker.parameters()).dtype
-    return attention(input_ids, attention_mask, ids, dtype)
-
-
 # With ``thinker_config.stream_clock`` too, the reasoning stream keeps its own rope clock: a position outside the
 # response stream (the prompt, the reasoning, its controls) is numbered by how many such positions came before it,
 # so the reasoning's positions run on without the gaps the speak blocks leave; a response position keeps its
@@ -199,15 +189,3 @@ def clock_positions(codes, index, clock_before):
     clock = clock_before.to(off)[:, None] + off.cumsum(-1)
     return torch.where(off.bool(), clock - 1, index), clock[:, -1]
 
-
-def thinker_positions(model, input_ids, attention_mask):
-    """(3, B, T) rope positions of a training forward: ``0 .. n-1`` over each right-padded row, or with the
-    stream clock, the reasoning on its own clock (``clock_positions``)."""
-    import torch
-
-    index = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    ids = mask_ids(model)
-    if ids is not None and clock_of(model):
-        codes = stream_codes(input_ids, ids)
-        index, _ = clock_positions(codes, index, torch.zeros(index.shape[0], dtype=torch.long, device=index.device))
-    return index[None].expand(3, *index.shape)
