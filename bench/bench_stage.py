@@ -10,9 +10,11 @@ the minutes it takes in the pipeline; comparing two settings needs no rerun of e
     .venv/bin/python -m bench.bench_stage --stage text_tis --format tis --set text_tis.steps=1500 --inputs text
 
 ``--stage align`` scores what the thinker hears instead: ``--heard N`` spoken validation questions transcribed
-(word recall, number-word recall, questions whose numbers all come out right; ``transcripts``).
+(word recall, number-word recall, questions whose numbers all come out right; ``transcripts``). So does ``--stage
+pretrain`` with ``model.transcribe_first``: its reasoning starts with what it heard (``model.transcript``).
 
     .venv/bin/python -m bench.bench_stage --stage align --set align.steps=1500 --heard 40
+    .venv/bin/python -m bench.bench_stage --stage pretrain --set model.transcript=words --heard 40
 
 ``--stage talker`` trains the talker (from the pipeline's ``acoustic_tis`` and ``codec``) and scores what is heard
 instead: ``--heard N`` spoken validation questions answered through the streaming session, the talker's speech
@@ -114,8 +116,13 @@ def transcript_scores(pairs: list[tuple[str, str]]) -> dict:
         have = co.Counter(hyp)
         return sum(min(c, have[w]) for w, c in co.Counter(ref).items())
 
-    said = heard = said_n = heard_n = exact = 0
+    from models.tokenizer import numbers_as_digits
+    from tasks.evaluate.summary import heard_numbers
+
+    said = heard = said_n = heard_n = exact = all_numbers = 0
     for ref, hyp in pairs:
+        # the evaluation's rule: the first numbers written, as digits, are the question's, in order
+        all_numbers += bool(heard_numbers({"input": "audio", "question": ref, "reasoning": numbers_as_digits(hyp)}))
         ref_w, hyp_w = words(ref), words(hyp)
         ref_n, hyp_n = [w for w in ref_w if w in NUMBER_WORDS], [w for w in hyp_w if w in NUMBER_WORDS]
         said, heard = said + len(ref_w), heard + hits(ref_w, hyp_w)
@@ -123,7 +130,11 @@ def transcript_scores(pairs: list[tuple[str, str]]) -> dict:
         exact += ref_n == hyp_n
     return {"word_recall": round(100 * heard / max(1, said), 1),
             "number_word_recall": round(100 * heard_n / max(1, said_n), 1),
-            "numbers_exact": round(100 * exact / max(1, len(pairs)), 1)}
+            "numbers_exact": round(100 * exact / max(1, len(pairs)), 1),
+            "numbers_heard": round(100 * all_numbers / max(1, len(pairs)), 1)}
+
+
+HEARD_TOKENS = {"digits": 80, "words": 120, "both": 200}  # enough for a built-in question's transcript (+ a column)
 
 
 def transcripts(model_dir: Path, data: Path, n: int, max_new: int = 160) -> dict:
@@ -212,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--inputs", default="audio,text", help="comma list of audio, text")
     ap.add_argument("--max-new", type=int, default=0, help="thinker positions per answer (0: evaluate.max_new_tokens)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--heard", type=int, default=12, help="talker: spoken validation questions heard by the ASR; align: questions transcribed")
+    ap.add_argument("--heard", type=int, default=12, help="talker: spoken validation questions heard by the ASR; align, pretrain (model.transcribe_first): questions transcribed")
     ap.add_argument("--heard-modes", default="after", help="talker: session modes (bench_intelligibility --modes), "
                     "e.g. after,temp:0")
     ap.add_argument("--score", default="", help="score this checkpoint dir as it is (a step dir or a stage dir), "
@@ -272,6 +283,10 @@ def main(argv: list[str] | None = None) -> dict:
                           val_loss=res.val_loss, probes=res.probes)
         if args.stage == "align" or args.from_stage == "align":
             result.update(transcripts(model_dir, data, args.heard))
+            acc, shown = result["accuracy"], result.pop("examples")
+        elif (args.stage == "pretrain" or args.from_stage == "pretrain") and p.model.transcribe_first:
+            # what the pretrain checkpoint writes first for a spoken question: its transcript (model.transcript)
+            result.update(transcripts(model_dir, data, args.heard, max_new=HEARD_TOKENS[p.model.transcript]))
             acc, shown = result["accuracy"], result.pop("examples")
         elif args.stage == "talker" or args.from_stage == "talker":
             result.update(heard(model_dir, root, args.heard, Path(tmp), args.heard_modes))

@@ -124,8 +124,10 @@ def numbers_as_digits(text: str) -> str:
     return alpha2digit(text, "en", threshold=0) if text.strip() else text
 
 
-def text_prompt(tokenizer, question: str) -> list[int]:
+def text_prompt(tokenizer, question: str, as_said: bool = False) -> list[int]:
     """Chat prompt for a text question (its numbers as digits: ``numbers_as_digits``), ending where the
-    assistant turn starts."""
-    return encode(tokenizer, f"<|im_start|>user\n{numbers_as_digits(question)}<|im_end|>\n<|im_start|>assistant\n")
+    assistant turn starts. ``as_said``: the question's words as they are (training only: a text stand-in
+    for a spoken question, whose reasoning then writes the words down and converts them, ``model.transcript``)."""
+    q = question if as_said else numbers_as_digits(question)
+    return encode(tokenizer, f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n")
 

@@ -8,7 +8,7 @@ trains; it sees response positions only (models/talker.py).
 from tasks.core.training import training_main
 
 STAGE = "talker"
-PARAMS = ['talker', 'trainer', 'schedule', 'seed', 'model.transcribe_first']  # exactly the params of this stage in dvc.yaml
+PARAMS = ['talker', 'trainer', 'schedule', 'seed', 'model.transcribe_first', 'model.transcript']  # exactly the params of this stage in dvc.yaml
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -99,7 +99,7 @@ def test_tis_examples_train_at_the_drawn_ratio(tiny, stage):
             sch = schedule_for(i, epoch, data.schedules, p.seed)
             row = {**data.rows[i], "min_block": min_block_for(data.rows[i], tiny.tok, sch)}
             if e.audio is not None and p.model.transcribe_first:  # the talker's spoken prompts
-                row = heard_first(row, tiny.tok, sch.think)
+                row = heard_first(row, tiny.tok, sch.think, p.model.transcript)
             prompt_len = next(k for k, r in enumerate(e.roles) if r != 0)
             want = build("tis", e.input_ids[:prompt_len], row["response_ids"], row["reasoning_ids"], ids, sch,
                          min_block=row["min_block"], delay_eos=True)

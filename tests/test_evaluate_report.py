@@ -66,6 +66,10 @@ def test_heard_numbers_reads_what_the_reasoning_wrote_first():
     word = asked("audio", "Ana shares twenty-eight cards equally among two friends.",
                reasoning="Ana shares 28 cards equally among 2 friends.  28 shared by 2. 28/2:")
     assert group_metrics([word])["heard_numbers"] == 1.0
+    # a transcript in words (model.transcript words / both): what it wrote first is what it heard
+    heard = asked("audio", q, reasoning="What is forty-six plus eighty-six? What is 46 plus 81?  46+81:")
+    misheard = asked("audio", q, reasoning="What is forty-six plus eighty-one?   46+86:")
+    assert group_metrics([heard])["heard_numbers"] == 1.0 and group_metrics([misheard])["heard_numbers"] == 0.0
     text = asked("text", q, reasoning="46+86:")  # the numbers were in the prompt: nothing heard
     none = asked("audio", "What is the answer?", reasoning="5")
     assert group_metrics([text, none])["heard_numbers"] is None

@@ -5,7 +5,11 @@
   example with the option off are exactly what they were;
 - the reasoning after the transcript keeps its place in the think blocks (synthesis placed column facts
   at block starts) and no number is spoken before it is derived, at every ratio of a mixture;
-- pretrain's solutions start with the transcript too; align's transcript target is untouched.
+- pretrain's solutions start with the transcript too; align's transcript target is untouched;
+- ``model.transcript``: the transcript as digits, as said (words: what align learns to write), or both;
+  with words or both, a text question asked in words keeps its words in the prompt and its reasoning
+  writes the same transcript (the words -> digits step learned on text); evaluation's text prompt is
+  unchanged (digits).
 
     .venv/bin/python -m pytest tests/test_transcribe_first.py -q
 """
@@ -18,8 +22,8 @@ import pytest
 
 from models.drift import check_drift
 from models.format import Role, Schedule, build, deinterleave
-from models.tokenizer import control_ids, encode, numbers_as_digits
-from tasks.core.examples import StageData, heard_first, min_block_for, schedule_for
+from models.tokenizer import control_ids, encode, numbers_as_digits, text_prompt
+from tasks.core.examples import StageData, heard_first, in_words, min_block_for, schedule_for
 from tasks.core.params import load_params
 from tasks.core.stages import spec
 
@@ -33,24 +37,45 @@ def tiny():
     return tiny_setup()
 
 
-def _data(tiny, stage="acoustic_tis", on=True, mix=(), fmt="tis"):
-    p = load_params(overrides={"model": {"transcribe_first": on}, "schedule": {"mix": [list(m) for m in mix]}})
+def _data(tiny, stage="acoustic_tis", on=True, mix=(), fmt="tis", form="digits"):
+    p = load_params(overrides={"model": {"transcribe_first": on, "transcript": form},
+                               "schedule": {"mix": [list(m) for m in mix]}})
     sp = replace(p.stage(stage), max_len=4096)
     if hasattr(sp, "text_fraction"):
         sp = replace(sp, text_fraction=0.5)
-    return StageData(tiny.data, "train", tiny.tok, p, spec(stage), sp, fmt, tiny.codec), p
+    data = StageData(tiny.data, "train", tiny.tok, p, spec(stage), sp, fmt, tiny.codec)
+    if form != "digits":  # the fixture's spoken questions are its digits; say them as synthesize does
+        data.rows = SaidRows(data.rows)
+    return data, p
 
 
-def _prefix(tok, row, think):
-    ids = encode(tok, numbers_as_digits(row["spoken_question"]).strip() + " ")
+class SaidRows:
+    """Rows whose spoken question holds its numbers in words (``speakable``), as real synthesis writes it."""
+
+    def __init__(self, rows):
+        from tasks.synth.verbalize import speakable
+
+        self.rows, self.say = rows, speakable
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        row = self.rows[i]
+        return {**row, "spoken_question": self.say(row["question"])}
+
+
+def _prefix(tok, row, think, form="digits"):
+    said, digits = row["spoken_question"].strip(), numbers_as_digits(row["spoken_question"]).strip()
+    ids = encode(tok, {"digits": digits, "words": said, "both": f"{said} {digits}"}[form] + " ")
     return ids + encode(tok, " ") * (-len(ids) % think)
 
 
-@pytest.mark.parametrize("mix", [(), MIX])
-def test_spoken_examples_reason_from_their_transcript(tiny, mix):
-    data, p = _data(tiny, mix=mix)
+@pytest.mark.parametrize("mix,form", [((), "digits"), (MIX, "digits"), ((), "words"), (MIX, "both")])
+def test_spoken_examples_reason_from_their_transcript(tiny, mix, form):
+    data, p = _data(tiny, mix=mix, form=form)
     ids = control_ids(tiny.tok)
-    spoken = text = 0
+    spoken = text = as_said = 0
     for epoch in range(2):
         for i in range(len(data)):
             e = data.example(i, epoch)
@@ -58,12 +83,19 @@ def test_spoken_examples_reason_from_their_transcript(tiny, mix):
             sch = schedule_for(i, epoch, data.schedules, p.seed)
             prompt_len = next(k for k, r in enumerate(e.roles) if r != int(Role.PROMPT))
             lay = deinterleave(e.input_ids[prompt_len:], ids, sch)
-            if e.audio is None:  # asked as text: the row's own reasoning
+            words = in_words(i, epoch, data.words_fraction, p.seed)
+            if e.audio is None and (form == "digits" or not words):  # as text: the row's own reasoning
                 text += 1
+                assert e.input_ids[:prompt_len] == text_prompt(tiny.tok, row["question"])  # digits, as evaluated
                 assert lay.reasoning == list(row["reasoning_ids"])
                 continue
-            spoken += 1
-            pre = _prefix(tiny.tok, row, sch.think)
+            if e.audio is None:  # asked in words (form words / both): written down as a spoken question is
+                as_said += 1
+                assert numbers_as_digits(row["spoken_question"]) != row["spoken_question"]  # it says numbers
+                assert e.input_ids[:prompt_len] == text_prompt(tiny.tok, row["spoken_question"], as_said=True)
+            else:
+                spoken += 1
+            pre = _prefix(tiny.tok, row, sch.think, form)
             assert len(pre) % sch.think == 0 and len(pre) > 0
             assert lay.reasoning == pre + list(row["reasoning_ids"])
             assert lay.response == list(row["response_ids"])
@@ -73,7 +105,26 @@ def test_spoken_examples_reason_from_their_transcript(tiny, mix):
                                               for b in min_block_for(row, tiny.tok, sch)], delay_eos=True)
             assert e.input_ids == want.input_ids
             assert check_drift(want, tiny.tok, row["question"], ids, sch) == []
-    assert spoken > 10 and text > 10
+    assert spoken > 10 and text > 5
+    assert (as_said > 0) == (form != "digits")
+
+
+def test_a_words_transcript_is_what_align_learns_to_write(tiny):
+    """The words form is align's target, token for token (the hearing align trains is what pretrain asks
+    for); both adds the question with digits after it; digits has no number word left."""
+    row = {**tiny_row(tiny), "spoken_question": "What is seventy-three plus ninety-eight?"}
+    align = encode(tiny.tok, row["spoken_question"])
+    words = heard_first({**row, "min_block": [0]}, tiny.tok, 8, "words")
+    assert words["reasoning_ids"][: len(align)] == align
+    both = heard_first({**row, "min_block": [0]}, tiny.tok, 8, "both")
+    text = both["reasoning"][: -len(row["reasoning"])]
+    assert text.split() == (row["spoken_question"] + " " + numbers_as_digits(row["spoken_question"])).split()
+    digits = heard_first({**row, "min_block": [0]}, tiny.tok, 8, "digits")
+    assert digits["reasoning"].startswith("What is 73 plus 98? ")
+    assert words["reasoning"].startswith("What is seventy-three plus ninety-eight? ")
+    assert text.split() == "What is seventy-three plus ninety-eight? What is 73 plus 98?".split()
+    with pytest.raises(ValueError, match="model.transcript"):
+        heard_first({**row, "min_block": [0]}, tiny.tok, 8, "letters")
 
 
 def test_the_reasoning_keeps_its_block_positions(tiny):
@@ -152,3 +203,12 @@ def test_think_first_examples_lead_with_the_transcript_too(tiny):
 
 
 _ = Schedule  # the schedules above come from data.schedules
+
+
+def test_text_tis_keeps_its_prompts_in_digits_whatever_the_transcript(tiny):
+    """A text-only stage never hears: model.transcript words/both leaves its examples as they were
+    (no question kept in words, no transcript, no extra tokens)."""
+    both, _ = _data(tiny, stage="text_tis", form="both")
+    digits, _ = _data(tiny, stage="text_tis", form="digits")
+    for epoch in range(2):
+        assert all(both.example(i, epoch).input_ids == digits.example(i, epoch).input_ids for i in range(len(both)))

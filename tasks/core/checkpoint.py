@@ -139,6 +139,8 @@ def fingerprint(p, spec, sp, data_dir: Path, init_ckpt: Path, fmt: str, codec_di
                          "stage": stage, "trainer": trainer,
                          "schedule": asdict(p.schedule), "seed": p.seed,
                          "transcribe_first": bool(p.model.transcribe_first) and spec.input != "text",
+                         **({"transcript": p.model.transcript}
+                            if p.model.transcribe_first and spec.input != "text" and p.model.transcript != "digits" else {}),
                          "upstream": [str(init_ckpt.name), upstream.get("fingerprint"), upstream.get("step"),
                                       upstream.get("source")]}, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]

@@ -109,18 +109,24 @@ def min_block_for(row: dict, tok, schedule) -> list[int]:
     return t.min_block
 
 
-def heard_first(row: dict, tok, think: int) -> dict:
-    """``row`` with its reasoning led by what a listener heard: the spoken question as text, numbers as
-    digits (``numbers_as_digits``, as a text prompt holds it), then spaces up to a whole number of ``think``
-    blocks, so the reasoning after it keeps its layout (``synthesize.align_facts`` placed column facts at
-    block starts) and every drift constraint moves by exactly those blocks.
+def heard_first(row: dict, tok, think: int, form: str = "digits") -> dict:
+    """``row`` with its reasoning led by what a listener heard: the spoken question as text, then spaces up
+    to a whole number of ``think`` blocks, so the reasoning after it keeps its layout
+    (``synthesize.align_facts`` placed column facts at block starts) and every drift constraint moves by
+    exactly those blocks. ``form`` (``model.transcript``): ``digits``, numbers as digits
+    (``numbers_as_digits``, as a text prompt holds them); ``words``, as said (what ``align`` learns to
+    write); ``both``, the words, then the question again with digits.
 
     With a spoken question the prompt holds audio, not digits: the scratchpad's operands and column
     digits must come from somewhere the model can copy them from. Trained this way, the model writes its
     transcript in the silent stream and reasons from it as it does from a text prompt."""
     from models.tokenizer import encode, numbers_as_digits
 
-    heard = numbers_as_digits(str(row.get("spoken_question") or row["question"])).strip()
+    said = str(row.get("spoken_question") or row["question"])
+    if form not in ("digits", "words", "both"):
+        raise ValueError(f"model.transcript must be digits, words or both, got {form!r}")
+    heard = {"digits": numbers_as_digits(said), "words": said,
+             "both": f"{said} {numbers_as_digits(said)}"}[form].strip()
     ids = encode(tok, heard + " ")
     space = encode(tok, " ")
     if len(space) != 1:
@@ -316,19 +322,24 @@ class StageData:
             row = self.spoken[i % len(self.spoken)] if spoken else self.rows[i % len(self.rows)]
         else:
             row = self.rows[i]
-        audio = None
+        audio, as_said = None, False
         if spoken:
             audio = self._audio(row, "question_audio")
             info = sf.info(str(audio))
             prompt = audio_prompt(self.tok, n_audio_tokens(mel_frames(info.frames, info.samplerate)))
         else:
             words = in_words(i, epoch, self.words_fraction, self.p.seed) and row["spoken_question"]
-            prompt = text_prompt(self.tok, row["spoken_question"] if words else row["question"])
+            # model.transcript words/both, in a stage that also hears (pretrain, acoustic_tis): a question asked
+            # in words stays in words, and its reasoning writes it down as a spoken one's does, so the words ->
+            # digits step is learned on text, which costs no TTS (text_tis keeps digits: its layout, its cost)
+            as_said = (bool(words) and self.transcribe and self.p.model.transcript != "digits"
+                       and self.spec.input != "text")
+            prompt = text_prompt(self.tok, row["spoken_question"] if words else row["question"], as_said=as_said)
         schedule = schedule_for(i, epoch, self.schedules, self.p.seed)
         if schedule != self.schedule:
             row = {**row, "min_block": min_block_for(row, self.tok, schedule)}
-        if spoken and self.transcribe:
-            row = heard_first(row, self.tok, schedule.think)
+        if (spoken or as_said) and self.transcribe:
+            row = heard_first(row, self.tok, schedule.think, self.p.model.transcript)
         try:
             seq, mask, roles = body(self.spec.t.layout, row, prompt, self.tok, self.ids, schedule, self.fmt)
         except FormatError:

@@ -204,6 +204,9 @@ class ModelParams:
     # with a spoken question the reasoning first writes what it heard (the question, its numbers as digits),
     # in the stages whose targets hold reasoning (pretrain, acoustic_tis, talker): tasks/core/examples.py heard_first
     transcribe_first: Bool = False
+    # the form of that transcript: digits (the question as a text prompt holds it), words (as said and as align
+    # learned to write it), or both (the words, then the same question with digits: the conversion written out)
+    transcript: Literal["digits", "words", "both"] = "digits"
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "model.source is empty; use 'tiny' or a checkpoint path / hub id")

@@ -16,9 +16,9 @@ Per split and ``overall`` (every question of the run; the proxy asks each split 
 - ``tokens_per_s``: thinker positions per second while the thinker ran (mean over the answers that
   were not spoken, whose pace includes no talker and codec work; over all when every one was);
 - ``heard_numbers``: share of the spoken questions whose reasoning starts by writing every number of the
-  question, in order: the model heard them (its transcript, ``model.transcribe_first``; without one, a
-  scratchpad that starts from the question's operands). Absent for text input. Where it is low, audio
-  accuracy is lost to hearing, not to reasoning.
+  question, in order, read as digits: the model heard them (its transcript, ``model.transcribe_first``, in
+  words or digits, ``model.transcript``; without one, a scratchpad that starts from the question's
+  operands). Absent for text input. Where it is low, audio accuracy is lost to hearing, not to reasoning.
 
 The sweep adds ``ratio_<speak>_<think>/<metric>`` for the TiS model at each ratio, on the sweep's
 questions only (the schedule's own ratio included, from the same questions' main rows); a model
@@ -62,7 +62,8 @@ def heard_numbers(row: dict) -> bool | None:
     want = [n.lstrip("-") for n, _, _ in numbers(numbers_as_digits(row["question"]))]
     if not want:
         return None
-    return [n.lstrip("-") for n, _, _ in numbers(row.get("reasoning") or "")][: len(want)] == want
+    # a transcript in words (model.transcript words / both) is read as an ASR's normalizer would
+    return [n.lstrip("-") for n, _, _ in numbers(numbers_as_digits(row.get("reasoning") or ""))][: len(want)] == want
 
 
 def group_metrics(rows: Sequence[dict]) -> dict[str, float | int | None]:
