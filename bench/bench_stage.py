@@ -119,10 +119,13 @@ def transcript_scores(pairs: list[tuple[str, str]]) -> dict:
     from models.tokenizer import numbers_as_digits
     from tasks.evaluate.summary import heard_numbers
 
-    said = heard = said_n = heard_n = exact = all_numbers = 0
+    said = heard = said_n = heard_n = exact = all_numbers = said_d = heard_d = 0
     for ref, hyp in pairs:
+        # numbers as digits in both (a digits transcript has no number words): the first sentence written
+        ref_d, hyp_d = (re.findall(r"\d+", numbers_as_digits(t.lower())) for t in (ref, hyp.split("?")[0]))
+        said_d, heard_d = said_d + len(ref_d), heard_d + hits(ref_d, hyp_d)
         # the evaluation's rule: the first numbers written, as digits, are the question's, in order
-        all_numbers += bool(heard_numbers({"input": "audio", "question": ref, "reasoning": numbers_as_digits(hyp)}))
+        all_numbers += bool(heard_numbers({"input": "audio", "question": ref.lower(), "reasoning": hyp.lower()}))
         ref_w, hyp_w = words(ref), words(hyp)
         ref_n, hyp_n = [w for w in ref_w if w in NUMBER_WORDS], [w for w in hyp_w if w in NUMBER_WORDS]
         said, heard = said + len(ref_w), heard + hits(ref_w, hyp_w)
@@ -130,6 +133,7 @@ def transcript_scores(pairs: list[tuple[str, str]]) -> dict:
         exact += ref_n == hyp_n
     return {"word_recall": round(100 * heard / max(1, said), 1),
             "number_word_recall": round(100 * heard_n / max(1, said_n), 1),
+            "number_recall": round(100 * heard_d / max(1, said_d), 1),
             "numbers_exact": round(100 * exact / max(1, len(pairs)), 1),
             "numbers_heard": round(100 * all_numbers / max(1, len(pairs)), 1)}
 

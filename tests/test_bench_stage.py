@@ -45,12 +45,21 @@ def test_transcript_scores_count_each_said_word_once_and_numbers_in_order():
 
     said = "Ana shares twenty-eight cards among two friends."
     assert transcript_scores([(said, said.upper())]) == {"word_recall": 100.0, "number_word_recall": 100.0,
-                                                         "numbers_exact": 100.0}
-    # one number word wrong of three; seven words of eight heard
+                                                         "number_recall": 100.0, "numbers_exact": 100.0,
+                                                         "numbers_heard": 100.0}
+    # one number word wrong of three (one number of two); seven words of eight heard
     assert transcript_scores([(said, "Ana shares twenty-four cards among two friends")]) == {
-        "word_recall": 87.5, "number_word_recall": 66.7, "numbers_exact": 0.0}
+        "word_recall": 87.5, "number_word_recall": 66.7, "number_recall": 50.0, "numbers_exact": 0.0,
+        "numbers_heard": 0.0}
     # a word said once and heard five times counts once; numbers out of order are not exact
     got = transcript_scores([("two plus seven", "seven seven seven seven seven plus two")])
-    assert got == {"word_recall": 100.0, "number_word_recall": 100.0, "numbers_exact": 0.0}
+    assert got == {"word_recall": 100.0, "number_word_recall": 100.0, "number_recall": 100.0, "numbers_exact": 0.0,
+                   "numbers_heard": 0.0}
+    # a transcript with digits (model.transcript digits): no number words, its numbers read as digits; the numbers
+    # of the first sentence count, not a scratchpad's after it
+    got = transcript_scores([(said, "Ana shares 28 cards among 2 friends? 28/2: 2/2=1 r0|8/2=4 r0|14")])
+    assert got["number_word_recall"] == 0.0 and got["number_recall"] == 100.0 and got["numbers_heard"] == 100.0
+    got = transcript_scores([(said, "Ana shares 24 cards among 3 friends? 28/2: 2/2=1")])
+    assert got["number_recall"] == 0.0 and got["numbers_heard"] == 0.0
     assert transcript_scores([(said, "")])["word_recall"] == 0.0
     assert transcript_scores([(said, said), ("three apples", "four apples")])["numbers_exact"] == 50.0
