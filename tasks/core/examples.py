@@ -125,8 +125,8 @@ def heard_first(row: dict, tok, think: int, form: str = "digits") -> dict:
     said = str(row.get("spoken_question") or row["question"])
     if form not in ("digits", "words", "both"):
         raise ValueError(f"model.transcript must be digits, words or both, got {form!r}")
-    heard = {"digits": numbers_as_digits(said), "words": said,
-             "both": f"{said} {numbers_as_digits(said)}"}[form].strip()
+    digits = numbers_as_digits(said) if form != "words" else ""  # once per example, only where written
+    heard = {"digits": digits, "words": said, "both": f"{said} {digits}"}[form].strip()
     ids = encode(tok, heard + " ")
     space = encode(tok, " ")
     if len(space) != 1:
