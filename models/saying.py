@@ -24,3 +24,92 @@ def speaking_seconds(text: str) -> float:
 def said_seconds(text: str) -> float:
     """``speaking_seconds`` plus the pause each punctuation mark adds: what the duration pace spends on ``text``."""
     return speaking_seconds(text) + sum(PAUSE_SECONDS.get(c, 0.0) for c in text)
+
+
+# --- numbers: said as words, not digit by digit ------------------------------------------------------
+# A number written in digits is one spoken word group whose length depends on all its digits: "3162" is
+# "three thousand one hundred and sixty-two" (33 letters), "176286" "one hundred seventy-six thousand two
+# hundred eighty-six". At 0.45 s a digit the talker's estimated token ends missed the aligned ones by 32
+# frames on average (100 validation answers of a make pipeline), 41 on digits; reading each number as its
+# words and sharing that among its tokens: 10.5 frames (bench/bench_pace.py, README "Numbers said as words").
+NUMBER_SEPARATORS = (",", ".")  # inside a number only between two digits: "1,200", "3.5"
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # not "²", which str.isdigit accepts
+
+
+def number_seconds(number: str) -> float:
+    """Estimated seconds to say ``number`` (digits, maybe one ``.`` and thousands commas) as English words,
+    as the synthesize stage's TTS text says it (num2words; longer than 15 digits: digit by digit)."""
+    from num2words import num2words
+
+    s = number.replace(",", "")
+    whole, _, frac = s.partition(".")
+    if not _digits(whole) or (frac and not _digits(frac)):
+        raise ValueError(f"not a number in digits: {number!r}")
+    digit = " four"  # a digit read on its own ("point two five"; a long id): one short word
+    words = num2words(int(whole)) if len(whole) <= 15 else digit * len(whole)
+    frac = frac.rstrip("0")
+    if frac:
+        words += " point" + digit * len(frac)
+    return speaking_seconds(words)
+
+
+class SaidDurations:
+    """Seconds each spoken token of a text takes to say, token by token as a stream brings them.
+
+    ``push(text)`` one token's text (``None`` for a token that says nothing and does not break a number:
+    a special token or pad; it gets 0 at once) and get back ``(index, seconds)`` of every token whose
+    duration is now known:
+    most at once, but the tokens of a number in digits only when the number has ended (the next token is
+    neither a digit nor a separator followed by one), as they share ``number_seconds`` of it in proportion
+    to their own ``said_seconds``. ``flush()`` at the end. ``numbers=False``: ``said_seconds`` of each
+    token at once (0.45 s a digit)."""
+
+    def __init__(self, numbers: bool = True) -> None:
+        self.numbers = numbers
+        self.n = 0  # tokens pushed
+        self.run: list[tuple[int, str]] = []  # the number being read: (index, text)
+
+    def push(self, text: str | None) -> list[tuple[int, float]]:
+        i = self.n
+        self.n += 1
+        if text is None:
+            return [(i, 0.0)]
+        if not self.numbers:
+            return [(i, said_seconds(text))]
+        if _digits(text) or (self.run and text in NUMBER_SEPARATORS and _digits(self.run[-1][1])):
+            self.run.append((i, text))
+            return []
+        return self._close() + [(i, said_seconds(text))]  # the number (if any) ended before this token
+
+    def flush(self) -> list[tuple[int, float]]:
+        return self._close()
+
+    def _close(self) -> list[tuple[int, float]]:
+        run, self.run = self.run, []
+        if not run:
+            return []
+        tail = []
+        while run and not _digits(run[-1][1]):  # a trailing separator ends a sentence: "is 42."
+            tail.insert(0, run.pop())
+        own = [said_seconds(t) for _, t in run]
+        try:
+            total = number_seconds("".join(t for _, t in run))
+        except ValueError:  # "1.2.3", a version or a date: digit by digit as before
+            total = sum(own)
+        scale = total / sum(own)
+        return [(i, w * scale) for (i, _), w in zip(run, own)] + [(i, said_seconds(t)) for i, t in tail]
+
+
+def said_durations(texts, numbers: bool = True) -> list[float]:
+    """``SaidDurations`` over a whole token sequence: seconds per token (0 for ``None``)."""
+    d = SaidDurations(numbers)
+    out = [0.0] * len(texts)
+    for t in texts:
+        for i, s in d.push(t):
+            out[i] = s
+    for i, s in d.flush():
+        out[i] = s
+    return out

@@ -40,7 +40,8 @@ import torch
 
 from models.format import Role
 from models.streams import token_embeddings
-from models.saying import PAUSE_SECONDS, SECONDS_PER_DIGIT, SECONDS_PER_LETTER, said_seconds, speaking_seconds  # noqa: F401
+from models.saying import (PAUSE_SECONDS, SECONDS_PER_DIGIT, SECONDS_PER_LETTER, SaidDurations,  # noqa: F401
+                           said_durations, said_seconds, speaking_seconds)
 
 ROLE_PAD = -1  # batch padding in ``roles``: the position does not exist
 
@@ -55,6 +56,8 @@ ROLE_PAD = -1  # batch padding in ``roles``: the position does not exist
 #   it no longer has to learn the alignment. Training spreads a sample's frames over its tokens in
 #   proportion to their estimates; streaming uses ``frames_per_second`` (frames per estimated second,
 #   measured on the training speech by the talker stage), so frame f needs only the token said at f.
+#   With ``numbers`` (talker.numbers: words) a number in digits is held for as long as its words take to
+#   say, shared among its tokens (models/saying.py ``SaidDurations``), known once the number has ended.
 PACES = ("position", "duration")
 # How long a text takes to say: models/saying.py (shared with the synthesize stage's alignment).
 
@@ -67,14 +70,24 @@ def token_seconds(tokenizer) -> torch.Tensor:
     return torch.tensor([0.0 if i in special else said_seconds(t) for i, t in enumerate(texts)])
 
 
+def token_texts(tokenizer) -> list[str | None]:
+    """Each token id's text, ``None`` for special tokens (they say nothing and do not break a number)."""
+    special = set(tokenizer.all_special_ids)
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return [None if i in special else t for i, t in enumerate(texts)]
+
+
 @dataclass
 class Pace:
     """A talker's pace (see PACES): ``seconds`` ``(V,)`` per token id (``token_seconds``) and the
-    measured ``frames_per_second`` (codec frames per estimated second) for the duration pace."""
+    measured ``frames_per_second`` (codec frames per estimated second) for the duration pace; with
+    ``numbers``, each token's ``texts`` (``token_texts``) so that a number's tokens share its words' time."""
 
     kind: str
     seconds: torch.Tensor | None = None
     frames_per_second: float | None = None
+    numbers: bool = False
+    texts: Sequence[str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in PACES:
@@ -83,10 +96,23 @@ class Pace:
                                         or self.frames_per_second <= 0):
             raise ValueError("the duration pace needs token seconds and a positive frames_per_second "
                              f"(got {self.frames_per_second!r}); the talker stage measures it on its training speech")
+        if self.numbers and (self.texts is None or self.seconds is None or len(self.texts) != len(self.seconds)):
+            raise ValueError("a pace that says numbers as words needs each token's text (models.talker.token_texts)")
 
     @property
     def by_duration(self) -> bool:
         return self.kind == "duration"
+
+    def text(self, token: int) -> str | None:
+        """Token ``token``'s text as ``SaidDurations`` reads it (``None``: a special token or none at all)."""
+        return self.texts[token] if self.texts is not None and 0 <= token < len(self.texts) else None
+
+    def durations(self, ids: Sequence[int]) -> torch.Tensor:
+        """``(K,)`` seconds of each of a response's tokens ``ids`` (in order; 0 for those that say nothing):
+        ``seconds`` per id, or with ``numbers`` a number's tokens sharing its words' time."""
+        if not self.numbers:
+            return self.seconds[torch.as_tensor([int(i) for i in ids], dtype=torch.long)].float()
+        return torch.tensor(said_durations([self.text(int(i)) for i in ids]), dtype=torch.float32)
 
 
 def pace_of(model) -> Pace:
@@ -102,13 +128,17 @@ def pace_of(model) -> Pace:
     return Pace("position")
 
 
-def set_pace(model, tokenizer, kind: str, frames_per_second: float | None = None) -> Pace:
+def set_pace(model, tokenizer, kind: str, frames_per_second: float | None = None, numbers: bool = False) -> Pace:
     """Give ``model``'s talker a pace, kept in its config (``save_pretrained`` writes it, ``attach_pace``
-    restores it on load)."""
+    restores it on load). ``numbers`` (duration pace): a number's tokens share the time of its words."""
     cfg = model.config.talker_config
-    pace = Pace(kind, token_seconds(tokenizer) if kind == "duration" else None, frames_per_second)
+    duration = kind == "duration"
+    numbers = bool(numbers and duration)
+    pace = Pace(kind, token_seconds(tokenizer) if duration else None, frames_per_second, numbers,
+                token_texts(tokenizer) if numbers else None)
     cfg.tis_pace = kind
     cfg.tis_pace_frames_per_second = frames_per_second
+    cfg.tis_pace_numbers = numbers
     model.talker_pace = pace
     return pace
 
@@ -118,7 +148,8 @@ def attach_pace(model, tokenizer) -> None:
     cfg = getattr(model.config, "talker_config", None)
     kind = getattr(cfg, "tis_pace", None) or "position"
     if kind != "position":
-        set_pace(model, tokenizer, kind, getattr(cfg, "tis_pace_frames_per_second", None))
+        set_pace(model, tokenizer, kind, getattr(cfg, "tis_pace_frames_per_second", None),
+                 bool(getattr(cfg, "tis_pace_numbers", False)))  # older checkpoints: digits at 0.45 s
 
 
 # --- previous: what a talker step reads besides the text ---------------------------------------------
@@ -248,12 +279,15 @@ def _reply(hidden: torch.Tensor, embeds: torch.Tensor, roles: torch.Tensor, sp) 
 
 
 def _spoken(hidden: torch.Tensor, embeds: torch.Tensor, roles: torch.Tensor, ids: torch.Tensor,
-            seconds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            pace: Pace) -> tuple[torch.Tensor, torch.Tensor]:
     """One sample's spoken tokens for the duration pace: ``hidden + embedding`` rows ``(K, H)`` of the
-    RESPONSE positions whose token says something, and their estimated seconds ``(K,)``."""
+    RESPONSE positions whose token says something, and their estimated seconds ``(K,)`` (``Pace.durations``
+    over the response's tokens in order, as the stream reads them)."""
     valid = roles != ROLE_PAD
-    w = seconds.to(ids.device)[ids[valid]]
-    keep = (roles[valid] == int(Role.RESPONSE)) & (w > 0)
+    resp = roles[valid] == int(Role.RESPONSE)
+    w = torch.zeros(int(valid.sum()), device=ids.device)
+    w[resp] = pace.durations(ids[valid][resp].tolist()).to(ids.device)
+    keep = resp & (w > 0)
     if not keep.any():
         raise ValueError(
             "a sample has no spoken RESPONSE token, so the talker has nothing to speak; pass the roles from "
@@ -351,7 +385,7 @@ def build_talker_inputs(
         steps = len(ids) + 1  # codec ids, then the codec eos
         frame_starts = torch.arange(0, steps, n, device=dev)
         if pace.by_duration:
-            spoken, w = _spoken(hidden[i], embeds[i], r[i], input_ids[i], pace.seconds)
+            spoken, w = _spoken(hidden[i], embeds[i], r[i], input_ids[i], pace)
             ends = bounds[i] if bounds is not None and bounds[i] is not None else None
             if ends is None:
                 ends = frame_bounds(w, frames=None if frames_per_second else len(ids) // n,
@@ -587,6 +621,8 @@ class TalkerStream:
         #   first response on; duration pace, one per spoken response token
         self.bounds: list[int] = []  # duration pace: the frame each spoken token ends at
         self._said = 0.0  # duration pace: estimated seconds of the spoken tokens so far
+        self._durations = SaidDurations(numbers=True) if self.pace.numbers else None  # numbers said as words
+        self._held: dict[int, torch.Tensor] = {}  # rows of a number's tokens until it ends (``_durations``)
         self.started = False  # the first RESPONSE position arrived
         self.thinker_done = False
         self.codes: list[int] = []
@@ -612,16 +648,29 @@ class TalkerStream:
                 return
             if token is None:
                 raise ValueError("a talker with the duration pace needs each RESPONSE position's token id")
-            w = float(self.pace.seconds[int(token)]) if 0 <= int(token) < len(self.pace.seconds) else 0.0
-            if w > 0:
-                self._said += w
-                self.reply.append(hidden + embed)
-                self.bounds.append(int(round(self._said * self.pace.frames_per_second)))
+            if self._durations is None:
+                w = float(self.pace.seconds[int(token)]) if 0 <= int(token) < len(self.pace.seconds) else 0.0
+                self._say([(0, w)], {0: hidden + embed})
+                return
+            self._held[self._durations.n] = hidden + embed
+            self._say(self._durations.push(self.pace.text(int(token))), self._held)
         elif self.started and not self.pace.by_duration:
             self.reply.append(self.sp["text_pad"])
 
+    def _say(self, timed: Sequence[tuple[int, float]], rows: dict[int, torch.Tensor]) -> None:
+        """Append the tokens whose seconds are known (``(index, seconds)`` in order; rows by index): each one
+        that says something is a reply row ending at the frame its cumulative seconds reach."""
+        for i, w in timed:
+            row = rows.pop(i)
+            if w > 0:
+                self._said += w
+                self.reply.append(row)
+                self.bounds.append(int(round(self._said * self.pace.frames_per_second)))
+
     def finish(self) -> None:
         """The thinker ended: the reply is complete (then the text eos, then pads)."""
+        if self._durations is not None and not self.thinker_done:
+            self._say(self._durations.flush(), self._held)  # a number the response ended with
         self.thinker_done = True
         if not self.started:  # no response position at all: nothing to speak
             self.done = True

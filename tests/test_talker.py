@@ -296,16 +296,17 @@ def test_frame_bounds_spread_frames_or_follow_the_rate():
     assert frame_bounds(w, frames_per_second=50.0) == [10, 15, 38, 50]
 
 
-@pytest.fixture(scope="module")
-def paced(setup):
-    """The setup's model with the duration pace (its own copy) and the batch's input ids."""
+@pytest.fixture(scope="module", params=[False, True], ids=["digits", "numbers-as-words"])
+def paced(setup, request):
+    """The setup's model with the duration pace (its own copy; a number's digits at 0.45 s each, or sharing
+    the time of its words: talker.numbers) and the batch's input ids."""
     import copy
 
     from models.talker import set_pace
 
     model, tok, hidden, embeds, roles, codes, layouts = setup
     m = copy.deepcopy(model)
-    set_pace(m, tok, "duration", frames_per_second=9.0)
+    set_pace(m, tok, "duration", frames_per_second=9.0, numbers=request.param)
     input_ids = batch(tok, layouts)[0]
     return m, tok, hidden, embeds, roles, codes, layouts, input_ids
 
@@ -332,13 +333,15 @@ def test_duration_layout_reads_each_spoken_token_for_its_frames(paced):
     t = model.talker
     emb = model.thinker.get_input_embeddings().weight
     codec_emb = t.get_input_embeddings().weight
-    sec = pace_of(model).seconds
+    pace = pace_of(model)
     for i in range(len(codes)):
-        pos = [p for p, r in enumerate(roles[i].tolist()) if r == int(Role.RESPONSE) and sec[input_ids[i, p]] > 0]
         resp = [p for p, r in enumerate(roles[i].tolist()) if r == int(Role.RESPONSE)]
+        w = pace.durations(input_ids[i, resp].tolist())  # with numbers: "15" shares the time of "fifteen"
+        pos = [p for p, s in zip(resp, w.tolist()) if s > 0]
         assert 0 < len(pos) < len(resp)  # the speak-slot pads and the eos are not spoken
+        assert pos == [p for p in resp if pace.seconds[input_ids[i, p]] > 0]  # the same tokens either way
         rows = [hidden[i, p] + embeds[i, p] for p in pos]
-        cum = torch.cumsum(sec[input_ids[i, pos]].double(), 0)
+        cum = torch.cumsum(w[w > 0].double(), 0)
         frames = len(codes[i]) // N
         bounds = [round(float(c) * frames / float(cum[-1])) for c in cum]
         for s in range(len(codes[i]) + 1):
@@ -446,8 +449,51 @@ def test_pace_is_saved_with_the_checkpoint(setup, paced, tmp_path):
     attach_pace(loaded, loaded_tok)
     p, q = pace_of(loaded), pace_of(model)
     assert p.kind == "duration" and p.frames_per_second == q.frames_per_second == 9.0
-    assert torch.equal(p.seconds, q.seconds)
+    assert torch.equal(p.seconds, q.seconds) and p.numbers == q.numbers
+    del loaded.config.talker_config.tis_pace_numbers  # a checkpoint from before talker.numbers
+    attach_pace(loaded, loaded_tok)
+    assert not pace_of(loaded).numbers  # read as it was trained: 0.45 s a digit
     assert pace_of(setup[0]).kind == "position"  # no pace set: by position
+
+
+def test_a_number_is_held_until_it_ends_then_said_for_as_long_as_its_words(setup):
+    """talker.numbers: words. The stream cannot say "3162" before it knows the number is not "31620": its
+    tokens wait for the token after them (or the thinker's end), then take the time of "three thousand one
+    hundred and sixty-two" between them, not 4 x 0.45 s. Breakages: numbers ignored by the stream, or a
+    number's rows appended before it ends, fail here."""
+    import copy
+
+    from models.saying import number_seconds, said_seconds
+    from models.talker import set_pace
+
+    model0, tok = setup[0], setup[1]
+    fps = 20.0
+    frames = {}
+    for numbers in (False, True):
+        m = copy.deepcopy(model0)
+        set_pace(m, tok, "duration", fps, numbers)
+        stream = TalkerStream(m, SIZES)
+        ids = encode(tok, "It is 3162 apples. 42")
+        texts = [tok.decode([i]) for i in ids]
+        h = torch.randn(len(ids), m.thinker.config.text_config.hidden_size)
+        said = 0
+        for k, (i, t) in enumerate(zip(ids, texts)):
+            stream.push(Role.RESPONSE, h[k], h[k], token=i)
+            said += said_seconds(t) > 0
+            if numbers and t.isdigit():
+                assert len(stream.reply) < said  # held: the number may go on
+            else:
+                assert len(stream.reply) == said  # everything before this token is known
+        assert len(stream.reply) == said - (2 if numbers else 0)  # "42" may still go on
+        stream.finish()
+        assert len(stream.reply) == said and len(stream.bounds) == said  # the thinker ended: "42" is said
+        first, last = texts.index("3"), texts.index("2")
+        spoken = [k for k, t in enumerate(texts) if said_seconds(t) > 0]
+        a, b = spoken.index(first), spoken.index(last)
+        frames[numbers] = stream.bounds[b] - stream.bounds[a - 1]
+    assert frames[False] == pytest.approx(4 * said_seconds("3") * fps, abs=1)
+    assert frames[True] == pytest.approx(number_seconds("3162") * fps, abs=1)
+    assert frames[True] > frames[False] + 4
 
 
 def random_answers(tok, n: int, g: torch.Generator) -> list:

@@ -231,9 +231,10 @@ def frame_ends(response_ids: list[int], starts: list[float], seconds: float, fra
     return ends
 
 
-def speech_pace(data: "StageData", seconds, limit: int = 2000) -> tuple[float, int]:
-    """Codec frames per estimated second of speech (``models.talker.token_seconds`` of the response's
-    tokens) over the first ``limit`` rows of ``data`` with response speech; and how many rows it read."""
+def speech_pace(data: "StageData", durations, limit: int = 2000) -> tuple[float, int]:
+    """Codec frames per estimated second of speech over the first ``limit`` rows of ``data`` with response
+    speech, and how many rows it read. ``durations``: a response's token ids -> seconds per token
+    (``models.talker.Pace.durations``), the estimate the streaming talker paces itself by."""
     if data.codes is None:
         raise ValueError(f"{data.spec.name} has no codec ids to measure the speech pace on")
     frames = est = 0.0
@@ -244,7 +245,7 @@ def speech_pace(data: "StageData", seconds, limit: int = 2000) -> tuple[float, i
             continue
         ids = data.tok(row["response"], add_special_tokens=False)["input_ids"]
         frames += len(data.codes(row["response_audio"])) / data.codes.codebooks
-        est += float(seconds[ids].sum())
+        est += float(durations(ids).sum())
         rows += 1
     if not rows or est <= 0:
         raise ValueError(f"{data.rows.path}: no response speech with words to measure the talker's pace on; "

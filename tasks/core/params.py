@@ -278,10 +278,13 @@ class TalkerParams(StageParams):
     pace, training): ``aligned`` puts each token on the frames where the TTS said it
     (``response_starts``, tasks/synth/timing.py), ``estimated`` spreads a clip by estimated seconds.
     ``previous``: ``codes`` feeds each step the codec id before it (autoregressive), ``none`` feeds none, so
-    every frame is said from the text alone (models.talker PREVIOUS)."""
+    every frame is said from the text alone (models.talker PREVIOUS). ``numbers`` (duration pace): how long
+    a number written in digits is held while said: ``words``, the time of its words shared among its
+    tokens (known once it ends); ``digits``, 0.45 s a digit (models/saying.py)."""
 
     pace: Literal["position", "duration"]
     timing: Literal["aligned", "estimated"] = "aligned"
+    numbers: Literal["words", "digits"] = "words"
     previous: Literal["codes", "none"] = "codes"
     prev_dropout: Float = 0.0  # share of previous codec ids hidden in training (models.talker.build_talker_inputs)
     self_feed: Float = 0.0  # share of previous codec ids fed from the talker's own draws (models.talker.own_previous)

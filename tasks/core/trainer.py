@@ -91,21 +91,20 @@ class StageModule:
         return _M()
 
 
-def _set_talker_pace(model, tok, kind: str, train_data, stage: str, rank: int) -> None:
+def _set_talker_pace(model, tok, kind: str, train_data, stage: str, rank: int, numbers: bool = False) -> None:
     """The talker's pace (models/talker.py PACES), saved with its checkpoints; the duration pace's
-    frames per estimated second measured on this stage's training speech."""
+    frames per estimated second measured on this stage's training speech, with the same estimate the
+    stream uses (``numbers``: a number's tokens share the time of its words)."""
     from models.talker import set_pace
     from tasks.core.examples import speech_pace
 
-    fps = None
+    pace = set_pace(model, tok, kind, None if kind != "duration" else 1.0, numbers)
     if kind == "duration":
-        from models.talker import token_seconds
-
-        fps, rows = speech_pace(train_data, token_seconds(tok))
+        fps, rows = speech_pace(train_data, pace.durations)
         if rank == 0:
-            log.info("%s: duration pace, %.1f codec frames per estimated second of speech (%d responses)", stage, fps,
-                     rows)
-    set_pace(model, tok, kind, fps)
+            log.info("%s: duration pace, %.1f codec frames per estimated second of speech (%d responses; numbers "
+                     "said as %s)", stage, fps, rows, "words" if numbers else "digits")
+        set_pace(model, tok, kind, fps, numbers)
 
 
 def _resume_point(out_dir: Path, fp: str, steps: int, rank: int, stage: str, init_ckpt: Path) -> Path | None:
@@ -187,7 +186,8 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
                  len(val_data), spec.input, spec.target)
 
     if spec.t.codec and resume is None:
-        _set_talker_pace(model, tok, getattr(sp, "pace", "position"), train_data, stage, rank)
+        _set_talker_pace(model, tok, getattr(sp, "pace", "position"), train_data, stage, rank,
+                         getattr(sp, "numbers", "digits") == "words")
         from models.talker import set_previous
 
         set_previous(model, getattr(sp, "previous", "codes"))

@@ -1,0 +1,65 @@
+"""How long a voice takes to say a response's tokens (models/saying.py): a number in digits is held for
+the time its words take, shared among its tokens, and known only once it has ended.
+
+    .venv/bin/python -m pytest tests/test_saying.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from models.saying import SaidDurations, number_seconds, said_durations, said_seconds, speaking_seconds
+
+
+def test_a_number_takes_as_long_as_its_words():
+    assert number_seconds("3162") == pytest.approx(speaking_seconds("three thousand, one hundred and sixty-two"))
+    assert number_seconds("176286") > 1.2 * 6 * said_seconds("7")  # longer than 0.45 s a digit
+    assert number_seconds("1,200") == pytest.approx(speaking_seconds("one thousand two hundred"))
+    assert number_seconds("3.50") == pytest.approx(number_seconds("3.5"))
+    assert number_seconds("3.5") > number_seconds("3")
+    assert number_seconds("12345678901234567890") > 0  # past num2words' sense: digit by digit
+    for bad in ("", "1.2.3", "x1", ".5", "²"):
+        with pytest.raises(ValueError, match="not a number"):
+            number_seconds(bad)
+
+
+def test_the_tokens_of_a_number_share_its_words_time():
+    texts = ["It", " is", " ", "3", "1", "6", "2", " apples", "."]
+    got = said_durations(texts)
+    assert sum(got[3:7]) == pytest.approx(number_seconds("3162"))
+    assert got[3] == got[4] == got[5] == got[6]
+    others = [0, 1, 2, 7, 8]
+    assert [got[i] for i in others] == [said_seconds(texts[i]) for i in others]
+    assert said_durations(texts, numbers=False) == [said_seconds(t) for t in texts]  # 0.45 s a digit
+
+
+@pytest.mark.parametrize("texts, numbers", [
+    (["is", " ", "4", "2", "."], ["42"]),                        # the sentence's full stop is not a decimal point
+    (["1", ",", "2", "0", "0", " cats"], ["1,200"]),             # thousands comma inside
+    (["3", ".", "5", " kg"], ["3.5"]),                           # decimal point inside
+    (["1", None, "2", " more"], ["12"]),                         # a pad inside a number does not cut it
+    (["1", " ", "2"], ["1", "2"]),                               # a space does
+    (["7", ",", " ", "8"], ["7", "8"]),                          # a comma then a space: a list
+])
+def test_where_a_number_ends(texts, numbers):
+    got = said_durations(texts)
+    digits = [i for i, t in enumerate(texts) if t is not None and t.isdigit()]
+    assert sum(got[i] for i in digits) + sum(
+        got[i] for i, t in enumerate(texts) if t in (",", ".") and 0 < i < len(texts) - 1
+        and texts[i - 1].isdigit() and (texts[i + 1] or "").isdigit()
+    ) == pytest.approx(sum(number_seconds(n) for n in numbers))
+    assert all(got[i] == 0.0 for i, t in enumerate(texts) if t is None)
+
+
+def test_a_stream_learns_a_numbers_time_when_it_ends():
+    d = SaidDurations()
+    assert d.push("It") == [(0, said_seconds("It"))]
+    assert d.push("4") == [] and d.push(None) == [(2, 0.0)] and d.push("7") == [] and d.push(".") == []
+    out = d.push(" The")  # now "47" has ended; its full stop and this word are said after it
+    assert [i for i, _ in out] == [1, 3, 4, 5]
+    assert out[0][1] + out[1][1] == pytest.approx(number_seconds("47"))
+    assert out[2][1] == said_seconds(".") and out[3][1] == said_seconds(" The")
+    assert d.push("9") == [] and d.push("9") == []
+    assert d.flush() == [(6, number_seconds("99") / 2), (7, number_seconds("99") / 2)]  # the response ended
+    assert d.flush() == []
+    assert said_durations(["1", ".", "2", ".", "3"]) == [said_seconds(t) for t in "1.2.3"]  # no number: as before
