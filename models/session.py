@@ -461,10 +461,11 @@ class Session:
         if talked:
             events += self._talker_rules()
             if thought and th.done:
+                talker.finish()  # from now on every step is due: one frame per later step(); the reply is whole
+                #   (a number the response ended with is placed only now: talker.numbers)
                 if self.options.min_speech is not None:
                     est = self.options.min_speech * speaking_seconds(self._text.text)
                     talker.min_frames = max(talker.text_end_frame, int(est * self.engine.codec.frame_rate))
-                talker.finish()  # from now on every step is due: one frame per later step()
         if th.done and (talker is None or talker.done):
             events += self._finish()
         return events
@@ -482,7 +483,10 @@ class Session:
             self._audio_end = "eos" if talker.ended_with_eos else "max_audio_seconds"
         elif not talker.done and talker.thinker_done and self.options.audio_bound is not None:
             budget = self.options.audio_bound * speaking_seconds(self._text.text) + AUDIO_SLACK_S
-            if talker.frame >= max(1, int(budget * codec.frame_rate)):
+            # the duration pace: never before the talker has read the whole response (it may hold numbers longer
+            # than speaking_seconds says: talker.numbers) and the slack after it
+            least = talker.text_end_frame + int(AUDIO_SLACK_S * codec.frame_rate) if talker.pace.by_duration else 0
+            if talker.frame >= max(1, int(budget * codec.frame_rate), least):
                 talker.stop()  # the response's length in speech is spent: a talker that never says eos
                 self._audio_end = "audio_length"
         frames = len(talker.codes) // codec.codebooks

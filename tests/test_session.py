@@ -565,6 +565,24 @@ def test_caps_say_so_in_finish_reason(trained):
     assert text_only.audio_end is None
 
 
+def test_the_length_bound_never_cuts_a_response_the_talker_is_still_reading(paced_numbers):
+    """Under the duration pace the talker knows where it reads the text eos (``text_end_frame``; with numbers
+    said as words later than ``speaking_seconds`` says): a talker that never ends is stopped at the bound or
+    at that frame plus the slack, whichever is later, never inside the response."""
+    from models.session import AUDIO_SLACK_S
+
+    engine, questions, _, _ = paced_numbers
+    s = engine.session(text=questions[0], options=Options(max_new_tokens=160, max_audio_seconds=20.0,
+                                                          audio_bound=0.01, end_silence_seconds=None))
+    s._start()
+    t = s._talker
+    t.allowed[:, engine.model.talker.codec_eos_token] = False  # the talker cannot end by itself
+    done = events_of(s)[-1]
+    assert done.audio_end == "audio_length", done
+    least = t.text_end_frame + int(AUDIO_SLACK_S * engine.codec.frame_rate)
+    assert t.text_end_frame > 0 and least <= len(t.codes) // t.n <= least + 1, (len(t.codes), t.text_end_frame)
+
+
 def test_silence_ends_the_speech(trained):
     """A codec whose every frame decodes to digital silence: the session stops the talker once the
     response has been read and the silence lasts END_SILENCE_S (or 2x that anywhere), instead of
@@ -625,12 +643,26 @@ def test_talker_may_not_end_before_the_response_is_said(trained):
     assert early.timings["audio_seconds"] < 0.5 * done.timings["audio_seconds"]  # the rule is what held it
 
 
-def test_talker_may_end_on_the_frame_that_reads_the_text_eos(trained):
+@pytest.fixture(scope="module")
+def paced_numbers(paced):
+    """``paced`` with talker.numbers: words (a number's tokens held until it ends, then its words' time)."""
+    from models.talker import pace_of, set_pace
+
+    engine, questions, wave, data = paced
+    model = copy.deepcopy(engine.model)
+    set_pace(model, engine.tokenizer, "duration", pace_of(engine.model).frames_per_second, numbers=True)
+    return Engine(model, engine.tokenizer, engine.codec), questions, wave, data
+
+
+@pytest.mark.parametrize("which", ["trained", "paced", "paced_numbers"])
+def test_talker_may_end_on_the_frame_that_reads_the_text_eos(which, request):
     """Training puts the codec eos on the frame that reads the text eos (models/talker.py); streaming allows
     it there, not a frame later: a talker that says eos as soon as it may, with the speaking-time rule all
     but off, stops with exactly ``text_end_frame`` frames. (With the eos held one frame past where it was
-    trained, a talker reading no previous codes never said it: 8 of 12 answers ran to the cap.)"""
-    engine, questions, _, _ = trained
+    trained, a talker reading no previous codes never said it: 8 of 12 answers ran to the cap.) With numbers
+    said as words the response's last number ("... is 22.") is placed only when the thinker ends: the rule
+    counts it (it was set before, and the eos came before the number was said)."""
+    engine, questions, _, _ = request.getfixturevalue(which)
     s = engine.session(text=questions[0], options=Options(max_new_tokens=160, max_audio_seconds=20.0, min_speech=0.01))
     s._start()
     t = s._talker
