@@ -7,7 +7,8 @@ The talker stage trains on the frames where the TTS really said each response to
 aligned``); a session cannot know those, so it holds each token for its *estimated* seconds times the
 frames per estimated second measured on the training speech (models/talker.py, the duration pace). Per
 estimate (``talker.numbers``: ``digits``, 0.45 s a digit; ``words``, a number's tokens sharing the time
-of its words), on every validation response with aligned timing:
+of its words; ``learned``, words with each token's seconds measured on the training responses'
+aligned timing, ``talker.seconds: learned``), on every validation response with aligned timing:
 
 - ``fps``: codec frames per estimated second, measured on the training responses as the talker stage does;
 - ``token_end_error``: mean |estimated - aligned| end frame of each spoken token, and of digits / others;
@@ -25,21 +26,25 @@ import json
 import statistics
 from pathlib import Path
 
-ESTIMATES = {"digits": False, "words": True}
+# name -> (talker.numbers: words, talker.seconds: learned)
+ESTIMATES = {"digits": (False, False), "words": (True, False), "learned": (True, True)}
 
 
-def timing(model, tok, p, data_dir: str, codec_dir: str, numbers: bool, limit: int = 2000) -> dict:
+def timing(model, tok, p, data_dir: str, codec_dir: str, estimate: tuple[bool, bool], limit: int = 2000) -> dict:
     """The estimate's frames per second (training responses) and its error against the aligned token end
-    frames of the validation responses."""
-    from models.talker import frame_bounds, set_pace
-    from tasks.core.examples import StageData, frame_ends, speech_pace
+    frames of the validation responses; for ``learned`` the token seconds are learned on the training
+    responses (as the talker stage does) and kept in ``learned``."""
+    from models.talker import frame_bounds, learn_seconds, set_pace, token_seconds, token_texts
+    from tasks.core.examples import StageData, aligned_responses, frame_ends, speech_pace
     from tasks.core.stages import spec
 
-    pace = set_pace(model, tok, "duration", 1.0, numbers)
+    numbers, learn = estimate
     train = StageData(data_dir, "train", tok, p, spec("talker"), p.stage("talker"), "tis", codec_dir=codec_dir)
+    learned = learn_seconds(aligned_responses(train), token_texts(tok), token_seconds(tok)) if learn else None
+    pace = set_pace(model, tok, "duration", 1.0, numbers, learned)
     fps, rows = speech_pace(train, pace.durations, limit)
     val = StageData(data_dir, "validation", tok, p, spec("talker"), p.stage("talker"), "tis", codec_dir=codec_dir)
-    base = pace.seconds.tolist()
+    base = token_seconds(tok).tolist()  # which tokens are spoken (> 0), as the talker stage's alignment reads it
     err, digit_err, other_err, length = [], [], [], []
     for i in range(len(val)):
         row = val.rows[i]
@@ -65,7 +70,8 @@ def timing(model, tok, p, data_dir: str, codec_dir: str, numbers: bool, limit: i
     mean = lambda xs: round(statistics.fmean(xs), 2) if xs else None  # noqa: E731
     return {"fps": round(fps, 3), "train_responses": rows, "responses": len(length), "tokens": len(err),
             "token_end_error": mean(err), "digit_end_error": mean(digit_err), "other_end_error": mean(other_err),
-            "length_error_median": statistics.median(length), "length_error_mean": mean(length)}
+            "length_error_median": statistics.median(length), "length_error_mean": mean(length),
+            **({"learned": learned} if learned else {})}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", default="checkpoints/talker/tis", help="a step dir or a stage dir (its newest step)")
     ap.add_argument("--codec", default="checkpoints/codec")
     ap.add_argument("--data", default="data/synthesize")
-    ap.add_argument("--estimates", default="digits,words", help=f"comma list of {sorted(ESTIMATES)}")
+    ap.add_argument("--estimates", default="digits,words,learned", help=f"comma list of {sorted(ESTIMATES)}")
     ap.add_argument("--session", type=int, default=0, help="also ask this many spoken questions per estimate")
     ap.add_argument("--modes", default="after", help="session modes (bench.bench_intelligibility: after, temp:T)")
     ap.add_argument("--max-audio-seconds", type=float, default=20.0)
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in names:
         t = timing(engine.model, engine.tokenizer, p, args.data, args.codec, ESTIMATES[name])
         out["estimates"][name] = {"timing": t}
-        print(name, json.dumps(t), flush=True)
+        print(name, json.dumps({k: v for k, v in t.items() if k != "learned"}), flush=True)
     if args.session:
         from tasks.codec import load_stage_codec
         from tasks.evaluate.intelligibility import Chain, response_voice, training_responses
@@ -111,8 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
         qs = questions(data, args.session)
         engine.warmup()
         for name in names:
-            set_pace(engine.model, engine.tokenizer, "duration", out["estimates"][name]["timing"]["fps"],
-                     ESTIMATES[name])
+            t = out["estimates"][name]["timing"]
+            set_pace(engine.model, engine.tokenizer, "duration", t["fps"], ESTIMATES[name][0], t.get("learned"))
             for mode in args.modes.split(","):
                 rows = [answer(engine, chain, q, mode, args.max_audio_seconds, qs[(i + 1) % len(qs)]["response"])
                         for i, q in enumerate(qs)]

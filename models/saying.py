@@ -56,33 +56,63 @@ def number_seconds(number: str) -> float:
     return speaking_seconds(words)
 
 
+def number_runs(texts) -> list[list[int]]:
+    """Indices of each number written in digits among the token ``texts`` (``None``: a token that says
+    nothing and does not break a number), as ``SaidDurations`` groups them: digits, and a separator only
+    between two digits ("1,200"; the "." of "is 42." ends a sentence, not a number)."""
+    runs, run = [], []
+
+    def close() -> None:
+        while run and not _digits(texts[run[-1]]):
+            run.pop()
+        if run:
+            runs.append(run.copy())
+        run.clear()
+
+    for k, t in enumerate(texts):
+        if t is None:
+            continue
+        if _digits(t) or (run and t in NUMBER_SEPARATORS and _digits(texts[run[-1]])):
+            run.append(k)
+        else:
+            close()
+    close()
+    return runs
+
+
 class SaidDurations:
     """Seconds each spoken token of a text takes to say, token by token as a stream brings them.
 
-    ``push(text)`` one token's text (``None`` for a token that says nothing and does not break a number:
-    a special token or pad; it gets 0 at once) and get back ``(index, seconds)`` of every token whose
-    duration is now known:
+    ``push(text, seconds)`` one token's text (``None`` for a token that says nothing and does not break a
+    number: a special token or pad; it gets 0 at once) and its own seconds (``None``: ``said_seconds`` of
+    the text; a learned table's entry otherwise, ``models.talker.learn_seconds``) and get back ``(index,
+    seconds)`` of every token whose duration is now known:
     most at once, but the tokens of a number in digits only when the number has ended (the next token is
     neither a digit nor a separator followed by one), as they share ``number_seconds`` of it in proportion
-    to their own ``said_seconds``. ``flush()`` at the end. ``numbers=False``: ``said_seconds`` of each
-    token at once (0.45 s a digit)."""
+    to their own ``said_seconds``, times ``number_scale`` (measured seconds of a number's words per
+    estimated second, ``learn_seconds``; 1 = the estimate). ``flush()`` at the end. ``numbers=False``: each
+    token's own seconds at once (0.45 s a digit)."""
 
-    def __init__(self, numbers: bool = True) -> None:
+    def __init__(self, numbers: bool = True, number_scale: float = 1.0) -> None:
+        if not number_scale > 0:
+            raise ValueError(f"number_scale must be positive, got {number_scale!r}")
         self.numbers = numbers
+        self.number_scale = float(number_scale)
         self.n = 0  # tokens pushed
-        self.run: list[tuple[int, str]] = []  # the number being read: (index, text)
+        self.run: list[tuple[int, str, float]] = []  # the number being read: (index, text, own seconds)
 
-    def push(self, text: str | None) -> list[tuple[int, float]]:
+    def push(self, text: str | None, seconds: float | None = None) -> list[tuple[int, float]]:
         i = self.n
         self.n += 1
         if text is None:
             return [(i, 0.0)]
+        own = said_seconds(text) if seconds is None else float(seconds)
         if not self.numbers:
-            return [(i, said_seconds(text))]
+            return [(i, own)]
         if _digits(text) or (self.run and text in NUMBER_SEPARATORS and _digits(self.run[-1][1])):
-            self.run.append((i, text))
+            self.run.append((i, text, own))
             return []
-        return self._close() + [(i, said_seconds(text))]  # the number (if any) ended before this token
+        return self._close() + [(i, own)]  # the number (if any) ended before this token
 
     def flush(self) -> list[tuple[int, float]]:
         return self._close()
@@ -94,21 +124,22 @@ class SaidDurations:
         tail = []
         while run and not _digits(run[-1][1]):  # a trailing separator ends a sentence: "is 42."
             tail.insert(0, run.pop())
-        own = [said_seconds(t) for _, t in run]
+        est = [said_seconds(t) for _, t, _ in run]
         try:
-            total = number_seconds("".join(t for _, t in run))
-        except ValueError:  # "1.2.3", a version or a date: digit by digit as before
-            total = sum(own)
-        scale = total / sum(own)
-        return [(i, w * scale) for (i, _), w in zip(run, own)] + [(i, said_seconds(t)) for i, t in tail]
+            total = number_seconds("".join(t for _, t, _ in run)) * self.number_scale
+        except ValueError:  # "1.2.3", a version or a date: digit by digit as before, each its own seconds
+            return [(i, own) for i, _, own in run + tail]
+        scale = total / sum(est)
+        return [(i, w * scale) for (i, _, _), w in zip(run, est)] + [(i, own) for i, _, own in tail]
 
 
-def said_durations(texts, numbers: bool = True) -> list[float]:
-    """``SaidDurations`` over a whole token sequence: seconds per token (0 for ``None``)."""
-    d = SaidDurations(numbers)
+def said_durations(texts, numbers: bool = True, seconds=None, number_scale: float = 1.0) -> list[float]:
+    """``SaidDurations`` over a whole token sequence: seconds per token (0 for ``None``); ``seconds``, if
+    given, each token's own seconds (``None`` entries: the estimate)."""
+    d = SaidDurations(numbers, number_scale)
     out = [0.0] * len(texts)
-    for t in texts:
-        for i, s in d.push(t):
+    for k, t in enumerate(texts):
+        for i, s in d.push(t, None if seconds is None else seconds[k]):
             out[i] = s
     for i, s in d.flush():
         out[i] = s

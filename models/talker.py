@@ -41,7 +41,7 @@ import torch
 from models.format import Role
 from models.streams import token_embeddings
 from models.saying import (PAUSE_SECONDS, SECONDS_PER_DIGIT, SECONDS_PER_LETTER, SaidDurations,  # noqa: F401
-                           said_durations, said_seconds, speaking_seconds)
+                           number_runs, number_seconds, said_durations, said_seconds, speaking_seconds)
 
 ROLE_PAD = -1  # batch padding in ``roles``: the position does not exist
 
@@ -58,6 +58,8 @@ ROLE_PAD = -1  # batch padding in ``roles``: the position does not exist
 #   measured on the training speech by the talker stage), so frame f needs only the token said at f.
 #   With ``numbers`` (talker.numbers: words) a number in digits is held for as long as its words take to
 #   say, shared among its tokens (models/saying.py ``SaidDurations``), known once the number has ended.
+#   With ``learned`` seconds (talker.seconds: learned) each token's seconds are measured on the training
+#   speech (``learn_seconds``) instead of estimated from its letters.
 PACES = ("position", "duration")
 # How long a text takes to say: models/saying.py (shared with the synthesize stage's alignment).
 
@@ -77,17 +79,94 @@ def token_texts(tokenizer) -> list[str | None]:
     return [None if i in special else t for i, t in enumerate(texts)]
 
 
+def learn_seconds(responses, texts: Sequence[str | None], seconds: torch.Tensor, prior: float = 3.0) -> dict:
+    """Seconds each token takes to say, measured on aligned speech: ``responses`` yields ``(ids, starts,
+    total)`` per response (its token ids, each token's start second in its speech, ``response_starts`` of
+    the synthesize stage, and the speech's length); ``texts`` / ``seconds`` are every id's text
+    (``token_texts``) and estimated seconds (``token_seconds``).
+
+    A spoken token (estimate > 0) lasts from its start to the next spoken token's start (the last: to the
+    end). Per token id outside numbers: the mean of its measured seconds, shrunk towards its estimate times
+    ``ratio`` (all measured / all estimated seconds) with the weight of ``prior`` occurrences, so a rare
+    token keeps about its estimate. A number in digits is said as words (``number_seconds``):
+    ``number_scale`` is its measured / estimated seconds over every number. Returns ``{"ratio",
+    "number_scale", "seconds": {id: seconds}, "responses", "tokens"}`` (JSON-ready: ``set_pace(learned=)``)."""
+    from collections import defaultdict
+
+    sums: dict[int, float] = defaultdict(float)
+    counts: dict[int, int] = defaultdict(int)
+    measured = estimated = number_measured = number_estimated = 0.0
+    n = tokens = 0
+    for ids, starts, total in responses:
+        ids = [int(i) for i in ids]
+        total = float(total or 0.0)
+        if not starts or len(starts) != len(ids) or total <= 0:
+            continue
+        kept = [k for k, i in enumerate(ids) if 0 <= i < len(seconds) and float(seconds[i]) > 0]
+        if not kept:
+            continue
+        n += 1
+        ends = [float(starts[k]) for k in kept[1:]] + [total]
+        dur = {k: max(0.0, e - float(starts[k])) for k, e in zip(kept, ends)}
+        tt = [texts[i] if 0 <= i < len(texts) else None for i in ids]
+        in_number: set[int] = set()
+        for run in number_runs(tt):
+            in_number.update(run)
+            try:
+                number_estimated += number_seconds("".join(tt[k] for k in run))
+            except ValueError:  # "1.2.3": said digit by digit, not a number's words
+                continue
+            number_measured += sum(dur.get(k, 0.0) for k in run)
+        for k in kept:
+            if k not in in_number:
+                sums[ids[k]] += dur[k]
+                counts[ids[k]] += 1
+                measured += dur[k]
+                estimated += float(seconds[ids[k]])
+                tokens += 1
+    if not n or measured <= 0 or estimated <= 0:
+        raise ValueError("no response with aligned timing (response_starts) to learn token seconds from: "
+                         "talker.seconds: learned needs the synthesize stage's espeak word times; set "
+                         "talker.seconds: estimate")
+    ratio = measured / estimated
+    number_scale = number_measured / number_estimated if number_measured > 0 and number_estimated > 0 else ratio
+    table = {i: (sums[i] + prior * float(seconds[i]) * ratio) / (counts[i] + prior) for i in sorted(sums)}
+    return {"ratio": round(ratio, 6), "number_scale": round(number_scale, 6),
+            "seconds": {str(i): round(v, 6) for i, v in table.items()}, "responses": n, "tokens": tokens}
+
+
+def learned_seconds(estimate: torch.Tensor, learned: dict) -> tuple[torch.Tensor, float]:
+    """``(V,)`` seconds per token id from a ``learn_seconds`` result (ids it did not see: the estimate times
+    its ``ratio``; tokens that say nothing stay 0) and its ``number_scale``."""
+    try:
+        ratio, number_scale = float(learned["ratio"]), float(learned["number_scale"])
+        table = {int(i): float(v) for i, v in learned["seconds"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"learned token seconds must be a learn_seconds() result ({{'ratio', 'number_scale', "
+                         f"'seconds'}}); got {type(learned).__name__}: {e}") from e
+    if not (ratio > 0 and number_scale > 0) or any(not v >= 0 for v in table.values()):
+        raise ValueError(f"learned token seconds need ratio and number_scale > 0 and seconds >= 0 "
+                         f"(got ratio {ratio}, number_scale {number_scale})")
+    out = estimate.float() * ratio
+    for i, v in table.items():
+        if 0 <= i < len(out) and float(estimate[i]) > 0:
+            out[i] = v
+    return out, number_scale
+
+
 @dataclass
 class Pace:
     """A talker's pace (see PACES): ``seconds`` ``(V,)`` per token id (``token_seconds``) and the
     measured ``frames_per_second`` (codec frames per estimated second) for the duration pace; with
-    ``numbers``, each token's ``texts`` (``token_texts``) so that a number's tokens share its words' time."""
+    ``numbers``, each token's ``texts`` (``token_texts``) so that a number's tokens share its words' time
+    (times ``number_scale``: measured / estimated seconds of a number, ``learn_seconds``)."""
 
     kind: str
     seconds: torch.Tensor | None = None
     frames_per_second: float | None = None
     numbers: bool = False
     texts: Sequence[str | None] | None = None
+    number_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in PACES:
@@ -110,9 +189,15 @@ class Pace:
     def durations(self, ids: Sequence[int]) -> torch.Tensor:
         """``(K,)`` seconds of each of a response's tokens ``ids`` (in order; 0 for those that say nothing):
         ``seconds`` per id, or with ``numbers`` a number's tokens sharing its words' time."""
+        own = torch.tensor([self.own(int(i)) for i in ids], dtype=torch.float32)
         if not self.numbers:
-            return self.seconds[torch.as_tensor([int(i) for i in ids], dtype=torch.long)].float()
-        return torch.tensor(said_durations([self.text(int(i)) for i in ids]), dtype=torch.float32)
+            return own
+        return torch.tensor(said_durations([self.text(int(i)) for i in ids], seconds=own.tolist(),
+                                           number_scale=self.number_scale), dtype=torch.float32)
+
+    def own(self, token: int) -> float:
+        """Token ``token``'s own seconds (0 for an id outside the table)."""
+        return float(self.seconds[token]) if self.seconds is not None and 0 <= token < len(self.seconds) else 0.0
 
 
 def pace_of(model) -> Pace:
@@ -128,17 +213,24 @@ def pace_of(model) -> Pace:
     return Pace("position")
 
 
-def set_pace(model, tokenizer, kind: str, frames_per_second: float | None = None, numbers: bool = False) -> Pace:
+def set_pace(model, tokenizer, kind: str, frames_per_second: float | None = None, numbers: bool = False,
+             learned: dict | None = None) -> Pace:
     """Give ``model``'s talker a pace, kept in its config (``save_pretrained`` writes it, ``attach_pace``
-    restores it on load). ``numbers`` (duration pace): a number's tokens share the time of its words."""
+    restores it on load). ``numbers`` (duration pace): a number's tokens share the time of its words;
+    ``learned`` (duration pace): token seconds measured on speech (``learn_seconds``), else estimated."""
     cfg = model.config.talker_config
     duration = kind == "duration"
     numbers = bool(numbers and duration)
-    pace = Pace(kind, token_seconds(tokenizer) if duration else None, frames_per_second, numbers,
-                token_texts(tokenizer) if numbers else None)
+    learned = learned if duration else None
+    seconds, number_scale = token_seconds(tokenizer) if duration else None, 1.0
+    if learned is not None:
+        seconds, number_scale = learned_seconds(seconds, learned)
+    pace = Pace(kind, seconds, frames_per_second, numbers, token_texts(tokenizer) if numbers else None,
+                number_scale)
     cfg.tis_pace = kind
     cfg.tis_pace_frames_per_second = frames_per_second
     cfg.tis_pace_numbers = numbers
+    cfg.tis_pace_learned = learned
     model.talker_pace = pace
     return pace
 
@@ -149,7 +241,8 @@ def attach_pace(model, tokenizer) -> None:
     kind = getattr(cfg, "tis_pace", None) or "position"
     if kind != "position":
         set_pace(model, tokenizer, kind, getattr(cfg, "tis_pace_frames_per_second", None),
-                 bool(getattr(cfg, "tis_pace_numbers", False)))  # older checkpoints: digits at 0.45 s
+                 bool(getattr(cfg, "tis_pace_numbers", False)),  # older checkpoints: digits at 0.45 s
+                 getattr(cfg, "tis_pace_learned", None))  # and estimated token seconds
 
 
 # --- previous: what a talker step reads besides the text ---------------------------------------------
@@ -621,7 +714,8 @@ class TalkerStream:
         #   first response on; duration pace, one per spoken response token
         self.bounds: list[int] = []  # duration pace: the frame each spoken token ends at
         self._said = 0.0  # duration pace: estimated seconds of the spoken tokens so far
-        self._durations = SaidDurations(numbers=True) if self.pace.numbers else None  # numbers said as words
+        self._durations = (SaidDurations(True, self.pace.number_scale)  # numbers said as words
+                           if self.pace.numbers else None)
         self._held: dict[int, torch.Tensor] = {}  # rows of a number's tokens until it ends (``_durations``)
         self.started = False  # the first RESPONSE position arrived
         self.thinker_done = False
@@ -649,11 +743,10 @@ class TalkerStream:
             if token is None:
                 raise ValueError("a talker with the duration pace needs each RESPONSE position's token id")
             if self._durations is None:
-                w = float(self.pace.seconds[int(token)]) if 0 <= int(token) < len(self.pace.seconds) else 0.0
-                self._say([(0, w)], {0: hidden + embed})
+                self._say([(0, self.pace.own(int(token)))], {0: hidden + embed})
                 return
             self._held[self._durations.n] = hidden + embed
-            self._say(self._durations.push(self.pace.text(int(token))), self._held)
+            self._say(self._durations.push(self.pace.text(int(token)), self.pace.own(int(token))), self._held)
         elif self.started and not self.pace.by_duration:
             self.reply.append(self.sp["text_pad"])
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.saying import SaidDurations, number_seconds, said_durations, said_seconds, speaking_seconds
+from models.saying import SaidDurations, number_runs, number_seconds, said_durations, said_seconds, speaking_seconds
 
 
 def test_a_number_takes_as_long_as_its_words():
@@ -63,3 +63,40 @@ def test_a_stream_learns_a_numbers_time_when_it_ends():
     assert d.flush() == [(6, number_seconds("99") / 2), (7, number_seconds("99") / 2)]  # the response ended
     assert d.flush() == []
     assert said_durations(["1", ".", "2", ".", "3"]) == [said_seconds(t) for t in "1.2.3"]  # no number: as before
+
+
+@pytest.mark.parametrize("texts, runs", [
+    (["It", " is", " ", "3", "1", "6", "2", " apples", "."], [[3, 4, 5, 6]]),
+    (["is", " ", "4", "2", "."], [[2, 3]]),                      # the full stop is not the number's
+    (["1", ",", "2", "0", "0", " cats"], [[0, 1, 2, 3, 4]]),
+    (["1", None, "2", " more"], [[0, 2]]),                       # a pad says nothing and does not cut it
+    (["7", ",", " ", "8"], [[0], [3]]),
+    (["no", " numbers"], []),
+])
+def test_number_runs_group_as_the_stream_does(texts, runs):
+    assert number_runs(texts) == runs
+    # the tokens SaidDurations holds until a number ends are exactly these runs (and a trailing separator)
+    d, held = SaidDurations(), []
+    for k, t in enumerate(texts):
+        if not d.push(t):
+            held.append(k)
+    in_runs = {k for r in runs for k in r}
+    assert in_runs <= set(held) and all(texts[k] in (",", ".") for k in set(held) - in_runs)
+
+
+def test_own_seconds_replace_the_estimate_and_numbers_take_their_scale():
+    """talker.seconds: learned. A token's own (learned) seconds are what it takes; a number's tokens share
+    its words' time times ``number_scale``; an unreadable number is said token by token at their own seconds.
+    Breakages: own seconds ignored, or the scale left out, fail here."""
+    texts = ["It", " is", " ", "3", "1", " apples", "."]
+    own = [0.5, 0.25, 0.0, 9.0, 9.0, 0.75, 0.4]
+    got = said_durations(texts, seconds=own, number_scale=1.5)
+    assert [got[i] for i in (0, 1, 2, 5, 6)] == [0.5, 0.25, 0.0, 0.75, 0.4]
+    assert got[3] + got[4] == pytest.approx(1.5 * number_seconds("31"))  # not 9 + 9: a number is its words
+    plain = said_durations(texts, seconds=own)
+    assert plain[3] + plain[4] == pytest.approx(number_seconds("31"))
+    assert said_durations(texts, numbers=False, seconds=own) == own  # digits: each token its own seconds
+    assert said_durations(["1", ".", "2", ".", "3"], seconds=[1, 2, 3, 4, 5], number_scale=2.0) == [1, 2, 3, 4, 5]
+    assert said_durations(texts, seconds=[None] * len(texts)) == said_durations(texts)  # None: the estimate
+    with pytest.raises(ValueError, match="number_scale"):
+        SaidDurations(number_scale=0.0)

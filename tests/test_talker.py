@@ -296,17 +296,30 @@ def test_frame_bounds_spread_frames_or_follow_the_rate():
     assert frame_bounds(w, frames_per_second=50.0) == [10, 15, 38, 50]
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["digits", "numbers-as-words"])
+def toy_learned(tok) -> dict:
+    """A ``learn_seconds``-shaped table far from the estimate: odd ids said at half their estimate, even ids
+    at 1.7x, numbers at 1.3x their words."""
+    from models.talker import token_seconds
+
+    est = token_seconds(tok)
+    return {"ratio": 0.9, "number_scale": 1.3,
+            "seconds": {str(i): float(est[i]) * (0.5 if i % 2 else 1.7) for i in range(len(est)) if est[i] > 0}}
+
+
+@pytest.fixture(scope="module", params=["digits", "words", "learned"],
+                ids=["digits", "numbers-as-words", "learned-seconds"])
 def paced(setup, request):
     """The setup's model with the duration pace (its own copy; a number's digits at 0.45 s each, or sharing
-    the time of its words: talker.numbers) and the batch's input ids."""
+    the time of its words: talker.numbers; or that with each token's seconds learned: talker.seconds) and
+    the batch's input ids."""
     import copy
 
     from models.talker import set_pace
 
     model, tok, hidden, embeds, roles, codes, layouts = setup
     m = copy.deepcopy(model)
-    set_pace(m, tok, "duration", frames_per_second=9.0, numbers=request.param)
+    set_pace(m, tok, "duration", frames_per_second=9.0, numbers=request.param != "digits",
+             learned=toy_learned(tok) if request.param == "learned" else None)
     input_ids = batch(tok, layouts)[0]
     return m, tok, hidden, embeds, roles, codes, layouts, input_ids
 
@@ -438,7 +451,7 @@ def test_duration_codes_ignore_the_speak_think_ratio(paced):
 
 def test_pace_is_saved_with_the_checkpoint(setup, paced, tmp_path):
     from models.omni import load_checkpoint, save
-    from models.talker import attach_pace, pace_of
+    from models.talker import attach_pace, pace_of, token_seconds
 
     model, tok = paced[0], paced[1]
     save(model, tmp_path / "model")
@@ -449,7 +462,11 @@ def test_pace_is_saved_with_the_checkpoint(setup, paced, tmp_path):
     attach_pace(loaded, loaded_tok)
     p, q = pace_of(loaded), pace_of(model)
     assert p.kind == "duration" and p.frames_per_second == q.frames_per_second == 9.0
-    assert torch.equal(p.seconds, q.seconds) and p.numbers == q.numbers
+    assert torch.equal(p.seconds, q.seconds) and p.numbers == q.numbers and p.number_scale == q.number_scale
+    del loaded.config.talker_config.tis_pace_learned  # a checkpoint from before talker.seconds
+    attach_pace(loaded, loaded_tok)
+    assert torch.equal(pace_of(loaded).seconds, token_seconds(loaded_tok))  # estimated, as it was trained
+    assert pace_of(loaded).number_scale == 1.0
     del loaded.config.talker_config.tis_pace_numbers  # a checkpoint from before talker.numbers
     attach_pace(loaded, loaded_tok)
     assert not pace_of(loaded).numbers  # read as it was trained: 0.45 s a digit
@@ -494,6 +511,57 @@ def test_a_number_is_held_until_it_ends_then_said_for_as_long_as_its_words(setup
     assert frames[False] == pytest.approx(4 * said_seconds("3") * fps, abs=1)
     assert frames[True] == pytest.approx(number_seconds("3162") * fps, abs=1)
     assert frames[True] > frames[False] + 4
+
+
+def test_learn_seconds_measures_each_tokens_time_on_aligned_speech(setup):
+    """talker.seconds: learned. Speech whose tokens last known seconds (a third of the ids at 1.5x their
+    estimate, the rest at 0.6x; numbers at 1.2x their words): the learned table gives each seen id its
+    own time and numbers their scale; with the prior a token seen once stays nearer its estimate; ids it
+    never saw keep the estimate times the overall ratio. Breakages tried: a token's time read from the
+    previous token's start (off by one), number tokens counted in the table, the prior dropped."""
+    from models.saying import number_runs, number_seconds, said_durations
+    from models.talker import learn_seconds, learned_seconds, token_seconds, token_texts
+
+    tok = setup[1]
+    est, texts = token_seconds(tok), token_texts(tok)
+    true = {i: float(est[i]) * (1.5 if i % 3 == 0 else 0.6) for i in range(len(est))}
+    sentences = ["Tom has 3162 apples.", "three plus twelve is fifteen.", "The answer is 15.", "It is 42 more."]
+    responses, words_time = [], 0.0
+    for k in range(24):
+        ids = encode(tok, sentences[k % len(sentences)])
+        tt = [texts[i] for i in ids]
+        d = [true[i] for i in ids]
+        shares = said_durations(tt)  # numbers: their words' estimate shared by the tokens' own estimates
+        for run in number_runs(tt):
+            n = number_seconds("".join(tt[j] for j in run))
+            for j in run:
+                d[j] = 1.2 * shares[j]
+            words_time += 1.2 * n
+        starts, t = [], 0.0
+        for i, dj in zip(ids, d):
+            starts.append(t)
+            t += dj if est[i] > 0 else 0.0
+        responses.append((ids, starts, t))
+    exact = learn_seconds(responses, texts, est, prior=0.0)
+    assert exact["responses"] == 24 and exact["number_scale"] == pytest.approx(1.2, rel=1e-4)
+    seen = {int(i): v for i, v in exact["seconds"].items()}
+    digits = {i for i in range(len(texts)) if texts[i] and texts[i].isdigit()}
+    assert seen and not set(seen) & digits  # numbers are timed as numbers, not digit by digit
+    for i, v in seen.items():
+        assert v == pytest.approx(true[i], rel=1e-4), texts[i]
+    shrunk = learn_seconds(responses[:1], texts, est, prior=3.0)  # each token seen once or twice
+    for i, v in shrunk["seconds"].items():
+        lo, hi = sorted((true[int(i)], float(est[int(i)]) * shrunk["ratio"]))
+        assert lo + 0.1 * (hi - lo) < v < hi - 0.1 * (hi - lo), texts[int(i)]  # between, not at either
+    table, scale = learned_seconds(est, exact)
+    assert scale == pytest.approx(1.2, rel=1e-4)
+    unseen = [i for i in range(len(est)) if est[i] > 0 and i not in seen]
+    assert unseen and all(float(table[i]) == pytest.approx(float(est[i]) * exact["ratio"]) for i in unseen)
+    assert all(float(table[i]) == 0 for i in tok.all_special_ids)  # still says nothing
+    with pytest.raises(ValueError, match="no response with aligned timing"):
+        learn_seconds([(ids, [], 1.0)], texts, est)
+    with pytest.raises(ValueError, match="learn_seconds"):
+        learned_seconds(est, {"ratio": 1.0})
 
 
 def random_answers(tok, n: int, g: torch.Generator) -> list:

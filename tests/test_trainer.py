@@ -308,6 +308,39 @@ def test_ds_config_follows_params():
     assert ds_config(replace(t, precision="fp32"), 1, 1)["bf16"]["enabled"] is False
 
 
+@pytest.mark.parametrize("learn", [False, True], ids=["estimate", "learned"])
+def test_the_talker_stage_paces_by_seconds_measured_on_its_own_speech(tiny, learn):
+    """talker.seconds: learned. The stage learns each token's seconds on its training speech's espeak
+    timing and keeps them in the checkpoint's config; the frames per second it measures with them is the
+    codec's real rate (~50 frames a second of speech), where the estimate's is frames per *estimated*
+    second. estimate: nothing learned is kept."""
+    from models.omni import load_checkpoint
+    from models.talker import pace_of, token_seconds
+    from tasks.core.trainer import _set_talker_pace
+
+    data = _data(tiny, "talker")
+    model, _ = load_checkpoint(tiny.init)
+    _set_talker_pace(model, tiny.tok, "duration", data, "talker", 0, numbers=True, learn=learn)
+    cfg, pace = model.config.talker_config, pace_of(model)
+    assert cfg.tis_pace == "duration" and cfg.tis_pace_numbers and pace.frames_per_second > 0
+    if not learn:
+        assert cfg.tis_pace_learned is None and torch_equal(pace.seconds, token_seconds(tiny.tok))
+        return
+    learned = cfg.tis_pace_learned
+    assert learned["responses"] == sum(1 for i in range(len(data)) if data.rows[i].get("response_starts"))
+    assert learned["seconds"] and not torch_equal(pace.seconds, token_seconds(tiny.tok))
+    frames = sum(len(data.codes(r["response_audio"])) / data.codes.codebooks
+                 for r in (data.rows[i] for i in range(len(data))))
+    seconds = sum(float(data.rows[i]["response_seconds"]) for i in range(len(data)))
+    assert pace.frames_per_second == pytest.approx(frames / seconds, rel=0.15)  # seconds of real speech
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
 def test_trainer_talker_loss_sees_only_response_positions(tiny, monkeypatch):
     """Through the trainer's own talker loss (real batch from StageData + collate, real roles): the
     thinker's states at every prompt, control, reasoning and batch-padding position of every sample

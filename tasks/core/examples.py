@@ -231,6 +231,17 @@ def frame_ends(response_ids: list[int], starts: list[float], seconds: float, fra
     return ends
 
 
+def aligned_responses(data: "StageData", limit: int = 0):
+    """``(response token ids, response_starts, response_seconds)`` of each row of ``data`` (the first
+    ``limit``; 0 = all) whose response speech has aligned timing (the synthesize stage's espeak word
+    times): what ``models.talker.learn_seconds`` measures token seconds on."""
+    n = len(data) if limit <= 0 else min(limit, len(data))
+    for i in range(n):
+        row = data.rows[i]
+        if row.get("response_audio") and row.get("response_starts") and row.get("response_ids") is not None:
+            yield [int(x) for x in row["response_ids"]], list(row["response_starts"]), float(row["response_seconds"] or 0)
+
+
 def speech_pace(data: "StageData", durations, limit: int = 2000) -> tuple[float, int]:
     """Codec frames per estimated second of speech over the first ``limit`` rows of ``data`` with response
     speech, and how many rows it read. ``durations``: a response's token ids -> seconds per token

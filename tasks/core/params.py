@@ -280,11 +280,14 @@ class TalkerParams(StageParams):
     ``previous``: ``codes`` feeds each step the codec id before it (autoregressive), ``none`` feeds none, so
     every frame is said from the text alone (models.talker PREVIOUS). ``numbers`` (duration pace): how long
     a number written in digits is held while said: ``words``, the time of its words shared among its
-    tokens (known once it ends); ``digits``, 0.45 s a digit (models/saying.py)."""
+    tokens (known once it ends); ``digits``, 0.45 s a digit (models/saying.py). ``seconds`` (duration pace,
+    streaming): ``learned``, each token's seconds measured on the training speech's aligned timing
+    (models.talker.learn_seconds); ``estimate``, from its letters, digits and punctuation."""
 
     pace: Literal["position", "duration"]
     timing: Literal["aligned", "estimated"] = "aligned"
     numbers: Literal["words", "digits"] = "words"
+    seconds: Literal["learned", "estimate"] = "estimate"
     previous: Literal["codes", "none"] = "codes"
     prev_dropout: Float = 0.0  # share of previous codec ids hidden in training (models.talker.build_talker_inputs)
     self_feed: Float = 0.0  # share of previous codec ids fed from the talker's own draws (models.talker.own_previous)

@@ -91,20 +91,30 @@ class StageModule:
         return _M()
 
 
-def _set_talker_pace(model, tok, kind: str, train_data, stage: str, rank: int, numbers: bool = False) -> None:
+def _set_talker_pace(model, tok, kind: str, train_data, stage: str, rank: int, numbers: bool = False,
+                     learn: bool = False) -> None:
     """The talker's pace (models/talker.py PACES), saved with its checkpoints; the duration pace's
     frames per estimated second measured on this stage's training speech, with the same estimate the
-    stream uses (``numbers``: a number's tokens share the time of its words)."""
-    from models.talker import set_pace
-    from tasks.core.examples import speech_pace
+    stream uses (``numbers``: a number's tokens share the time of its words; ``learn``: token seconds
+    measured on this stage's aligned training speech, ``models.talker.learn_seconds``)."""
+    from models.talker import learn_seconds, set_pace, token_seconds, token_texts
+    from tasks.core.examples import aligned_responses, speech_pace
 
-    pace = set_pace(model, tok, kind, None if kind != "duration" else 1.0, numbers)
+    learned = None
+    if kind == "duration" and learn:
+        learned = learn_seconds(aligned_responses(train_data), token_texts(tok), token_seconds(tok))
+        if rank == 0:
+            log.info("%s: token seconds learned on %d aligned responses (%d tokens, %d ids; measured / estimated "
+                     "%.3f, numbers %.3f)", stage, learned["responses"], learned["tokens"], len(learned["seconds"]),
+                     learned["ratio"], learned["number_scale"])
+    pace = set_pace(model, tok, kind, None if kind != "duration" else 1.0, numbers, learned)
     if kind == "duration":
         fps, rows = speech_pace(train_data, pace.durations)
         if rank == 0:
-            log.info("%s: duration pace, %.1f codec frames per estimated second of speech (%d responses; numbers "
-                     "said as %s)", stage, fps, rows, "words" if numbers else "digits")
-        set_pace(model, tok, kind, fps, numbers)
+            log.info("%s: duration pace, %.1f codec frames per %s second of speech (%d responses; numbers "
+                     "said as %s)", stage, fps, "learned" if learned else "estimated", rows,
+                     "words" if numbers else "digits")
+        set_pace(model, tok, kind, fps, numbers, learned)
 
 
 def _resume_point(out_dir: Path, fp: str, steps: int, rank: int, stage: str, init_ckpt: Path) -> Path | None:
@@ -187,7 +197,7 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
 
     if spec.t.codec and resume is None:
         _set_talker_pace(model, tok, getattr(sp, "pace", "position"), train_data, stage, rank,
-                         getattr(sp, "numbers", "digits") == "words")
+                         getattr(sp, "numbers", "digits") == "words", getattr(sp, "seconds", "estimate") == "learned")
         from models.talker import set_previous
 
         set_previous(model, getattr(sp, "previous", "codes"))
