@@ -6,6 +6,11 @@ AUDIO_OUTPUT_SYNCHRONOUS and a callback that collects int16 samples), then resam
 16 kHz (``models.wave.resample``). :class:`PiperTTS` is an optional neural backend
 (``pip install piper-tts`` and a voice ``.onnx`` file). ``make_tts(kind, **kw)`` builds either by name.
 
+espeak-ng is not a pure function of its input: it keeps synthesis state across utterances in
+process-wide statics (pitch-flutter phase, wave phase, ...) that no API resets, so the same text in
+the same voice can come out a few samples longer or shorter after a different history. Speech is
+reproducible per process history, not per call; checks downstream must not sit on a knife edge.
+
     python -m models.tts "What is twelve plus seven?" out.wav   # speak a sentence to a file
 """
 

@@ -70,9 +70,17 @@ def test_text_pool_is_verified_text_only_and_apart_from_the_spoken_set(tmp_path)
 
 
 def test_stage_in_process(tmp_path):
+    """Every row spoken, ASR-checked and written; a rerun gives the same rows in the same split.
+
+    libespeak-ng carries synthesis state across utterances (its pitch-flutter phase, wave phase and more
+    live in process-wide statics no API resets), so the same text comes out a few samples different after a
+    different history, and pocketsphinx's recall on one question moved 0.71 -> 0.93 between two runs in one
+    process. The check's floor is therefore set below every row's recall here (lowest seen 0.2), so the rerun
+    compares what the stage decides, not where a borderline row falls."""
     from tasks import synthesize
 
-    cfg = synth_params(sources=(SourceSpec("builtin", limit=12),), asr_fraction=1.0, validation_fraction=0.25)
+    cfg = synth_params(sources=(SourceSpec("builtin", limit=12),), asr_fraction=1.0, validation_fraction=0.25,
+                       asr_min_recall=0.05)
     stats = synthesize.run(P(), cfg, out_dir=tmp_path / "synth", tokenizer=small_tokenizer(), use_ray=False)
     assert stats["records"] == 12 and stats["kept"] == 12 and stats["validation"] == 3
     assert stats["asr_checked"] == 12 and stats["asr_mean_recall"] > 0.3
@@ -82,8 +90,10 @@ def test_stage_in_process(tmp_path):
     # Reproducible: the same config gives the same samples in the same split.
     again = synthesize.run(P(), cfg, out_dir=tmp_path / "synth2", tokenizer=small_tokenizer(), use_ray=False)
     assert again["kept"] == stats["kept"]
-    assert [r["id"] for r in load_samples(tmp_path / "synth", "validation")] == \
-        [r["id"] for r in load_samples(tmp_path / "synth2", "validation")]
+    for split in ("train", "validation"):
+        first, second = load_samples(tmp_path / "synth", split), load_samples(tmp_path / "synth2", split)
+        assert [(r["id"], r["response"], r["response_ids"]) for r in first] == \
+            [(r["id"], r["response"], r["response_ids"]) for r in second]
 
 
 def test_stats_count_rejections_by_reason_and_source_with_examples(tmp_path):
