@@ -144,3 +144,20 @@ def said_durations(texts, numbers: bool = True, seconds=None, number_scale: floa
     for i, s in d.flush():
         out[i] = s
     return out
+
+
+def spoken_spans(starts, spoken, total: float) -> list[tuple[int, float, float]]:
+    """``(index, start, end)`` seconds of each spoken token of a response whose tokens start at ``starts``
+    (``response_starts``: espeak's word times shared among tokens) in speech lasting ``total`` seconds;
+    ``spoken[k]`` says whether token ``k`` is said at all. A spoken token lasts until the next spoken token
+    starts, the last until the speech ends (never a negative span). The talker's aligned frames
+    (``tasks.core.examples.frame_ends``) and its learned token seconds (``models.talker.learn_seconds``)
+    both read a response's timing this way."""
+    kept = [k for k, s in enumerate(spoken) if s]
+    ends = [float(starts[k]) for k in kept[1:]] + [float(total)]
+    spans, last = [], 0.0
+    for k, e in zip(kept, ends):
+        start = float(starts[k])
+        last = max(last, e)  # a later start never moves an end back
+        spans.append((k, start, max(start, last)))
+    return spans

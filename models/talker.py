@@ -33,6 +33,7 @@ codec frame ``f`` needs only thinker positions up to ``first response + f``.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -41,7 +42,8 @@ import torch
 from models.format import Role
 from models.streams import token_embeddings
 from models.saying import (PAUSE_SECONDS, SECONDS_PER_DIGIT, SECONDS_PER_LETTER, SaidDurations,  # noqa: F401
-                           number_runs, number_seconds, said_durations, said_seconds, speaking_seconds)
+                           number_runs, number_seconds, said_durations, said_seconds, speaking_seconds,
+                           spoken_spans)
 
 ROLE_PAD = -1  # batch padding in ``roles``: the position does not exist
 
@@ -64,19 +66,33 @@ PACES = ("position", "duration")
 # How long a text takes to say: models/saying.py (shared with the synthesize stage's alignment).
 
 
-def token_seconds(tokenizer) -> torch.Tensor:
-    """``(V,)`` estimated seconds to say each token id alone (letters, digits, then punctuation pauses);
-    0 for special tokens and tokens that say nothing (a space): the talker skips those."""
-    special = set(tokenizer.all_special_ids)
-    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-    return torch.tensor([0.0 if i in special else said_seconds(t) for i, t in enumerate(texts)])
+_VOCAB_TEXTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def token_texts(tokenizer) -> list[str | None]:
-    """Each token id's text, ``None`` for special tokens (they say nothing and do not break a number)."""
-    special = set(tokenizer.all_special_ids)
-    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-    return [None if i in special else t for i, t in enumerate(texts)]
+    """Each token id's text, ``None`` for special tokens (they say nothing and do not break a number).
+
+    Decoded once per tokenizer and vocabulary size (a real checkpoint's ~150k ids take seconds, and the
+    talker stage asks for them several times); callers get their own copy of the list."""
+    try:
+        hit = _VOCAB_TEXTS.get(tokenizer)
+    except TypeError:  # not weak-referenceable: decode every time
+        hit = None
+    if hit is None or len(hit) != len(tokenizer):
+        special = set(tokenizer.all_special_ids)
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        hit = [None if i in special else t for i, t in enumerate(texts)]
+        try:
+            _VOCAB_TEXTS[tokenizer] = hit
+        except TypeError:
+            pass
+    return list(hit)
+
+
+def token_seconds(tokenizer) -> torch.Tensor:
+    """``(V,)`` estimated seconds to say each token id alone (letters, digits, then punctuation pauses);
+    0 for special tokens and tokens that say nothing (a space): the talker skips those."""
+    return torch.tensor([0.0 if t is None else said_seconds(t) for t in token_texts(tokenizer)])
 
 
 def learn_seconds(responses, texts: Sequence[str | None], seconds: torch.Tensor, prior: float = 3.0) -> dict:
@@ -102,12 +118,11 @@ def learn_seconds(responses, texts: Sequence[str | None], seconds: torch.Tensor,
         total = float(total or 0.0)
         if not starts or len(starts) != len(ids) or total <= 0:
             continue
-        kept = [k for k, i in enumerate(ids) if 0 <= i < len(seconds) and float(seconds[i]) > 0]
-        if not kept:
+        spans = spoken_spans(starts, [0 <= i < len(seconds) and float(seconds[i]) > 0 for i in ids], total)
+        if not spans:
             continue
         n += 1
-        ends = [float(starts[k]) for k in kept[1:]] + [total]
-        dur = {k: max(0.0, e - float(starts[k])) for k, e in zip(kept, ends)}
+        dur = {k: end - start for k, start, end in spans}
         tt = [texts[i] if 0 <= i < len(texts) else None for i in ids]
         in_number: set[int] = set()
         for run in number_runs(tt):
@@ -117,7 +132,7 @@ def learn_seconds(responses, texts: Sequence[str | None], seconds: torch.Tensor,
             except ValueError:  # "1.2.3": said digit by digit, not a number's words
                 continue
             number_measured += sum(dur.get(k, 0.0) for k in run)
-        for k in kept:
+        for k in dur:
             if k not in in_number:
                 sums[ids[k]] += dur[k]
                 counts[ids[k]] += 1

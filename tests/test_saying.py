@@ -100,3 +100,18 @@ def test_own_seconds_replace_the_estimate_and_numbers_take_their_scale():
     assert said_durations(texts, seconds=[None] * len(texts)) == said_durations(texts)  # None: the estimate
     with pytest.raises(ValueError, match="number_scale"):
         SaidDurations(number_scale=0.0)
+
+
+def test_spoken_spans_last_until_the_next_spoken_token_starts():
+    """A response's timing as the talker's aligned frames and learned seconds read it: tokens that say
+    nothing get no span, a spoken token ends where the next spoken one starts, the last at the speech's end,
+    and a start out of order never makes a span negative. Breakage tried: without the running end the
+    out-of-order case gives (2, 0.3, 0.25) and fails."""
+    from models.saying import spoken_spans
+
+    starts = [0.0, 0.1, 0.3, 0.25, 0.5]
+    spoken = [True, False, True, True, True]
+    assert spoken_spans(starts, spoken, 0.9) == [(0, 0.0, 0.3), (2, 0.3, 0.3), (3, 0.25, 0.5), (4, 0.5, 0.9)]
+    assert spoken_spans([0.0, 0.4], [True, True], 1.0) == [(0, 0.0, 0.4), (1, 0.4, 1.0)]
+    assert spoken_spans([0.0, 0.4], [False, False], 1.0) == []
+    assert all(end >= start for _, start, end in spoken_spans([0.5, 0.2, 0.1], [True] * 3, 0.3))

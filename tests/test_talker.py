@@ -288,6 +288,27 @@ def test_token_seconds_estimate_each_token(setup):
     assert words and all(s == pytest.approx(SECONDS_PER_LETTER * len(t.strip())) for t, s in words.items())
 
 
+def test_token_texts_decode_once_and_follow_a_grown_vocabulary(setup):
+    """The talker stage asks for every id's text several times; it is decoded once per tokenizer, a copy is
+    returned (a caller's edit does not leak), and a tokenizer that grew is decoded again."""
+    import copy
+
+    from models.talker import token_seconds, token_texts
+
+    tok = copy.deepcopy(setup[1])
+    calls = []
+    real = tok.batch_decode
+    tok.batch_decode = lambda *a, **k: calls.append(1) or real(*a, **k)
+    first = token_texts(tok)
+    first[5] = "edited"
+    assert token_texts(tok)[5] != "edited" and len(calls) == 1
+    token_seconds(tok)
+    assert len(calls) == 1
+    tok.add_tokens(["zzzyx"])
+    grown = token_texts(tok)
+    assert len(calls) == 2 and len(grown) == len(tok) and grown[-1] == "zzzyx"
+
+
 def test_frame_bounds_spread_frames_or_follow_the_rate():
     from models.talker import frame_bounds
 

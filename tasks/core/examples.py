@@ -221,13 +221,14 @@ def frame_ends(response_ids: list[int], starts: list[float], seconds: float, fra
     ``None`` when the row has no usable timing (the talker then spreads the clip by estimate)."""
     if not starts or len(starts) != len(response_ids) or seconds <= 0 or frames <= 0:
         return None
-    kept = [k for k, i in enumerate(response_ids) if float(weights[i]) > 0]
-    if not kept:
+    from models.saying import spoken_spans
+
+    spans = spoken_spans(starts, [float(weights[i]) > 0 for i in response_ids], seconds)
+    if not spans:
         return None
     per_second = frames / seconds
-    ends = [min(frames, max(0, int(round(float(starts[k]) * per_second)))) for k in kept[1:]] + [frames]
-    for j in range(1, len(ends)):  # never before the previous token's end
-        ends[j] = max(ends[j], ends[j - 1])
+    ends = [min(frames, max(0, int(round(end * per_second)))) for _, _, end in spans]
+    ends[-1] = frames  # the last spoken token runs to the clip's end
     return ends
 
 
