@@ -308,17 +308,21 @@ def test_ds_config_follows_params():
     assert ds_config(replace(t, precision="fp32"), 1, 1)["bf16"]["enabled"] is False
 
 
-@pytest.mark.parametrize("learn", [False, True], ids=["estimate", "learned"])
-def test_the_talker_stage_paces_by_seconds_measured_on_its_own_speech(tiny, learn):
+@pytest.mark.parametrize("learn,timing", [(False, "aligned"), (True, "aligned"), (True, "estimated")],
+                         ids=["estimate", "learned", "learned-estimated-timing"])
+def test_the_talker_stage_paces_by_seconds_measured_on_its_own_speech(tiny, learn, timing):
     """talker.seconds: learned. The stage learns each token's seconds on its training speech's espeak
     timing and keeps them in the checkpoint's config; the frames per second it measures with them is the
     codec's real rate (~50 frames a second of speech), where the estimate's is frames per *estimated*
-    second. estimate: nothing learned is kept."""
+    second. estimate: nothing learned is kept. With talker.timing: estimated (frames spread by the estimate)
+    the timing is still read to learn from (it once was not, and the stage failed saying the data had none),
+    while the examples carry no aligned frames."""
     from models.omni import load_checkpoint
     from models.talker import pace_of, token_seconds
     from tasks.core.trainer import _set_talker_pace
 
-    data = _data(tiny, "talker")
+    data = _data(tiny, "talker", timing=timing)
+    assert data.aligned == (timing == "aligned")
     model, _ = load_checkpoint(tiny.init)
     _set_talker_pace(model, tiny.tok, "duration", data, "talker", 0, numbers=True, learn=learn)
     cfg, pace = model.config.talker_config, pace_of(model)

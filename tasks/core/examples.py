@@ -289,9 +289,12 @@ class StageData:
         spoken_table = self.data_dir / f"{split}.parquet"
         table = pool if self.pooled else spoken_table
         # The talker's alignment (duration pace): when each response token starts in its speech.
-        self.aligned = bool(spec.t.codec and getattr(sp, "pace", "") == "duration"
-                            and getattr(sp, "timing", "estimated") == "aligned" and _has_columns(table, TIMING_COLUMNS))
-        self.rows = RowStore(table, COLUMNS + (TIMING_COLUMNS if self.aligned else []))
+        # Read when the talker trains on the aligned frames (talker.timing: aligned) or measures its token seconds
+        # on them (talker.seconds: learned, ``aligned_responses``), either or both.
+        timed = bool(spec.t.codec and getattr(sp, "pace", "") == "duration" and _has_columns(table, TIMING_COLUMNS)
+                     and (getattr(sp, "timing", "estimated") == "aligned" or getattr(sp, "seconds", "") == "learned"))
+        self.aligned = timed and getattr(sp, "timing", "estimated") == "aligned"
+        self.rows = RowStore(table, COLUMNS + (TIMING_COLUMNS if timed else []))
         self.spoken = RowStore(spoken_table, COLUMNS) if self.pooled and spec.input == "mixed" else None
         self.tok, self.p, self.spec, self.sp, self.fmt = tokenizer, p, spec, sp, fmt
         self.ids = control_ids(tokenizer)
