@@ -11,7 +11,11 @@ changes one thing from the one before, so a drop in held-out accuracy points at 
     c  tis        text question (digits) -> TiS interleaved layout (speak:think) (text_tis stage)
     d  words      like c, but the question's numbers are words (as a transcript reads them)
     e  audio      like c, but the question is spoken (TTS) and heard through the audio encoder
-                  (align -> acoustic_tis stages on the same problems)
+                  (align -> acoustic_tis stages on the same problems); ``--voices one`` says every question
+                  in one voice (en-us, 175 wpm), ``--voices params`` in a voice, rate and pitch drawn per
+                  problem from params.yaml's ``synthesize.tts`` as the pipeline's questions are. Audio rungs
+                  also report ``heard``: the share of held-out answers whose reasoning starts with every
+                  number of the question (the evaluation's ``heard_numbers``)
     f  stages     the full stage sequence: align -> pretrain -> text_tis -> acoustic_tis, audio question
 
     .venv/bin/python -m bench.bench_ladder --task add --rungs a,b,c,d --steps 600
@@ -119,7 +123,8 @@ def problems(task: str, n_train: int, n_test: int, seed: int, trace_style: str,
 
 
 def rows(probs: list[dict], tok, schedule, tts=None, audio_dir: Path | None = None, prefix: str = "x") -> list[dict]:
-    """Dataset rows (tasks/core/dataset.py's contract); spoken questions when ``tts`` is given."""
+    """Dataset rows (tasks/core/dataset.py's contract); spoken questions when ``tts`` is given: a backend,
+    or a function of the problem's index returning one (a voice per problem)."""
     from models.drift import tokenize_sample
     from tasks.synth.verbalize import speakable
 
@@ -134,7 +139,7 @@ def rows(probs: list[dict], tok, schedule, tts=None, audio_dir: Path | None = No
         if tts is not None:
             import soundfile as sf
 
-            wav, sr = tts.synthesize(spoken)
+            wav, sr = (tts(i) if callable(tts) else tts).synthesize(spoken)
             rel = f"audio/{prefix}-{i}.flac"
             sf.write(str(audio_dir / rel), wav, sr)
             r.update(question_audio=rel, question_seconds=len(wav) / sr)
@@ -149,13 +154,14 @@ def score(ckpt: Path, test: list[dict], fmt: str, form: str, p, data_dir: Path, 
     from models.session import Engine, Options
     from models.events import DoneEvent
     from tasks.evaluate.metric import is_correct
+    from tasks.evaluate.summary import heard_numbers
     from tasks.synth.verbalize import speakable
 
     engine = Engine.load(ckpt)
     if fmt == "plain":
         return _score_plain(engine, test, max_new)
     opts = Options(fmt=fmt, speak=p.schedule.speak, think=p.schedule.think, max_new_tokens=max_new, audio=False)
-    correct, shown, per = 0, [], {}
+    correct, heard, shown, per = 0, 0, [], {}
     for i, q in enumerate(test):
         if form == "audio":
             wav, sr = sf.read(str(data_dir / q["question_audio"]), dtype="float32")
@@ -165,13 +171,16 @@ def score(ckpt: Path, test: list[dict], fmt: str, form: str, p, data_dir: Path, 
         done = next(ev for ev in session if isinstance(ev, DoneEvent))
         ok = is_correct(done.response, q["answer"], "short_digit")
         correct += ok
+        if form == "audio":
+            heard += bool(heard_numbers({"input": "audio", "question": q["question"], "reasoning": done.reasoning}))
         k = per.setdefault(q.get("kind", "ladder"), [0, 0])
         k[0] += ok
         k[1] += 1
         if len(shown) < 4 or (not ok and len(shown) < 6):
             shown.append({"question": q["question"], "gold": q["answer"], "response": done.response,
                           "reasoning": done.reasoning, "correct": ok})
-    shown.append({"per_kind": {k: round(a / n, 4) for k, (a, n) in per.items()}})
+    shown.append({"per_kind": {k: round(a / n, 4) for k, (a, n) in per.items()},
+                  **({"heard": round(heard / max(1, len(test)), 4)} if form == "audio" else {})})
     return correct / max(1, len(test)), shown
 
 
@@ -197,10 +206,31 @@ def _score_plain(engine, test: list[dict], max_new: int) -> tuple[float, list]:
     return correct / max(1, len(test)), shown
 
 
+def ladder_tts(voices: str, synth, seed: int):
+    """The spoken rungs' TTS: ``one`` voice (en-us, 175 wpm, pitch 50) for every question, or ``params``: a voice,
+    rate and pitch per problem drawn from ``synth.tts`` (voices, rate_min..max, pitch_min..max), seeded."""
+    from models.tts import make_tts
+
+    if voices == "one":
+        return make_tts("espeak")
+    if voices != "params":
+        raise SystemExit(f"--voices is 'one' or 'params', got {voices!r}")
+    t = synth.tts
+    cache: dict = {}
+
+    def draw(i: int):
+        r = random.Random(f"{seed}/{i}")
+        v = (r.choice(t.voices), r.randint(t.rate_min, t.rate_max), r.randint(t.pitch_min, t.pitch_max))
+        if v not in cache:
+            cache[v] = make_tts("espeak", voice=v[0], rate=v[1], pitch=v[2])
+        return cache[v]
+
+    return draw
+
+
 def run_rung(rung: str, task: str, trace_style: str, args, work: Path) -> dict:
     from models.format import Schedule
     from models.omni import build_tiny, save
-    from models.tts import make_tts
     from tasks.core.checkpoint import latest
     from tasks.core.dataset import write_dataset
     from tasks.core.params import load_params
@@ -239,7 +269,7 @@ def run_rung(rung: str, task: str, trace_style: str, args, work: Path) -> dict:
     spoken = form == "audio"
     (data / "audio").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    tts = make_tts("espeak") if spoken else None
+    tts = ladder_tts(args.voices, p.synthesize, args.seed) if spoken else None
     train_rows = rows(train_p, tok, schedule, tts, data, "train")
     test_rows = rows(test_p, tok, schedule, tts, data, "test")
     tts_s = time.time() - t0
@@ -262,9 +292,10 @@ def run_rung(rung: str, task: str, trace_style: str, args, work: Path) -> dict:
                        "seconds": round(res.seconds, 1), "steps": res.steps}
         src = out
     acc, shown = score(latest(src), test_rows, fmt, form, p, data, args.max_new)
-    per_kind = shown.pop()["per_kind"] if shown and "per_kind" in shown[-1] else {}
+    tail = shown.pop() if shown and "per_kind" in shown[-1] else {}
+    per_kind = tail.get("per_kind", {})
     return {"per_kind": per_kind, "rung": rung, "name": name, "task": task, "trace": trace_style, "format": fmt, "input": form,
-            "stages": stages, "accuracy": round(acc, 4),
+            "stages": stages, "accuracy": round(acc, 4), **({"heard": tail["heard"], "voices": args.voices} if "heard" in tail else {}),
             "stream_mask": p.model.stream_mask, "stream_clock": p.model.stream_clock,
             "stream_markers": p.model.stream_markers, "train_seconds": round(seconds, 1),
             "tts_seconds": round(tts_s, 1), "digits": args.digits, "steps": args.steps, "batch": args.batch, "lr": args.lr, "kinds": args.kinds, "length_group": p.trainer.length_group,
@@ -283,6 +314,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=0.003)
     ap.add_argument("--align-steps", type=int, default=300)
     ap.add_argument("--align-lr", type=float, default=0.002)
+    ap.add_argument("--voices", default="one", choices=["one", "params"],
+                    help="spoken rungs: one voice, or a voice, rate and pitch per problem from synthesize.tts")
     ap.add_argument("--train", type=int, default=2000)
     ap.add_argument("--test", type=int, default=200)
     ap.add_argument("--max-new", type=int, default=160)
@@ -312,8 +345,9 @@ def main(argv: list[str] | None = None) -> dict:
             for rung in args.rungs.split(","):
                 r = run_rung(rung, args.task, style, args, Path(tmp))
                 results.append(r)
+                heard = f", heard {100 * r['heard']:.0f} %" if "heard" in r else ""
                 print(f"[ladder] {args.task} {style:10s} rung {rung} ({r['name']:11s}): {100 * r['accuracy']:5.1f} % "
-                      f"held-out {r['per_kind'] if len(r['per_kind']) > 1 else ''}, {r['train_seconds']:.0f} s training",
+                      f"held-out {r['per_kind'] if len(r['per_kind']) > 1 else ''}{heard}, {r['train_seconds']:.0f} s training",
                       flush=True)
     out = {"task": args.task, "args": vars(args), "results": results,
            "torch_threads": __import__("torch").get_num_threads()}
