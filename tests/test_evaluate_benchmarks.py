@@ -311,10 +311,13 @@ def test_proxy_is_spoken_written_and_read_back(tmp_path) -> None:
         assert float(np.sqrt(np.mean(it.audio**2))) > 1e-3  # not silence
         assert it.instruction == B.INSTRUCTION and "The answer is" in it.instruction
         assert is_correct(f"So the answer is {it.answer}.", it.answer, it.split)
-    # same questions, voices and answers again (espeak itself is not bit-exact: lengths vary by a few samples)
+    # same questions, voices and answers again. espeak is not a pure function of its input: the same text in the
+    # same voice comes out a little longer or shorter after another synthesis history (models/tts.py; seen up to
+    # 0.4 % in one process and over 1 % once in CI), while another voice or rate (1 wpm ~ 0.6 %) moves most clips
     again = B.make_proxy(2, training=["What is 12 plus 11?"], seed=3)
     assert [(a.transcript, a.answer) for a in again] == [(a.transcript, a.answer) for a in items]
-    assert all(abs(len(a.audio) - len(b.audio)) < 0.01 * len(a.audio) for a, b in zip(items, again))
+    drift = sorted(abs(len(a.audio) - len(b.audio)) / len(a.audio) for a, b in zip(items, again))
+    assert drift[-1] < 0.05 and drift[len(drift) // 2] < 0.005, drift
 
     out = tmp_path / "bench"
     (out / "stale").mkdir(parents=True)
