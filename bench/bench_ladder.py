@@ -215,12 +215,14 @@ def ladder_tts(voices: str, synth, seed: int):
         return make_tts("espeak")
     if voices != "params":
         raise SystemExit(f"--voices is 'one' or 'params', got {voices!r}")
-    t = synth.tts
-    cache: dict = {}
+    from dataclasses import replace
+
+    from tasks.synth.pipeline import voice_for
+
+    cfg, cache = replace(synth, seed=seed), {}
 
     def draw(i: int):
-        r = random.Random(f"{seed}/{i}")
-        v = (r.choice(t.voices), r.randint(t.rate_min, t.rate_max), r.randint(t.pitch_min, t.pitch_max))
+        v = voice_for(cfg, f"ladder-{i}")  # the pipeline's own draw, keyed per problem
         if v not in cache:
             cache[v] = make_tts("espeak", voice=v[0], rate=v[1], pitch=v[2])
         return cache[v]
