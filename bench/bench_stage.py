@@ -71,26 +71,37 @@ def overrides(sets: list[str]) -> dict:
 
 
 def score(model_dir: Path, fmt: str, items: list, inputs: list[str], p, max_new: int) -> tuple[dict, list, list]:
-    """Greedy answers to every item in every input form; accuracy per (split, input) and overall."""
+    """Greedy answers to every item in every input form; accuracy per (split, input) and overall, and per split
+    ``<split>/heard``: the share of spoken questions whose reasoning starts with every number of the question (the
+    evaluation's ``heard_numbers``)."""
     from tasks.evaluate.decode import Job, decode
 
     forms = [(it, inp) for it in items for inp in inputs]
     jobs = [Job(k, it.id, it.split, it.transcript, it.answer, fmt, p.schedule.speak, p.schedule.think, max_new, 0.0, 0,
                 False, 8.0, False, it.audio if inp == "audio" else None, it.sample_rate, input=inp)
             for k, (it, inp) in enumerate(forms)]
+    from tasks.evaluate.summary import heard_numbers
+
     right: collections.Counter = collections.Counter()
     total: collections.Counter = collections.Counter()
+    ears: collections.Counter = collections.Counter()
     shown, every = [], []
     for (row, _), job in zip(decode(jobs, model_dir, None, what="bench_stage"), jobs):
+        heard = heard_numbers({"input": job.input, "question": job.transcript, "reasoning": row.get("reasoning", "")})
         for key in (f"{job.split}/{job.input}", f"overall/{job.input}"):
             right[key] += bool(row["correct"])
             total[key] += 1
-        every.append({"split": job.split, "input": job.input, "gold": row["gold"], "correct": bool(row["correct"]),
+            if heard is not None:  # spoken questions: the reasoning starts with every number of the question
+                ears[key.replace("/audio", "/heard")] += heard
+                total[key.replace("/audio", "/heard")] += 1
+        every.append({"split": job.split, "input": job.input, "question": job.transcript, "gold": row["gold"],
+                      "correct": bool(row["correct"]), "heard": heard,
                       "reasoning": row.get("reasoning", ""), "output": row["output"]})
         if len(shown) < 8 and job.split in ("short_digit", "single_step_reasoning"):
             shown.append({"input": job.input, "question": row["question"], "gold": row["gold"],
                           "output": row["output"][:300], "correct": bool(row["correct"])})
-    return {k: round(100 * right[k] / total[k], 1) for k in sorted(total)}, shown, every
+    return ({k: round(100 * (ears[k] if k.endswith("/heard") else right[k]) / total[k], 1) for k in sorted(total)},
+            shown, every)
 
 
 def _number_words() -> frozenset[str]:
@@ -138,12 +149,23 @@ def transcript_scores(pairs: list[tuple[str, str]]) -> dict:
             "numbers_heard": round(100 * all_numbers / max(1, len(pairs)), 1)}
 
 
+def scores_by_kind(pairs: list[tuple[str, str]], kinds: list[str]) -> dict:
+    """``transcript_scores`` of the pairs of each kind (``kinds[i]`` names pair i's; unnamed ones only count overall),
+    with ``questions``: how many pairs the kind has."""
+    if len(kinds) != len(pairs):
+        raise ValueError(f"{len(pairs)} pairs but {len(kinds)} kinds: one kind per pair")
+    return {k: transcript_scores([pr for pr, kk in zip(pairs, kinds) if kk == k]) | {"questions": kinds.count(k)}
+            for k in sorted(set(kinds)) if k}
+
+
 HEARD_TOKENS = {"digits": 80, "words": 120, "both": 200}  # enough for a built-in question's transcript (+ a column)
 
 
 def transcripts(model_dir: Path, data: Path, n: int, max_new: int = 160) -> dict:
     """What ``align`` teaches: ``n`` spoken validation questions transcribed greedily by the thinker (audio prompt ->
-    text to eos, as the stage trains it), scored against the words that were said (``transcript_scores``)."""
+    text to eos, as the stage trains it), scored against the words that were said (``transcript_scores``), over all
+    of them and per kind of question (``by_kind``: a short arithmetic question is heard whole more often than a word
+    problem)."""
     import pandas as pd
     import soundfile as sf
     import torch
@@ -155,7 +177,7 @@ def transcripts(model_dir: Path, data: Path, n: int, max_new: int = 160) -> dict
     model, tok = load_checkpoint(model_dir, torch.float32)
     model.eval()
     eos = control_ids(tok).eos
-    pairs = []
+    pairs, kinds = [], []
     for _, r in pd.read_parquet(data / "validation.parquet").head(n).iterrows():
         wave, sr = sf.read(str(data / r["question_audio"]), dtype="float32")
         feats, _ = log_mel(wave, sr)
@@ -165,7 +187,8 @@ def transcripts(model_dir: Path, data: Path, n: int, max_new: int = 160) -> dict
                                        max_new_tokens=max_new, do_sample=False, eos_token_id=eos,
                                        pad_token_id=tok.pad_token_id)
         pairs.append((r["spoken_question"] or r["question"], tok.decode(y[0, x.shape[1]:], skip_special_tokens=True)))
-    return {"accuracy": transcript_scores(pairs), "questions": len(pairs),
+        kinds.append(r.get("kind") or "")
+    return {"accuracy": transcript_scores(pairs), "questions": len(pairs), "by_kind": scores_by_kind(pairs, kinds),
             "examples": [{"said": a, "transcript": b} for a, b in pairs[:6]]}
 
 
@@ -306,6 +329,9 @@ def main(argv: list[str] | None = None) -> dict:
           + (f", {result['train_seconds']:.0f} s training, val loss {result['val_loss']}" if "train_seconds" in result else ""))
     for k, v in acc.items():
         print(f"  {k:34s} {v:5.1f} %" if args.stage != "talker" else f"  {k:44s} {v:.3f}")
+    for kind, a in result.get("by_kind", {}).items():
+        print(f"  {kind} ({a['questions']} questions): numbers heard {a['numbers_heard']:.1f} %, "
+              f"number recall {a['number_recall']:.1f} %, word recall {a['word_recall']:.1f} %")
     path = Path(args.out) if args.out else RESULTS / f"stage-{args.stage}@{args.format}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str))

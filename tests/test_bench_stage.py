@@ -63,3 +63,21 @@ def test_transcript_scores_count_each_said_word_once_and_numbers_in_order():
     assert got["number_recall"] == 0.0 and got["numbers_heard"] == 0.0
     assert transcript_scores([(said, "")])["word_recall"] == 0.0
     assert transcript_scores([(said, said), ("three apples", "four apples")])["numbers_exact"] == 50.0
+
+
+def test_scores_by_kind_keeps_each_kind_apart():
+    """bench_stage --heard: the ear per kind of question (short arithmetic against word problems)."""
+    import pytest
+
+    from bench.bench_stage import scores_by_kind
+
+    pairs = [("What is forty-six plus eighty-six?", "What is forty-six plus eighty-six?"),
+             ("What is six times seven?", "What is six times seven?"),
+             ("Ana shares twenty-eight cards among two friends.", "Mia shares ten cards among four friends.")]
+    got = scores_by_kind(pairs, ["short_digit", "short_digit", "single_step"])
+    assert set(got) == {"short_digit", "single_step"}
+    assert got["short_digit"]["questions"] == 2 and got["short_digit"]["numbers_heard"] == 100.0
+    assert got["single_step"]["questions"] == 1 and got["single_step"]["numbers_heard"] == 0.0
+    assert scores_by_kind(pairs, ["", "", ""]) == {}  # rows without a kind count only overall
+    with pytest.raises(ValueError, match="one kind per pair"):
+        scores_by_kind(pairs, ["short_digit"])
