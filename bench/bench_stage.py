@@ -75,33 +75,31 @@ def score(model_dir: Path, fmt: str, items: list, inputs: list[str], p, max_new:
     ``<split>/heard``: the share of spoken questions whose reasoning starts with every number of the question (the
     evaluation's ``heard_numbers``)."""
     from tasks.evaluate.decode import Job, decode
+    from tasks.evaluate.summary import heard_numbers
 
     forms = [(it, inp) for it in items for inp in inputs]
     jobs = [Job(k, it.id, it.split, it.transcript, it.answer, fmt, p.schedule.speak, p.schedule.think, max_new, 0.0, 0,
                 False, 8.0, False, it.audio if inp == "audio" else None, it.sample_rate, input=inp)
             for k, (it, inp) in enumerate(forms)]
-    from tasks.evaluate.summary import heard_numbers
-
     right: collections.Counter = collections.Counter()
     total: collections.Counter = collections.Counter()
-    ears: collections.Counter = collections.Counter()
     shown, every = [], []
     for (row, _), job in zip(decode(jobs, model_dir, None, what="bench_stage"), jobs):
+        # None for a text question: only spoken ones count under <split>/heard
         heard = heard_numbers({"input": job.input, "question": job.transcript, "reasoning": row.get("reasoning", "")})
-        for key in (f"{job.split}/{job.input}", f"overall/{job.input}"):
-            right[key] += bool(row["correct"])
-            total[key] += 1
-            if heard is not None:  # spoken questions: the reasoning starts with every number of the question
-                ears[key.replace("/audio", "/heard")] += heard
-                total[key.replace("/audio", "/heard")] += 1
+        for scope in (job.split, "overall"):
+            right[f"{scope}/{job.input}"] += bool(row["correct"])
+            total[f"{scope}/{job.input}"] += 1
+            if heard is not None:
+                right[f"{scope}/heard"] += heard
+                total[f"{scope}/heard"] += 1
         every.append({"split": job.split, "input": job.input, "question": job.transcript, "gold": row["gold"],
                       "correct": bool(row["correct"]), "heard": heard,
                       "reasoning": row.get("reasoning", ""), "output": row["output"]})
         if len(shown) < 8 and job.split in ("short_digit", "single_step_reasoning"):
             shown.append({"input": job.input, "question": row["question"], "gold": row["gold"],
                           "output": row["output"][:300], "correct": bool(row["correct"])})
-    return ({k: round(100 * (ears[k] if k.endswith("/heard") else right[k]) / total[k], 1) for k in sorted(total)},
-            shown, every)
+    return {k: round(100 * right[k] / total[k], 1) for k in sorted(total)}, shown, every
 
 
 def _number_words() -> frozenset[str]:
