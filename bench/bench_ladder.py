@@ -171,16 +171,19 @@ def score(ckpt: Path, test: list[dict], fmt: str, form: str, p, data_dir: Path, 
         done = next(ev for ev in session if isinstance(ev, DoneEvent))
         ok = is_correct(done.response, q["answer"], "short_digit")
         correct += ok
-        if form == "audio":
-            heard += bool(heard_numbers({"input": "audio", "question": q["question"], "reasoning": done.reasoning}))
-        k = per.setdefault(q.get("kind", "ladder"), [0, 0])
+        was_heard = form == "audio" and bool(
+            heard_numbers({"input": "audio", "question": q["question"], "reasoning": done.reasoning}))
+        heard += was_heard
+        k = per.setdefault(q.get("kind", "ladder"), [0, 0, 0])
         k[0] += ok
         k[1] += 1
+        k[2] += was_heard
         if len(shown) < 4 or (not ok and len(shown) < 6):
             shown.append({"question": q["question"], "gold": q["answer"], "response": done.response,
                           "reasoning": done.reasoning, "correct": ok})
-    shown.append({"per_kind": {k: round(a / n, 4) for k, (a, n) in per.items()},
-                  **({"heard": round(heard / max(1, len(test)), 4)} if form == "audio" else {})})
+    shown.append({"per_kind": {k: round(a / n, 4) for k, (a, n, _) in per.items()},
+                  **({"heard": round(heard / max(1, len(test)), 4),
+                      "heard_per_kind": {k: round(h / n, 4) for k, (_, n, h) in per.items()}} if form == "audio" else {})})
     return correct / max(1, len(test)), shown
 
 
@@ -297,7 +300,8 @@ def run_rung(rung: str, task: str, trace_style: str, args, work: Path) -> dict:
     tail = shown.pop() if shown and "per_kind" in shown[-1] else {}
     per_kind = tail.get("per_kind", {})
     return {"per_kind": per_kind, "rung": rung, "name": name, "task": task, "trace": trace_style, "format": fmt, "input": form,
-            "stages": stages, "accuracy": round(acc, 4), **({"heard": tail["heard"], "voices": args.voices} if "heard" in tail else {}),
+            "stages": stages, "accuracy": round(acc, 4), **({"heard": tail["heard"], "heard_per_kind": tail["heard_per_kind"], "voices": args.voices}
+                                                       if "heard" in tail else {}),
             "stream_mask": p.model.stream_mask, "stream_clock": p.model.stream_clock,
             "stream_markers": p.model.stream_markers, "train_seconds": round(seconds, 1),
             "tts_seconds": round(tts_s, 1), "digits": args.digits, "steps": args.steps, "batch": args.batch, "lr": args.lr, "kinds": args.kinds, "length_group": p.trainer.length_group,

@@ -96,3 +96,20 @@ def test_synthesize_params_reject_unknown_keys():
     with pytest.raises(ParamsError, match=r"synthesize\.sources\.0\.kind"):
         load_params(overrides={"synthesize": {"sources": [{"kind": "nope"}]}})
 
+
+
+def test_a_builtin_source_makes_only_its_kinds():
+    """A second builtin source of ``kinds: [short_digit]`` is a drill of short questions beside the mixture:
+    only that kind, its own seed (ids distinct from the first source's); a kind the generator lacks, or
+    ``kinds`` on a loader, is named with the fix."""
+    cfg = synth_params(sources=[dict(kind="builtin", limit=8), dict(kind="builtin", kinds=["short_digit"], limit=6)])
+    records, per_source, _ = collect(cfg)
+    assert per_source == {"builtin": 8, "builtin1": 6}
+    kinds = [json.loads(r["record"])["kind"] for r in records]
+    assert kinds[:8] == ["short_digit", "long_digit", "single_step", "multi_step"] * 2
+    assert kinds[8:] == ["short_digit"] * 6
+    assert len({r["id"] for r in records}) == 14
+    with pytest.raises(SynthConfigError, match=r"unknown kind\(s\) \['shortdigit'\].*short_digit"):
+        synth_params(sources=[dict(kind="builtin", kinds=["shortdigit"])])
+    with pytest.raises(SynthConfigError, match="builtin sources only"):
+        synth_params(sources=[dict(kind="gsm8k", kinds=["short_digit"])])

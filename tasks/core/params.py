@@ -55,16 +55,28 @@ class SourceSpec:
     ``path``: a local .jsonl/.json/.parquet file (or a directory of them), or a Hugging Face hub id
     (needs a network); empty means the source's default hub id. ``builtin`` ignores ``path``.
     ``limit``: at most this many records (0 = all; for ``builtin``, 0 = ``num_problems``).
+    ``kinds``: ``builtin`` only: the kinds of problem it makes, in turn (empty = all four,
+    ``tasks.synth.builtin.KINDS``); a second builtin source of ``[short_digit]`` is a spoken drill of
+    short questions beside the mixture.
     """
 
     kind: SourceKind = "builtin"
     path: Str = ""
     split: Str = "train"
     limit: Int = 0
+    kinds: tuple[Str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.limit < 0:
             raise ParamsError(f"synthesize.sources[{self.kind}].limit must be >= 0, got {self.limit}")
+        if self.kinds and self.kind != "builtin":
+            raise ParamsError(f"synthesize.sources[{self.kind}].kinds is for builtin sources only (it picks the kinds of "
+                              f"problem the generator makes); remove it from the {self.kind} source")
+        from tasks.synth.builtin import KINDS
+
+        unknown = [k for k in self.kinds if k not in KINDS]
+        if unknown:
+            raise ParamsError(f"synthesize.sources[builtin].kinds: unknown kind(s) {unknown}; choose from {list(KINDS)}")
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -103,7 +103,7 @@ def _hf_records(spec: SourceSpec, skipped: collections.Counter) -> Iterator[dict
 
 def collect(cfg: SynthesizeParams) -> tuple[list[dict], dict[str, int], dict[str, collections.Counter]]:
     """All records of all sources: (records, collected per source, skipped per source by reason)."""
-    from tasks.synth.builtin import generate_problems
+    from tasks.synth.builtin import KINDS, generate_problems
 
     records: list[dict] = []
     per_source: dict[str, int] = {}
@@ -114,7 +114,8 @@ def collect(cfg: SynthesizeParams) -> tuple[list[dict], dict[str, int], dict[str
         start = len(records)
         if spec.kind == "builtin":
             n = spec.limit or cfg.num_problems
-            for prob in generate_problems(n, seed=cfg.seed + n_spec, style=cfg.trace):
+            kinds = spec.kinds or KINDS
+            for prob in generate_problems(n, seed=cfg.seed + n_spec, kinds=kinds, style=cfg.trace):
                 records.append({"id": prob.id, "source": "builtin", "record": json.dumps(prob.to_dict())})
         else:
             _, _, fields, id_field, optional = SOURCES[spec.kind]
