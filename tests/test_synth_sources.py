@@ -113,3 +113,7 @@ def test_a_builtin_source_makes_only_its_kinds():
         synth_params(sources=[dict(kind="builtin", kinds=["shortdigit"])])
     with pytest.raises(SynthConfigError, match="builtin sources only"):
         synth_params(sources=[dict(kind="gsm8k", kinds=["short_digit"])])
+    from tasks.core.params import BUILTIN_KINDS
+    from tasks.synth.builtin import KINDS
+
+    assert BUILTIN_KINDS == KINDS  # params checks the generator's kinds without importing it

@@ -46,6 +46,9 @@ def _check(ok: bool, msg: str) -> None:
 
 # ------------------------------------------------------------------------------------- synthesize
 SourceKind = Literal["builtin", "gsm8k", "orca_math", "aqua", "metamathqa", "svamp"]
+# The built-in generator's kinds (tasks.synth.builtin.KINDS, which params may not import: the service reads
+# params; tests/test_synth_sources.py keeps the two equal).
+BUILTIN_KINDS = ("short_digit", "long_digit", "single_step", "multi_step")
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -56,7 +59,7 @@ class SourceSpec:
     (needs a network); empty means the source's default hub id. ``builtin`` ignores ``path``.
     ``limit``: at most this many records (0 = all; for ``builtin``, 0 = ``num_problems``).
     ``kinds``: ``builtin`` only: the kinds of problem it makes, in turn (empty = all four,
-    ``tasks.synth.builtin.KINDS``); a second builtin source of ``[short_digit]`` is a spoken drill of
+    ``BUILTIN_KINDS``); a second builtin source of ``[short_digit]`` is a spoken drill of
     short questions beside the mixture.
     """
 
@@ -72,11 +75,10 @@ class SourceSpec:
         if self.kinds and self.kind != "builtin":
             raise ParamsError(f"synthesize.sources[{self.kind}].kinds is for builtin sources only (it picks the kinds of "
                               f"problem the generator makes); remove it from the {self.kind} source")
-        from tasks.synth.builtin import KINDS
-
-        unknown = [k for k in self.kinds if k not in KINDS]
+        unknown = [k for k in self.kinds if k not in BUILTIN_KINDS]
         if unknown:
-            raise ParamsError(f"synthesize.sources[builtin].kinds: unknown kind(s) {unknown}; choose from {list(KINDS)}")
+            raise ParamsError(f"synthesize.sources[builtin].kinds: unknown kind(s) {unknown}; "
+                              f"choose from {list(BUILTIN_KINDS)}")
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -156,13 +156,37 @@ def dvc_inputs(stage: str, fmt: str | None = None, root: Path = ROOT) -> list[tu
     deps = [d if isinstance(d, str) else next(iter(d)) for d in st.get("deps", [])]
     deps = [d.replace("${item.format}", fmt or "") for d in deps if d.startswith(DATA_ROOTS)]
     hashes: dict[str, str] = {}
-    lock = root / "dvc.lock"
-    if lock.exists():
-        for entry in (yaml.safe_load(lock.read_text()).get("stages") or {}).values():
-            for item in (entry.get("outs") or []) + (entry.get("deps") or []):
-                if item.get("md5"):
-                    hashes.setdefault(item["path"], item["md5"])
+    for entry in (_lock_stages(root / "dvc.lock") or {}).values():
+        if not isinstance(entry, dict):
+            continue
+        for item in (entry.get("outs") or []) + (entry.get("deps") or []):
+            if isinstance(item, dict) and item.get("md5"):
+                hashes.setdefault(item["path"], item["md5"])
     return [(d, hashes.get(d)) for d in deps]
+
+
+def _lock_stages(lock: Path, tries: int = 5, wait_s: float = 0.2) -> dict | None:
+    """dvc.lock's ``stages``. With ``flow.parallel`` another stage's ``dvc repro`` may be rewriting the file
+    while this one starts (it is read empty or cut short): read it again a few times, then go on without
+    hashes (they only label the MLflow inputs) rather than fail the stage."""
+    import time
+
+    import yaml
+
+    for attempt in range(tries):
+        if not lock.exists():
+            return None
+        try:
+            doc = yaml.safe_load(lock.read_text())
+        except (OSError, yaml.YAMLError):
+            doc = None
+        if isinstance(doc, dict):
+            stages = doc.get("stages")
+            return stages if isinstance(stages, dict) else {}
+        if attempt + 1 < tries:
+            time.sleep(wait_s)
+    log.warning("%s could not be read (being rewritten by another stage?); the MLflow inputs go without DVC hashes", lock)
+    return None
 
 
 @contextlib.contextmanager
