@@ -161,7 +161,7 @@ def score(ckpt: Path, test: list[dict], fmt: str, form: str, p, data_dir: Path, 
     if fmt == "plain":
         return _score_plain(engine, test, max_new)
     opts = Options(fmt=fmt, speak=p.schedule.speak, think=p.schedule.think, max_new_tokens=max_new, audio=False)
-    correct, heard, shown, per = 0, 0, [], {}
+    correct, shown, per = 0, [], {}
     for i, q in enumerate(test):
         if form == "audio":
             wav, sr = sf.read(str(data_dir / q["question_audio"]), dtype="float32")
@@ -173,7 +173,6 @@ def score(ckpt: Path, test: list[dict], fmt: str, form: str, p, data_dir: Path, 
         correct += ok
         was_heard = form == "audio" and bool(
             heard_numbers({"input": "audio", "question": q["question"], "reasoning": done.reasoning}))
-        heard += was_heard
         k = per.setdefault(q.get("kind", "ladder"), [0, 0, 0])
         k[0] += ok
         k[1] += 1
@@ -182,7 +181,7 @@ def score(ckpt: Path, test: list[dict], fmt: str, form: str, p, data_dir: Path, 
             shown.append({"question": q["question"], "gold": q["answer"], "response": done.response,
                           "reasoning": done.reasoning, "correct": ok})
     shown.append({"per_kind": {k: round(a / n, 4) for k, (a, n, _) in per.items()},
-                  **({"heard": round(heard / max(1, len(test)), 4),
+                  **({"heard": round(sum(h for _, _, h in per.values()) / max(1, len(test)), 4),
                       "heard_per_kind": {k: round(h / n, 4) for k, (_, n, h) in per.items()}} if form == "audio" else {})})
     return correct / max(1, len(test)), shown
 

@@ -116,4 +116,4 @@ def test_a_builtin_source_makes_only_its_kinds():
     from tasks.core.params import BUILTIN_KINDS
     from tasks.synth.builtin import KINDS
 
-    assert BUILTIN_KINDS == KINDS  # params checks the generator's kinds without importing it
+    assert BUILTIN_KINDS == KINDS  # params checks the generator's own kinds

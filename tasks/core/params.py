@@ -46,8 +46,8 @@ def _check(ok: bool, msg: str) -> None:
 
 # ------------------------------------------------------------------------------------- synthesize
 SourceKind = Literal["builtin", "gsm8k", "orca_math", "aqua", "metamathqa", "svamp"]
-# The built-in generator's kinds (tasks.synth.builtin.KINDS, which params may not import: the service reads
-# params; tests/test_synth_sources.py keeps the two equal).
+# The built-in generator's kinds (tasks.synth.builtin.KINDS is this tuple; the service reads params, so
+# params does not import the generator).
 BUILTIN_KINDS = ("short_digit", "long_digit", "single_step", "multi_step")
 
 

@@ -17,9 +17,10 @@ import random
 import sys
 from dataclasses import asdict, dataclass
 
+from tasks.core.params import BUILTIN_KINDS
 from tasks.synth.scratchpad import STYLES, trace, value
 
-KINDS = ("short_digit", "long_digit", "single_step", "multi_step")
+KINDS = BUILTIN_KINDS  # one list, in params (which checks synthesize.sources[].kinds against it)
 
 
 @dataclass(frozen=True)
