@@ -271,6 +271,25 @@ def _has_columns(parquet: Path, columns: list[str]) -> bool:
     return parquet.exists() and all(c in pq.read_schema(parquet).names for c in columns)
 
 
+def rows_of_kinds(table: Path, kinds: tuple[str, ...], stage: str, split: str) -> list[int] | None:
+    """Positions of ``table``'s rows whose ``kind`` is one of ``kinds`` (None: no filter, every row). A training
+    split with none of them is an error naming the kinds it has; an empty validation split only has no loss."""
+    if not kinds:
+        return None
+    import pyarrow.parquet as pq
+
+    if "kind" not in pq.read_schema(table).names:
+        raise ValueError(f"{stage}.kinds {list(kinds)} needs a `kind` column in {table}; rerun the synthesize "
+                         f"stage (`dvc repro synthesize`) or set {stage}.kinds: []")
+    have = pq.read_table(table, columns=["kind"]).column("kind").to_pylist()
+    index = [i for i, k in enumerate(have) if k in kinds]
+    if not index and split == "train":
+        raise ValueError(f"{stage}.kinds {list(kinds)}: none of the {len(have)} rows of {table} is of those kinds "
+                         f"(it has {sorted(set(have))}); change {stage}.kinds in params.yaml or add a source that "
+                         f"makes them (synthesize.sources)")
+    return index
+
+
 class StageData:
     """One split of a stage's data: ``example(i)`` builds row ``i`` for this stage's input and target."""
 
@@ -295,6 +314,8 @@ class StageData:
                      and (getattr(sp, "timing", "estimated") == "aligned" or getattr(sp, "seconds", "") == "learned"))
         self.aligned = timed and getattr(sp, "timing", "estimated") == "aligned"
         self.rows = RowStore(table, COLUMNS + (TIMING_COLUMNS if timed else []))
+        # A stage that trains on some kinds of question only (align.kinds): the rows it reads, by position.
+        self.index = rows_of_kinds(table, tuple(getattr(sp, "kinds", ()) or ()), spec.name, split)
         self.spoken = RowStore(spoken_table, COLUMNS) if self.pooled and spec.input == "mixed" else None
         self.tok, self.p, self.spec, self.sp, self.fmt = tokenizer, p, spec, sp, fmt
         self.ids = control_ids(tokenizer)
@@ -315,6 +336,8 @@ class StageData:
         self.cache = FeatureCache(p.trainer.feature_cache_mb if feature_cache_mb is None else feature_cache_mb)
 
     def __len__(self) -> int:
+        if self.index is not None:
+            return len(self.index)
         return max(len(self.rows), len(self.spoken)) if self.spoken is not None else len(self.rows)
 
     def _audio(self, row: dict, col: str) -> Path:
@@ -337,7 +360,7 @@ class StageData:
         if self.spoken is not None:  # a mixed stage on the pool: text from the pool, audio from the spoken rows
             row = self.spoken[i % len(self.spoken)] if spoken else self.rows[i % len(self.rows)]
         else:
-            row = self.rows[i]
+            row = self.rows[i if self.index is None else self.index[i]]
         audio, as_said = None, False
         if spoken:
             audio = self._audio(row, "question_audio")

@@ -271,6 +271,16 @@ class AlignParams(StageParams):
     # phase 1a (the first half of the steps: the audio adapter alone, the LLM frozen): auto = on for a checkpoint
     # (a pretrained LLM to align to), off when the model is built from config (a random LLM: nothing to align to)
     adapter_phase: Literal["auto", "on", "off"] = "auto"
+    # train on the spoken rows of these kinds only (empty: every row), e.g. [short_digit]: the ear learns one
+    # short sentence form first, where it needs tens of thousands of examples of the mixture's forms
+    kinds: tuple[Str, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = [k for k in self.kinds if k not in BUILTIN_KINDS]
+        if unknown:
+            raise ParamsError(f"align.kinds: unknown kind(s) {unknown}; choose from {list(BUILTIN_KINDS)} "
+                              f"(the `kind` column of data/synthesize), or [] for every row")
 
 
 @dataclass(frozen=True, config=_STRICT)
