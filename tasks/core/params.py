@@ -51,6 +51,13 @@ SourceKind = Literal["builtin", "gsm8k", "orca_math", "aqua", "metamathqa", "sva
 BUILTIN_KINDS = ("short_digit", "long_digit", "single_step", "multi_step")
 
 
+def _check_kinds(kinds: tuple[str, ...], where: str, hint: str = "") -> None:
+    """Every one of ``kinds`` is a built-in kind; else a ParamsError naming ``where`` and the choices."""
+    unknown = [k for k in kinds if k not in BUILTIN_KINDS]
+    if unknown:
+        raise ParamsError(f"{where}: unknown kind(s) {unknown}; choose from {list(BUILTIN_KINDS)}{hint}")
+
+
 @dataclass(frozen=True, config=_STRICT)
 class SourceSpec:
     """One problem source.
@@ -75,10 +82,7 @@ class SourceSpec:
         if self.kinds and self.kind != "builtin":
             raise ParamsError(f"synthesize.sources[{self.kind}].kinds is for builtin sources only (it picks the kinds of "
                               f"problem the generator makes); remove it from the {self.kind} source")
-        unknown = [k for k in self.kinds if k not in BUILTIN_KINDS]
-        if unknown:
-            raise ParamsError(f"synthesize.sources[builtin].kinds: unknown kind(s) {unknown}; "
-                              f"choose from {list(BUILTIN_KINDS)}")
+        _check_kinds(self.kinds, "synthesize.sources[builtin].kinds")
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -277,10 +281,7 @@ class AlignParams(StageParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        unknown = [k for k in self.kinds if k not in BUILTIN_KINDS]
-        if unknown:
-            raise ParamsError(f"align.kinds: unknown kind(s) {unknown}; choose from {list(BUILTIN_KINDS)} "
-                              f"(the `kind` column of data/synthesize), or [] for every row")
+        _check_kinds(self.kinds, "align.kinds", " (the `kind` column of data/synthesize), or [] for every row")
 
 
 @dataclass(frozen=True, config=_STRICT)
