@@ -7,7 +7,7 @@ trains the audio adapter and the thinker LLM (embeddings frozen).
 from tasks.core.training import training_main
 
 STAGE = "acoustic_tis"
-PARAMS = ['acoustic_tis', 'trainer', 'schedule', 'seed', 'model.source', 'model.audio_encoder', 'model.transcribe_first', 'model.transcript']  # exactly the params of this stage in dvc.yaml
+PARAMS = ['acoustic_tis', 'trainer', 'schedule', 'seed', 'model.source', 'model.audio_encoder', 'model.keep_ear', 'model.transcribe_first', 'model.transcript']  # exactly the params of this stage in dvc.yaml
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -96,7 +96,9 @@ def run(p: Params, data_dir: Path = DATA, out_dir: Path = OUT, workers: int | No
     c = p.codec
     rows = [r for split in ("train", "validation") for r in load_samples(data_dir, split) if r["response_audio"]]
     if not rows:
-        raise ValueError(f"{data_dir} holds no response audio; the talker needs `synthesize.tts.speak_response: true`")
+        raise ValueError(f"{data_dir} holds no response audio; the talker needs `synthesize.tts.speak_response: "
+                         "true` and a source whose responses are spoken (synthesize.sources[].speak_response, "
+                         "default true)")
     train_rows = [r for r in load_samples(data_dir, "train") if r["response_audio"]]
     from tasks.core.cpu import CpuShare
 

@@ -8,7 +8,7 @@ Format-independent.
 from tasks.core.training import training_main
 
 STAGE = "pretrain"
-PARAMS = ['pretrain', 'trainer', 'seed', 'model.source', 'model.audio_encoder', 'model.transcribe_first', 'model.transcript']  # exactly the params of this stage in dvc.yaml
+PARAMS = ['pretrain', 'trainer', 'seed', 'model.source', 'model.audio_encoder', 'model.keep_ear', 'model.transcribe_first', 'model.transcript']  # exactly the params of this stage in dvc.yaml
 
 
 def main(argv: list[str] | None = None) -> None:

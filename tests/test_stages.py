@@ -74,7 +74,7 @@ def test_the_audio_encoder_trains_with_its_adapter_only_when_asked():
     from tasks.core.stages import trains_audio_encoder, with_audio_encoder
 
     def p(choice, source):
-        return type("P", (), {"model": type("M", (), {"audio_encoder": choice, "source": source})})()
+        return type("P", (), {"model": type("M", (), {"audio_encoder": choice, "source": source, "keep_ear": False})})()
 
     assert trains_audio_encoder(p("auto", "tiny")) and not trains_audio_encoder(p("auto", "/ckpt/Qwen2.5-Omni-3B"))
     assert trains_audio_encoder(p("train", "Qwen/Qwen2.5-Omni-3B")) and not trains_audio_encoder(p("frozen", "tiny"))
@@ -90,7 +90,7 @@ def test_align_skips_its_adapter_only_phase_when_the_llm_is_random():
     from tasks.core.stages import for_params
 
     def p(choice, source):
-        return type("P", (), {"model": type("M", (), {"audio_encoder": "auto", "source": source}),
+        return type("P", (), {"model": type("M", (), {"audio_encoder": "auto", "source": source, "keep_ear": False}),
                               "align": type("A", (), {"adapter_phase": choice})})()
 
     two = [ph.name for ph in spec("align").phases]
@@ -135,6 +135,25 @@ def test_one_step_trains_exactly_the_hot_groups(tiny, tmp_path, stage, fmt, enco
         assert changed_groups(before, after) == hot(ph.name, encoder == "auto"), ph.name
         before = after
     assert not [x for x in (tmp_path / "out").iterdir() if ".tmp" in x.name]
+
+
+@pytest.mark.parametrize("stage,fmt", [("align", None), ("pretrain", None), ("acoustic_tis", "tis")])
+def test_keep_ear_freezes_the_ear_after_align(tiny, tmp_path, stage, fmt):
+    """``model.keep_ear``: after align, the audio encoder and the adapter stay bit-identical through a real step
+    of pretrain and acoustic_tis (their LLM groups still learn); align itself still trains them."""
+    from tasks.core.stages import EAR, for_params
+    from tasks.core.trainer import train
+
+    p = replace(tiny.p, model=replace(tiny.p.model, keep_ear=True),
+                trainer=replace(tiny.p.trainer, checkpoint_every=1, keep_checkpoints=1))
+    assert [ph.name for ph in for_params(stage, p).phases] == [ph.name for ph in for_params(stage, tiny.p).phases]
+    sp = replace(p.stage(stage), steps=1, batch_size=2, lr=1e-3, warmup_steps=0, max_len=1024)
+    res = train(stage, p, sp, tiny.data, tiny.init, tmp_path / "out", fmt=fmt or "tis", codec_dir=tiny.codec)
+    assert res.steps == 1
+    changed = changed_groups(weights(ck.latest(tiny.init)), weights(ck.latest(tmp_path / "out")))
+    last = for_params(stage, tiny.p).phases[-1].name
+    want = hot(last, True) if stage == "align" else REPORT[last] - EAR
+    assert changed == want and want & {"embedding", "thinker_llm"}
 
 
 def test_stage_modules_point_at_their_upstream():

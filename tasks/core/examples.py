@@ -290,6 +290,20 @@ def rows_of_kinds(table: Path, kinds: tuple[str, ...], stage: str, split: str) -
     return index
 
 
+def rows_with_speech(table: Path, index: list[int] | None, stage: str, split: str) -> list[int] | None:
+    """Of ``index`` (None: every row), the positions of ``table``'s rows whose response was spoken (a
+    ``response_audio``); None when that is every row. A training split with none is an error."""
+    import pyarrow.parquet as pq
+
+    audio = pq.read_table(table, columns=["response_audio"]).column("response_audio").to_pylist()
+    keep = [i for i in (range(len(audio)) if index is None else index) if audio[i]]
+    if not keep and split == "train":
+        raise ValueError(f"{stage}: none of the rows of {table} has response speech to train on; set "
+                         "synthesize.tts.speak_response: true and speak_response: true on a source "
+                         "(synthesize.sources), then rerun synthesize")
+    return None if index is None and len(keep) == len(audio) else keep
+
+
 class StageData:
     """One split of a stage's data: ``example(i)`` builds row ``i`` for this stage's input and target."""
 
@@ -316,6 +330,8 @@ class StageData:
         self.rows = RowStore(table, COLUMNS + (TIMING_COLUMNS if timed else []))
         # A stage that trains on some kinds of question only (align.kinds): the rows it reads, by position.
         self.index = rows_of_kinds(table, tuple(getattr(sp, "kinds", ()) or ()), spec.name, split)
+        if spec.t.codec:  # the talker: only rows whose response was spoken (synthesize.sources[].speak_response)
+            self.index = rows_with_speech(table, self.index, spec.name, split)
         self.spoken = RowStore(spoken_table, COLUMNS) if self.pooled and spec.input == "mixed" else None
         self.tok, self.p, self.spec, self.sp, self.fmt = tokenizer, p, spec, sp, fmt
         self.ids = control_ids(tokenizer)

@@ -68,6 +68,9 @@ class SourceSpec:
     ``kinds``: ``builtin`` only: the kinds of problem it makes, in turn (empty = all four,
     ``BUILTIN_KINDS``); a second builtin source of ``[short_digit]`` is a spoken drill of
     short questions beside the mixture.
+    ``speak_response``: false = this source's questions are spoken but its responses are not (no
+    TTS, no codec ids): a drill for the ear costs half the speech and none of the codec's work; the
+    talker trains on the other sources' responses. Needs ``tts.speak_response`` for those.
     """
 
     kind: SourceKind = "builtin"
@@ -75,6 +78,7 @@ class SourceSpec:
     split: Str = "train"
     limit: Int = 0
     kinds: tuple[Str, ...] = ()
+    speak_response: Bool = True
 
     def __post_init__(self) -> None:
         if self.limit < 0:
@@ -219,6 +223,9 @@ class ModelParams:
     # train the audio encoder wherever the adapter trains (align, pretrain, acoustic_tis): auto = when the model is
     # built from config (source tiny: a random encoder); frozen = the report's freeze table (a pretrained encoder)
     audio_encoder: Literal["auto", "train", "frozen"] = "auto"
+    # after align, the ear (audio encoder + adapter) stays as align trained it: frozen in pretrain and acoustic_tis,
+    # whose LLM learns to read it (tasks/core/stages.py keeping_ear); false = the report's table (adapter trains)
+    keep_ear: Bool = False
     # with a spoken question the reasoning first writes what it heard (the question, its numbers as digits),
     # in the stages whose targets hold reasoning (pretrain, acoustic_tis, talker): tasks/core/examples.py heard_first
     transcribe_first: Bool = False

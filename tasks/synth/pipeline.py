@@ -233,7 +233,7 @@ def process_one(rules: Rules, row: dict, stats: dict) -> dict:
             t0 = time.perf_counter()
             qwav, qsec = _speak(rules, spoken, voice, "question")
             rwav, rsec = (None, 0.0)
-            if cfg.tts.speak_response:
+            if cfg.tts.speak_response and _speaks_response(row):
                 said: list = []
                 rvoice = response_voice_for(cfg, s.id)
                 rwav, rsec = _speak(rules, spoken_response, rvoice, "response", said)
@@ -264,6 +264,13 @@ def process_one(rules: Rules, row: dict, stats: dict) -> dict:
         out.update(question=question, spoken_question=spoken, spoken_response=spoken_response,
                    response=s.response if s is not None else "")
     return out
+
+
+def _speaks_response(row) -> bool:
+    """Whether this record's source speaks its responses (``synthesize.sources[].speak_response``; records
+    made elsewhere, e.g. the text pool, do)."""
+    flag = row.get("speak_response", True)
+    return True if flag is None else bool(flag)
 
 
 def _response_starts(tok, response: str, ids: list[int], spoken: str, said: list, seconds: float) -> list[float]:

@@ -4,8 +4,9 @@ Real sources load through Hugging Face ``datasets``: a local .jsonl/.json/.parqu
 directory of them) by path, else a hub id (needs a network). A local JSON file that ``datasets``
 cannot parse as a whole (one malformed line) is read line by line instead, skipping and counting
 the bad lines. Records missing their source's fields are skipped and counted too.
-Each record comes out as ``{"idx", "id", "source", "record"}`` with ``record`` a JSON string, so
-records of any source fit one Ray Data schema.
+Each record comes out as ``{"idx", "id", "source", "record", "speak_response"}`` with ``record`` a JSON
+string, so records of any source fit one Ray Data schema (``speak_response``: the source's flag, whether
+its responses are spoken too).
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def collect(cfg: SynthesizeParams) -> tuple[list[dict], dict[str, int], dict[str
             n = spec.limit or cfg.num_problems
             kinds = spec.kinds or KINDS
             for prob in generate_problems(n, seed=cfg.seed + n_spec, kinds=kinds, style=cfg.trace):
-                records.append({"id": prob.id, "source": "builtin", "record": json.dumps(prob.to_dict())})
+                records.append({"id": prob.id, "source": "builtin", "record": json.dumps(prob.to_dict()),
+                                "speak_response": spec.speak_response})
         else:
             _, _, fields, id_field, optional = SOURCES[spec.kind]
             for i, rec in enumerate(_hf_records(spec, sk)):
@@ -135,7 +137,8 @@ def collect(cfg: SynthesizeParams) -> tuple[list[dict], dict[str, int], dict[str
                 except (TypeError, ValueError):
                     sk["malformed_record"] += 1
                     continue
-                records.append({"id": f"{name}-{rid or i}", "source": spec.kind, "record": payload})
+                records.append({"id": f"{name}-{rid or i}", "source": spec.kind, "record": payload,
+                                "speak_response": spec.speak_response})
         per_source[name] = len(records) - start
         skipped[name] = sk
         log.info("source %s: %d records (%d skipped)", name, per_source[name], sum(sk.values()))
