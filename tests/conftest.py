@@ -39,7 +39,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Small enough that a whole pipeline run takes a minute or two on 2 cores.
 TINY_OVERRIDES = {
     "model": {"tokenizer_corpus": 300, "tokenizer_vocab_size": 600},
-    "synthesize": {"num_problems": 100, "text_pool": 150, "asr_fraction": 0.1, "ray": {"shards": 2}},
+    "synthesize": {"num_problems": 100, "text_pool": 150, "asr_fraction": 0.1, "ray": {"shards": 2},
+                   "sources": [{"kind": "builtin"},  # the default's shape: a small drill of the ear, responses unspoken
+                               {"kind": "builtin", "kinds": ["short_digit"], "limit": 20, "speak_response": False}]},
     "codec": {"fit_clips": 20},
     "trainer": {"log_every": 1, "checkpoint_every": 4},
     "align": {"steps": 4, "batch_size": 4, "warmup_steps": 1},

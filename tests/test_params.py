@@ -79,3 +79,21 @@ def test_overrides_merge_over_the_file():
     base = load_params()
     assert p.text_tis.steps == 3 and p.trainer.log_every == 1
     assert p.text_tis.lr == base.text_tis.lr and p.align == base.align
+
+
+def test_on_off_switches_read_as_written(tmp_path):
+    """YAML 1.1 reads a bare ``on`` / ``off`` as true / false: the auto | on | off switches take them as the words
+    a user wrote (``model.keep_ear: off`` is off, not an error); anything else names the choices."""
+    def write(d):
+        d["model"]["keep_ear"] = "__KE__"
+        d["align"]["adapter_phase"] = "__AP__"
+
+    path = _with(tmp_path, write)
+    text = path.read_text()
+    path.write_text(text.replace("'__KE__'", "off").replace("__KE__", "off").replace("'__AP__'", "on")
+                    .replace("__AP__", "on"))
+    assert yaml.safe_load(path.read_text())["model"]["keep_ear"] is False  # what YAML made of it
+    p = load_params(path)
+    assert p.model.keep_ear == "off" and p.align.adapter_phase == "on"
+    with pytest.raises(ParamsError, match=r"model.keep_ear: Input should be 'auto', 'on' or 'off'"):
+        load_params(overrides={"model": {"keep_ear": "sometimes"}})

@@ -74,7 +74,7 @@ def test_the_audio_encoder_trains_with_its_adapter_only_when_asked():
     from tasks.core.stages import trains_audio_encoder, with_audio_encoder
 
     def p(choice, source):
-        return type("P", (), {"model": type("M", (), {"audio_encoder": choice, "source": source, "keep_ear": False})})()
+        return type("P", (), {"model": type("M", (), {"audio_encoder": choice, "source": source, "keep_ear": "off"})})()
 
     assert trains_audio_encoder(p("auto", "tiny")) and not trains_audio_encoder(p("auto", "/ckpt/Qwen2.5-Omni-3B"))
     assert trains_audio_encoder(p("train", "Qwen/Qwen2.5-Omni-3B")) and not trains_audio_encoder(p("frozen", "tiny"))
@@ -90,7 +90,7 @@ def test_align_skips_its_adapter_only_phase_when_the_llm_is_random():
     from tasks.core.stages import for_params
 
     def p(choice, source):
-        return type("P", (), {"model": type("M", (), {"audio_encoder": "auto", "source": source, "keep_ear": False}),
+        return type("P", (), {"model": type("M", (), {"audio_encoder": "auto", "source": source, "keep_ear": "off"}),
                               "align": type("A", (), {"adapter_phase": choice})})()
 
     two = [ph.name for ph in spec("align").phases]
@@ -124,7 +124,7 @@ def test_one_step_trains_exactly_the_hot_groups(tiny, tmp_path, stage, fmt, enco
     sp = replace(tiny.p.stage(stage), steps=steps, batch_size=2, lr=1e-3, warmup_steps=0, max_len=1024)
     assert tiny.p.model.source == "tiny"
     p = replace(tiny.p, trainer=replace(tiny.p.trainer, checkpoint_every=1, keep_checkpoints=steps),
-                model=replace(tiny.p.model, audio_encoder=encoder),
+                model=replace(tiny.p.model, audio_encoder=encoder, keep_ear="off"),  # the report's table
                 align=replace(tiny.p.align, adapter_phase="on"))  # the report's 1a then 1b, one step each
     res = train(stage, p, sp, tiny.data, tiny.init, tmp_path / "out", fmt=fmt or "tis", codec_dir=tiny.codec)
     assert res.steps == steps and all(torch.isfinite(torch.tensor(l)) for _, l in res.history)
@@ -144,7 +144,14 @@ def test_keep_ear_freezes_the_ear_after_align(tiny, tmp_path, stage, fmt):
     from tasks.core.stages import EAR, for_params
     from tasks.core.trainer import train
 
-    p = replace(tiny.p, model=replace(tiny.p.model, keep_ear=True),
+    from tasks.core.stages import keeps_ear
+
+    def q(choice, source):
+        return type("P", (), {"model": type("M", (), {"keep_ear": choice, "source": source})})()
+
+    assert keeps_ear(q("auto", "tiny")) and not keeps_ear(q("auto", "/ckpt/Qwen2.5-Omni-3B"))
+    assert keeps_ear(q("on", "Qwen/Qwen2.5-Omni-3B")) and not keeps_ear(q("off", "tiny"))
+    p = replace(tiny.p, model=replace(tiny.p.model, keep_ear="on"),
                 trainer=replace(tiny.p.trainer, checkpoint_every=1, keep_checkpoints=1))
     assert [ph.name for ph in for_params(stage, p).phases] == [ph.name for ph in for_params(stage, tiny.p).phases]
     sp = replace(p.stage(stage), steps=1, batch_size=2, lr=1e-3, warmup_steps=0, max_len=1024)

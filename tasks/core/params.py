@@ -15,10 +15,10 @@ import dataclasses
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
-from pydantic import ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 from models.dims import TinyDims
@@ -30,6 +30,9 @@ _STRICT = ConfigDict(extra="forbid")  # + Strict* field types: "3" is not an int
 
 # Type aliases so every field is strict (ints are accepted where a float is asked).
 Int, Float, Str, Bool = StrictInt, StrictFloat, StrictStr, StrictBool
+# auto | on | off; YAML 1.1 reads a bare on / off as true / false, taken here as the words they were
+Switch = Annotated[Literal["auto", "on", "off"],
+                   BeforeValidator(lambda v: ("on" if v else "off") if isinstance(v, bool) else v)]
 
 
 class ParamsError(ValueError):
@@ -224,8 +227,9 @@ class ModelParams:
     # built from config (source tiny: a random encoder); frozen = the report's freeze table (a pretrained encoder)
     audio_encoder: Literal["auto", "train", "frozen"] = "auto"
     # after align, the ear (audio encoder + adapter) stays as align trained it: frozen in pretrain and acoustic_tis,
-    # whose LLM learns to read it (tasks/core/stages.py keeping_ear); false = the report's table (adapter trains)
-    keep_ear: Bool = False
+    # whose LLM learns to read it (tasks/core/stages.py keeping_ear); off = the report's table (the adapter trains);
+    # auto = on for a model built from config (source tiny), off for a checkpoint
+    keep_ear: Switch = "off"
     # with a spoken question the reasoning first writes what it heard (the question, its numbers as digits),
     # in the stages whose targets hold reasoning (pretrain, acoustic_tis, talker): tasks/core/examples.py heard_first
     transcribe_first: Bool = False
@@ -281,7 +285,7 @@ class StageParams:
 class AlignParams(StageParams):
     # phase 1a (the first half of the steps: the audio adapter alone, the LLM frozen): auto = on for a checkpoint
     # (a pretrained LLM to align to), off when the model is built from config (a random LLM: nothing to align to)
-    adapter_phase: Literal["auto", "on", "off"] = "auto"
+    adapter_phase: Switch = "auto"
     # train on the spoken rows of these kinds only (empty: every row), e.g. [short_digit]: the ear learns one
     # short sentence form first, where it needs tens of thousands of examples of the mixture's forms
     kinds: tuple[Str, ...] = ()

@@ -145,7 +145,14 @@ def for_params(name: str, p) -> StageSpec:
     if len(s.phases) > 1 and name == "align" and not runs_adapter_phase(p):
         s = without_adapter_phase(s)
     s = with_audio_encoder(s, trains_audio_encoder(p))
-    return keeping_ear(s) if p.model.keep_ear else s
+    return keeping_ear(s) if keeps_ear(p) else s
+
+
+def keeps_ear(p) -> bool:
+    """params.yaml's ``model.keep_ear``: ``on``, ``off``, or ``auto`` (on when the model is built from config,
+    ``model.source: tiny``, whose ear ``align`` trains from random; off for a checkpoint: the report's table)."""
+    choice = p.model.keep_ear
+    return choice == "on" or (choice == "auto" and p.model.source == "tiny")
 
 
 def _p(name: str, *groups: str) -> Phase:
