@@ -8,7 +8,7 @@ baseline instead.
 from tasks.core.training import training_main
 
 STAGE = "text_tis"
-PARAMS = ['text_tis', 'trainer', 'schedule', 'seed']  # exactly the params of this stage in dvc.yaml
+PARAMS = ['text_tis', 'trainer', 'schedule', 'seed', 'model.transcribe_first', 'model.transcript']  # exactly the params of this stage in dvc.yaml
 
 
 def main(argv: list[str] | None = None) -> None:

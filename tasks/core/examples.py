@@ -340,7 +340,8 @@ class StageData:
         mixed = format_info(fmt).interleaved and spec.t.layout == "interleaved" and p.schedule.mix
         self.schedules = tuple(Schedule(s, t) for s, t in p.schedule.mix) if mixed else (self.schedule,)
         self.drawn: collections.Counter = collections.Counter()  # (speak, think) -> examples built
-        self.text_fraction = getattr(sp, "text_fraction", 0.0)
+        # the share asked as text: pretrain's and acoustic_tis's text_fraction; text_tis asks a spoken_fraction spoken
+        self.text_fraction = getattr(sp, "text_fraction", 1.0 - getattr(sp, "spoken_fraction", 1.0))
         self.words_fraction = getattr(sp, "words_fraction", 0.0)
         self.transcribe = bool(p.model.transcribe_first) and spec.t.layout in ("solution", "interleaved")
         self.codes = CodesIndex(Path(codec_dir)) if spec.t.codec else None

@@ -371,10 +371,14 @@ class TextTisParams(TisStageParams):
 
     words_fraction: Float  # share of text prompts whose numbers are words (as a transcript reads them)
     text_pool: Bool  # train on the dataset's text-only pool (text.parquet) when it has one
+    spoken_fraction: Float = 0.0  # share of examples asked spoken instead (the spoken set's audio; the ear is not
+    # trained here): the layout learned on text is also learned on what the ear gives (tasks.core.stages.for_params)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check(0.0 <= self.words_fraction <= 1.0, f"words_fraction must be within [0, 1], got {self.words_fraction}")
+        _check(0.0 <= self.spoken_fraction < 1.0,
+               f"text_tis.spoken_fraction must be in [0, 1) (1 would leave no text), got {self.spoken_fraction}")
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -145,7 +145,17 @@ def for_params(name: str, p) -> StageSpec:
     if len(s.phases) > 1 and name == "align" and not runs_adapter_phase(p):
         s = without_adapter_phase(s)
     s = with_audio_encoder(s, trains_audio_encoder(p))
+    if name == "text_tis" and p.text_tis.spoken_fraction > 0:
+        s = hearing(s)
     return keeping_ear(s) if keeps_ear(p) else s
+
+
+def hearing(spec: StageSpec) -> StageSpec:
+    """The text stage with a share of its questions spoken (``text_tis.spoken_fraction``): ``mixed`` input, text
+    from the text pool and audio from the spoken set, as ``pretrain`` reads them. Its freeze table is unchanged
+    (embedding and LLM; the ear is not trained). Trained on text alone, the TiS layout is learned on text
+    prompts only, and ``acoustic_tis`` must then teach the LLM to read the ear inside it."""
+    return replace(spec, input="mixed")
 
 
 def keeps_ear(p) -> bool:
