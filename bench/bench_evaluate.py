@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
              **vars(tokenize_sample(tiny.tok, pr.question, pr.response, pr.reasoning, Schedule()))} for pr in probs]
     write_dataset(root / "data", {"train": rows, "validation": rows}, {"problems": 16})
     tp = load_params(overrides={"text_tis": {"steps": 350, "batch_size": 8, "lr": 0.003, "warmup_steps": 5,
-                                             "max_len": 400},
+                                             "max_len": 400, "spoken_fraction": 0.0},
                                 "trainer": {"log_every": 1000, "checkpoint_every": 1000, "keep_checkpoints": 1}})
     t = time.time()
     models["trained"] = {}

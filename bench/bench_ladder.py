@@ -251,7 +251,7 @@ def run_rung(rung: str, task: str, trace_style: str, args, work: Path) -> dict:
                  "trainer": {"log_every": max(1, args.steps // 5), "checkpoint_every": 10**6, "keep_checkpoints": 1,
                              **({"length_group": args.length_group} if args.length_group else {})},
                  "pretrain": {**sp, "text_fraction": 1.0, "words_fraction": words},
-                 "text_tis": {**sp, **no_probe, "words_fraction": words, "text_pool": False},
+                 "text_tis": {**sp, **no_probe, "words_fraction": words, "text_pool": False, "spoken_fraction": 0.0},
                  "acoustic_tis": {**sp, **no_probe},
                  "align": {**sp, "steps": args.align_steps, "lr": args.align_lr}}
     overrides["model"] = {"stream_mask": args.stream_mask or args.stream_clock, "stream_clock": args.stream_clock}

@@ -36,7 +36,7 @@ SPLIT_OF = {"short_digit": "short_digit", "long_digit": "long_digit", "single_st
 # measured without length groups: grouped, every batch holds the 8 shortest or the 8 longest problems
 # (with groups of 4, before groups stopped at one epoch, TiS memorised 12/16 in the same steps).
 TRAIN = {"text_tis": {"steps": 350, "batch_size": 8, "lr": 0.003, "warmup_steps": 5, "max_len": 640, "text_pool": False,
-                      "probe_every": 0, "probe_problems": 0},
+                      "probe_every": 0, "probe_problems": 0, "spoken_fraction": 0.0},
          "trainer": {"log_every": 50, "checkpoint_every": 1000, "keep_checkpoints": 1, "length_group": 1}}
 EVAL = {"limit_per_split": 0, "inputs": ["text"], "audio_per_split": 1, "sweep_per_split": 2, "max_audio_seconds": 1.5,
         "max_new_tokens": 560}

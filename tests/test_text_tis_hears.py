@@ -97,3 +97,14 @@ def test_spoken_fraction_is_checked():
     for bad in (1.0, -0.1):
         with pytest.raises(ParamsError, match=r"text_tis.spoken_fraction must be in \[0, 1\)"):
             load_params(overrides={"text_tis": {"spoken_fraction": bad}})
+
+
+def test_a_spoken_share_without_audio_says_what_to_set(tiny, pooled):
+    """A dataset whose questions were never spoken (a text-only one) and a spoken share: the error names the setting."""
+    table = pd.read_parquet(pooled / "train.parquet")
+    table.assign(question_audio="").to_parquet(pooled / "train.parquet")
+    p = _p(tiny, 0.5)
+    data = StageData(pooled, "train", tiny.tok, p, for_params("text_tis", p), p.text_tis, "tis")
+    with pytest.raises(ValueError, match=r"has no question_audio.*text_tis.spoken_fraction: 0"):
+        for i in range(len(data)):
+            data.example(i)

@@ -360,8 +360,9 @@ class StageData:
     def _audio(self, row: dict, col: str) -> Path:
         rel = row.get(col) or ""
         if not rel:
+            hint = " (or set text_tis.spoken_fraction: 0 to train it on text alone)" if self.spec.name == "text_tis" else ""
             raise ValueError(f"sample {row.get('id', '?')} has no {col}; the {self.spec.name} stage needs a dataset "
-                             f"with audio (data/synthesize), not {self.data_dir}")
+                             f"with audio (data/synthesize), not {self.data_dir}{hint}")
         return self.data_dir / rel
 
     def example(self, i: int, epoch: int = 0) -> Example | str:

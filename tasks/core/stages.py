@@ -7,9 +7,11 @@ Freeze table from the report (🔥 trained, everything else frozen):
 | align (1a)     | audio | transcript   | adapter                                  |
 | align (1b)     | audio | transcript   | adapter, embedding, thinker_llm          |
 | pretrain       | mixed | solution     | adapter, embedding, thinker_llm          |
-| text_tis       | text  | interleaved  | embedding, thinker_llm                   |
+| text_tis       | text* | interleaved  | embedding, thinker_llm                   |
 | acoustic_tis   | replay| interleaved  | adapter, thinker_llm                     |
 | talker         | audio | speech       | talker                                   |
+
+\* ``mixed`` when ``text_tis.spoken_fraction`` > 0 (a share of its questions spoken; ``hearing``).
 
 A stage with two phases (align: 1a then 1b) runs them in order inside one DVC stage, splitting its
 steps by ``split`` (the fraction of steps spent in the first phase).
