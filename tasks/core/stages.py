@@ -11,7 +11,7 @@ Freeze table from the report (🔥 trained, everything else frozen):
 | acoustic_tis   | replay| interleaved  | adapter, thinker_llm                     |
 | talker         | audio | speech       | talker                                   |
 
-\* ``mixed`` when ``text_tis.spoken_fraction`` > 0 (a share of its questions spoken; ``hearing``).
+(*) ``mixed`` when ``text_tis.spoken_fraction`` > 0 (a share of its questions spoken; ``hearing``).
 
 A stage with two phases (align: 1a then 1b) runs them in order inside one DVC stage, splitting its
 steps by ``split`` (the fraction of steps spent in the first phase).
