@@ -283,6 +283,24 @@ def test_proxy_drops_questions_found_in_training(tmp_path) -> None:
     assert not {q for qs in out.values() for q, _, _ in qs} & set(leaked[:6])
 
 
+def test_training_keys_read_the_stored_spoken_form(tmp_path) -> None:
+    """A synthesize output's keys are its questions and the spoken forms it stored (not recomputed); a row
+    without a stored spoken form, and a list of questions, get ``speakable``: a proxy question matching any
+    of them is dropped."""
+    from tasks.synth.builtin import generate_problems
+    from tasks.synth.verbalize import speakable
+
+    first = [p.question for p in generate_problems(4, seed=B.proxy_seed("short_digit"), kinds=("short_digit",))]
+    # rows 0-1: another question text, the candidate's spoken form stored; rows 2-3: the stored form empty
+    d = {"question": ["What is one?", "What is two?", first[2], first[3]],
+         "spoken_question": [speakable(first[0]), speakable(first[1]).upper(), "", None]}
+    keys = B.training_keys(_synth_dir(d, tmp_path))
+    assert {_key(speakable(q)) for q in first} <= keys and _key("What is one?") in keys
+    out = B.proxy_questions(3, training=tmp_path, splits=("short_digit",))
+    assert not {q for q, _, _ in out["short_digit"]} & set(first)
+    assert B.training_keys(first[:1]) == {_key(first[0]), _key(speakable(first[0]))}
+
+
 def _synth_dir(data: dict, root):
     """A synthesize-stage output folder: train/validation parquet with a ``question`` column."""
     half = len(data["question"]) // 2

@@ -420,6 +420,37 @@ def test_a_replay_stage_is_probed_on_what_it_hears(tiny):
     assert not Probe(_data(tiny, "text_tis", split="validation"), "tis", 2, max_new_tokens=64).audio
 
 
+@pytest.mark.parametrize("stage", ["text_tis", "acoustic_tis"])
+def test_probe_decodes_its_rows_together_as_each_alone(tiny, stage):
+    """The probe steps all its answers together (one batched forward a position); each row's response is
+    exactly what its own session gives alone, in the row's place."""
+    from models.events import DoneEvent
+    from models.omni import load_checkpoint
+    from models.session import Engine, Options
+    from tasks.core.probe import Probe
+
+    import soundfile as sf
+    import torch
+
+    probe = Probe(_data(tiny, stage, split="validation"), "tis", 3, max_new_tokens=48)
+    model, tok = load_checkpoint(ck.latest(tiny.init), torch.float32)
+    together = probe.responses(model, tok)
+    alone = []
+    engine = Engine(model, tok, slots=1)
+    for row, limit in zip(probe.rows, probe.limits):
+        opts = Options(fmt="tis", speak=probe.schedule.speak, think=probe.schedule.think, max_new_tokens=limit,
+                       audio=False, reasoning=False)
+        if probe.audio:
+            wave, sr = sf.read(str(probe.data.data_dir / row["question_audio"]), dtype="float32")
+            session = engine.session(audio=(wave, sr), options=opts)
+        else:
+            session = engine.session(text=row["spoken_question"] or row["question"], options=opts)
+        alone.append(next(ev for ev in session if isinstance(ev, DoneEvent)).response)
+    assert len(together) == len(probe) >= 2
+    assert stage != "text_tis" or len(set(alone)) > 1  # distinct answers, so a swap of rows would show
+    assert together == alone
+
+
 def test_probe_scores_the_stated_answer():
     from tasks.core.probe import is_right
 

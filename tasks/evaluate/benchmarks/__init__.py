@@ -29,7 +29,7 @@ from tasks.evaluate.benchmarks import base
 from tasks.evaluate.benchmarks.base import (AUDIOBENCH_SUBSET_SEED, DEFAULT_VOICES, EXTRA_SPLITS, FIELDS, HUB_ID,
                                             INSTRUCTION, MAX_PROXY_SEED, PROXY_KINDS, PROXY_SEED_BASE, SAMPLE_RATE,
                                             SPLITS, Benchmark, BenchmarkError, Item, Request, by_split,
-                                            load_training_questions, speak_records)
+                                            load_training_questions, speak_records, training_keys)
 from tasks.evaluate.benchmarks.gsm8k import GSM8K
 from tasks.evaluate.benchmarks.local import Local
 from tasks.evaluate.benchmarks.proxy import Proxy, make_proxy, proxy_questions, proxy_seed
@@ -41,7 +41,7 @@ __all__ = ["AUDIOBENCH_SUBSET_SEED", "BENCHMARKS", "DEFAULT_VOICES", "EXTRA_SPLI
            "MAX_PROXY_SEED", "PROXY_KINDS", "PROXY_SEED_BASE", "SAMPLE_RATE", "SPLITS", "GSM8K", "SVAMP", "Benchmark",
            "BenchmarkError", "Item", "Local", "Proxy", "Request", "SpokenMQA", "audiobench_subset", "base", "by_split",
            "load", "load_benchmark", "load_training_questions", "main", "make_extra", "make_proxy", "proxy_questions",
-           "proxy_seed", "register", "resolve", "speak_records", "write_benchmark"]
+           "proxy_seed", "register", "resolve", "speak_records", "training_keys", "write_benchmark"]
 
 # name -> class: one line per benchmark.
 BENCHMARKS: dict[str, type] = {

@@ -134,8 +134,17 @@ def load_training_questions(source: Iterable[str] | str | Path) -> list[str]:
         if bad:
             raise BenchmarkError(f"training questions must be strings, got {type(bad[0]).__name__} {bad[0]!r:.60}")
         return qs
-    p = Path(source).expanduser()
-    # text.parquet: synthesize's text-only pool, which text_tis trains on too.
+    out: list[str] = []
+    for f in _training_files(Path(source).expanduser()):
+        cols = [c for c in ("question", "spoken_question") if c in pq_names(f)]
+        for col in pq.read_table(f, columns=cols).to_pydict().values():
+            out.extend(q for q in col if isinstance(q, str) and q)
+    return out
+
+
+def _training_files(p: Path) -> list[Path]:
+    """The parquet files of a training set: synthesize's output directory (train, validation and the
+    text-only pool ``text.parquet``, which text_tis trains on too) or one file; each must have ``question``."""
     files = [f for f in (p / "train.parquet", p / "validation.parquet", p / "text.parquet") if f.is_file()] \
         if p.is_dir() else [p]
     if not files or not files[0].is_file():
@@ -143,15 +152,45 @@ def load_training_questions(source: Iterable[str] | str | Path) -> list[str]:
             f"training set {p} not found: give the synthesize stage's output (data/synthesize with "
             "train.parquet/validation.parquet) or a list of training questions"
         )
-    out: list[str] = []
     for f in files:
-        names = pq.read_schema(f).names
+        names = pq_names(f)
         if "question" not in names:
             raise BenchmarkError(f"{f} has no 'question' column (it has {names}); is it a synthesize output?")
-        cols = [c for c in ("question", "spoken_question") if c in names]
-        for col in pq.read_table(f, columns=cols).to_pydict().values():
-            out.extend(q for q in col if isinstance(q, str) and q)
-    return out
+    return files
+
+
+def pq_names(f: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return pq.read_schema(f).names
+
+
+def training_keys(source: Iterable[str] | str | Path) -> set[str]:
+    """What a held-out question must not match (``_key`` form): every training question and its spoken form.
+
+    For the synthesize stage's output (or a parquet file) the spoken form is the row's ``spoken_question``,
+    which synthesize wrote as ``speakable(question)``; a row without one gets ``speakable`` here. A list of
+    questions gets ``speakable`` of each. (Recomputing ``speakable`` for the ~40,000 stored strings of the
+    default dataset took 20 s of every evaluation; the keys are the same.)"""
+    import pyarrow.parquet as pq
+
+    from tasks.synth.verbalize import speakable
+
+    if not isinstance(source, (str, Path)):
+        qs = load_training_questions(source)
+        return {_key(q) for q in qs} | {_key(speakable(q)) for q in qs}
+    keys: set[str] = set()
+    for f in _training_files(Path(source).expanduser()):
+        names = pq_names(f)
+        cols = pq.read_table(f, columns=[c for c in ("question", "spoken_question") if c in names]).to_pydict()
+        spoken = cols.get("spoken_question") or [None] * len(cols["question"])
+        for q, s in zip(cols["question"], spoken):
+            if isinstance(q, str) and q:
+                keys.add(_key(q))
+                keys.add(_key(s if isinstance(s, str) and s else speakable(q)))
+            elif isinstance(s, str) and s:
+                keys.add(_key(s))
+    return keys
 
 
 def _speak(texts: list[tuple[str, str, str, str]], voices: Sequence[str], rate: tuple[int, int],
@@ -211,11 +250,7 @@ def speak_records(kind: str, parse, path: str | Path, limit: int = 0, *,
     if limit < 0:
         raise BenchmarkError(f"limit must be >= 0 (0 = all), got {limit}")
     p = Path(path).expanduser()
-    seen: set[str] = set()
-    if training is not None:
-        for q in load_training_questions(training):
-            seen.add(_key(q))
-            seen.add(_key(speakable(q)))
+    seen = training_keys(training) if training is not None else set()
     texts, dropped = [], 0
     for n, rec in enumerate(_records(p)):
         try:

@@ -14,7 +14,7 @@ log = logging.getLogger("evaluate")
 
 from tasks.evaluate.benchmarks.base import (DEFAULT_VOICES, MAX_PROXY_SEED, PROXY_KINDS, PROXY_SEED_BASE, SPLITS,
                                             BenchmarkError, Item, Request, _key, _speak, by_split,
-                                            load_training_questions)
+                                            training_keys)
 
 def proxy_seed(split: str, seed: int = 0) -> int:
     """The generator seed of one proxy split; far from every seed training uses (PROXY_SEED_BASE)."""
@@ -30,7 +30,7 @@ def proxy_questions(n_per_split: int, *, training: Iterable[str] | str | Path, s
     """``{split: [(question, spoken question, answer), ...]}``: the proxy's text, ``n_per_split`` each.
 
     A generated question is dropped when it, or its spoken form, occurs in ``training`` (see
-    :func:`load_training_questions`; compared case- and whitespace-insensitively), or repeats an
+    :func:`training_keys`; compared case- and whitespace-insensitively), or repeats an
     earlier proxy question; the generator then runs further (same seed) until ``n_per_split`` are kept.
     """
     from tasks.synth.builtin import generate_problems
@@ -38,10 +38,7 @@ def proxy_questions(n_per_split: int, *, training: Iterable[str] | str | Path, s
 
     if n_per_split < 1:
         raise BenchmarkError(f"n_per_split must be >= 1, got {n_per_split}")
-    seen: set[str] = set()
-    for q in load_training_questions(training):
-        seen.add(_key(q))
-        seen.add(_key(speakable(q)))
+    seen = training_keys(training)
     out = {}
     for split in splits:
         s = proxy_seed(split, seed)
