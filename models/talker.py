@@ -337,9 +337,11 @@ def thinker_states(model, **thinker_inputs) -> tuple[torch.Tensor, torch.Tensor]
     thinker = model.thinker
     trainable = any(p.requires_grad for p in thinker.parameters())
     with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
-        out = thinker(**thinker_inputs, output_hidden_states=True)
+        # The thinker's body only: its last hidden state (after the final norm) is what hidden_states[-1]
+        # of the full forward holds, without the LM head over every position (16 % of the forward).
+        out = thinker.model(**thinker_inputs)
         embeds = token_embeddings(thinker.get_input_embeddings(), thinker_inputs["input_ids"])
-    return out.hidden_states[-1], embeds
+    return out.last_hidden_state, embeds
 
 
 def _roles_tensor(roles, shape: tuple[int, int]) -> torch.Tensor:

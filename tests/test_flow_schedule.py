@@ -130,3 +130,17 @@ def test_a_stage_follows_the_share_it_is_lent(tmp_path, monkeypatch):
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="at least one core"):
         write_share(path, 0)
+
+
+def test_the_real_pipeline_shares_the_machine_where_nothing_is_timed():
+    """Training stages and the codec share the cores, and so do compare and package at the end; evaluate
+    (latency columns in wall time) and synthesize (Ray over every core) run alone."""
+    from tasks.core.params import load_params
+    from tasks.core.stages import pipeline_runs, runs_beside
+
+    names = pipeline_runs(load_params().formats)
+    beside = {n for n in names if runs_beside(n)}
+    assert {"codec", "align", "pretrain", "text_tis@tis", "talker@think_first", "compare", "package"} <= beside
+    assert not beside & {"init_model", "synthesize", "evaluate@tis", "evaluate@think_first"}
+    ups = fp.stage_graph(names)
+    assert "compare" not in ups["package"] and "package" not in ups["compare"]  # so they may overlap
