@@ -14,6 +14,7 @@ and ``metrics/codec.json``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import time
@@ -21,6 +22,9 @@ from pathlib import Path
 
 from tasks.core.params import ROOT, Params
 from tasks.core.stage import StageResult, stage_main
+
+log = logging.getLogger("codec")
+PROGRESS_EVERY_S = 15.0
 
 STAGE = "codec"
 PARAMS = ["codec"]
@@ -72,15 +76,32 @@ def _analyse(path: str):
     return _WORKER_CODEC.features(wave, sr), sr
 
 
-def _pooled(fn, items: list, init, arg, workers: int) -> list:
-    """``fn`` over ``items`` in ``workers`` processes (each set up by ``init(arg)``), in order."""
+def _pooled(fn, items: list, init, arg, workers: int, what: str = "clips") -> list:
+    """``fn`` over ``items`` in ``workers`` processes (each set up by ``init(arg)``), in order; a progress line
+    every ``PROGRESS_EVERY_S`` seconds (encoding the default's 1,997 responses takes ~4 minutes on one core)."""
+    t0 = last = time.monotonic()
+    out: list = []
+
+    def step(x) -> None:
+        nonlocal last
+        out.append(x)
+        now = time.monotonic()
+        if now - last >= PROGRESS_EVERY_S or len(out) == len(items):
+            last = now
+            log.info("codec: %s %d/%d (%.1f/s, %.0f s)", what, len(out), len(items), len(out) / max(now - t0, 1e-9),
+                     now - t0)
+
     if workers <= 1:
         init(arg)
-        return [fn(x) for x in items]
+        for x in items:
+            step(fn(x))
+        return out
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(workers, initializer=init, initargs=(arg,)) as ex:
-        return list(ex.map(fn, items, chunksize=16 if len(items) > 64 * workers else 1))
+        for x in ex.map(fn, items, chunksize=16 if len(items) > 64 * workers else 1):
+            step(x)
+    return out
 
 
 def run(p: Params, data_dir: Path = DATA, out_dir: Path = OUT, workers: int | None = None) -> dict:
@@ -107,7 +128,7 @@ def run(p: Params, data_dir: Path = DATA, out_dir: Path = OUT, workers: int | No
         pick = random.Random(c.seed).sample(train_rows, min(c.fit_clips, len(train_rows)))
         kwargs = {"f0_speed": c.f0_speed}
         analysed = _pooled(_analyse, [str(Path(data_dir) / r["response_audio"]) for r in pick], _init_analyser,
-                           kwargs, workers)
+                           kwargs, workers, "clips analysed to fit")
         srs = {sr for _, sr in analysed}
         if len(srs) != 1:
             raise ValueError(f"response clips have mixed sample rates {sorted(srs)}; resample them in synthesize")
@@ -122,7 +143,7 @@ def run(p: Params, data_dir: Path = DATA, out_dir: Path = OUT, workers: int | No
     with atomic_dir(out_dir) as target:
         codec.save(target)
         paths = [str(Path(data_dir) / r["response_audio"]) for r in rows]
-        codes = _pooled(_encode, paths, _init_worker, str(target), workers)
+        codes = _pooled(_encode, paths, _init_worker, str(target), workers, "clips encoded")
         table = pa.table({"response_audio": [r["response_audio"] for r in rows],
                           "codes": pa.array(codes, type=pa.list_(pa.int16()))})
         # The talker reads one thinker position per codec frame: its readers need the frame size.

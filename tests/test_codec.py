@@ -329,17 +329,23 @@ def test_mimi_stream_first_audio_early_and_real_time_pace_keeps_a_frame(waves):
         assert samples + len(dec.flush()) == len(codes) * codec.hop
 
 
-def test_the_codec_stage_in_worker_processes_writes_what_one_process_does(tmp_path):
+def test_the_codec_stage_in_worker_processes_writes_what_one_process_does(tmp_path, caplog):
     """tasks/codec.py analyses the fitting clips and encodes every response in a process pool: the codec and
-    the codes are the ones a single process makes."""
+    the codes are the ones a single process makes; both say how far they are (a line at the end at least)."""
+    import logging
+
     import pyarrow.parquet as pq
     from audio_data import tiny_setup
 
     import tasks.codec as stage
 
     t = tiny_setup()
-    one = stage.run(t.p, t.data, tmp_path / "one", workers=1)
-    two = stage.run(t.p, t.data, tmp_path / "two", workers=2)
+    with caplog.at_level(logging.INFO, logger="codec"):
+        one = stage.run(t.p, t.data, tmp_path / "one", workers=1)
+        two = stage.run(t.p, t.data, tmp_path / "two", workers=2)
+    n = one["codec/encoded_clips"]
+    done = [r.getMessage() for r in caplog.records if f"clips encoded {n}/{n}" in r.getMessage()]
+    assert len(done) == 2, [r.getMessage() for r in caplog.records]
     assert one["codec/encoded_clips"] == two["codec/encoded_clips"] > 0
     assert (tmp_path / "one" / "codec.json").read_text() == (tmp_path / "two" / "codec.json").read_text()
     assert pq.read_table(tmp_path / "one" / "codes.parquet").equals(pq.read_table(tmp_path / "two" / "codes.parquet"))
