@@ -135,16 +135,18 @@ def load_training_questions(source: Iterable[str] | str | Path) -> list[str]:
             raise BenchmarkError(f"training questions must be strings, got {type(bad[0]).__name__} {bad[0]!r:.60}")
         return qs
     out: list[str] = []
-    for f in _training_files(Path(source).expanduser()):
-        cols = [c for c in ("question", "spoken_question") if c in pq_names(f)]
+    for f, cols in _training_files(Path(source).expanduser()):
         for col in pq.read_table(f, columns=cols).to_pydict().values():
             out.extend(q for q in col if isinstance(q, str) and q)
     return out
 
 
-def _training_files(p: Path) -> list[Path]:
-    """The parquet files of a training set: synthesize's output directory (train, validation and the
-    text-only pool ``text.parquet``, which text_tis trains on too) or one file; each must have ``question``."""
+def _training_files(p: Path) -> list[tuple[Path, list[str]]]:
+    """The parquet files of a training set, each with the question columns it has (``question``, and
+    ``spoken_question`` when present): synthesize's output directory (train, validation and the text-only
+    pool ``text.parquet``, which text_tis trains on too) or one file; each must have ``question``."""
+    import pyarrow.parquet as pq
+
     files = [f for f in (p / "train.parquet", p / "validation.parquet", p / "text.parquet") if f.is_file()] \
         if p.is_dir() else [p]
     if not files or not files[0].is_file():
@@ -152,17 +154,13 @@ def _training_files(p: Path) -> list[Path]:
             f"training set {p} not found: give the synthesize stage's output (data/synthesize with "
             "train.parquet/validation.parquet) or a list of training questions"
         )
+    out = []
     for f in files:
-        names = pq_names(f)
+        names = pq.read_schema(f).names
         if "question" not in names:
             raise BenchmarkError(f"{f} has no 'question' column (it has {names}); is it a synthesize output?")
-    return files
-
-
-def pq_names(f: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    return pq.read_schema(f).names
+        out.append((f, [c for c in ("question", "spoken_question") if c in names]))
+    return out
 
 
 def training_keys(source: Iterable[str] | str | Path) -> set[str]:
@@ -180,9 +178,8 @@ def training_keys(source: Iterable[str] | str | Path) -> set[str]:
         qs = load_training_questions(source)
         return {_key(q) for q in qs} | {_key(speakable(q)) for q in qs}
     keys: set[str] = set()
-    for f in _training_files(Path(source).expanduser()):
-        names = pq_names(f)
-        cols = pq.read_table(f, columns=[c for c in ("question", "spoken_question") if c in names]).to_pydict()
+    for f, names in _training_files(Path(source).expanduser()):
+        cols = pq.read_table(f, columns=names).to_pydict()
         spoken = cols.get("spoken_question") or [None] * len(cols["question"])
         for q, s in zip(cols["question"], spoken):
             if isinstance(q, str) and q:
