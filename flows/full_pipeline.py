@@ -29,7 +29,7 @@ from models.atomic import write_json
 from tasks.core.cpu import ENV as CPU_ENV
 from tasks.core.cpu import machine_cores, write_share
 from tasks.core.params import ROOT
-from tasks.core.stages import pipeline_runs, runs_beside
+from tasks.core.stages import may_share, pipeline_runs
 from tasks.core.tracking import PARENT_ENV
 
 
@@ -189,9 +189,10 @@ def run_stages(names: Sequence[str], ups: dict[str, set[str]], parent_run_id: st
                results: list[dict] | None = None, cores: int | None = None, poll: float = 0.5) -> list[dict]:
     """Run ``names`` as soon as their upstream stages (``ups``) are done, in list order among those ready.
 
-    At most ``parallel`` at once, and only stages that may share the machine (``runs_beside``: the codec, the
-    training stages) run side by side; each running stage is lent ``cores // running`` of ``machine_cores()``,
-    rewritten whenever one starts or ends, so the stage left alone gets them all back. A failed stage stops new
+    At most ``parallel`` at once, and only stages that may share the machine (``may_share``: the codec, the
+    training stages; the two formats' evaluations with each other) run side by side; each running stage is lent
+    ``cores // running`` of ``machine_cores()``, rewritten whenever one starts or ends, so a training stage left
+    alone gets them all back (an evaluation keeps the share it started with). A failed stage stops new
     launches; the running ones finish (their checkpoints stay valid), then the failure is raised. The finished
     stages' results go to ``results`` (returned), in list order, also when one failed."""
     logger = get_run_logger()
@@ -209,7 +210,7 @@ def run_stages(names: Sequence[str], ups: dict[str, set[str]], parent_run_id: st
             return False
         if not running:
             return True
-        return len(running) < parallel and runs_beside(name) and all(runs_beside(r) for r in running)
+        return len(running) < parallel and all(may_share(name, r) for r in running)
 
     pending = list(names)
     while pending or running:

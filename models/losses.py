@@ -70,15 +70,23 @@ def thinker_loss(model, batch: dict, reduction: str = "sum"):
 
 
 def talker_loss_sum(model, batch: dict, reduction: str = "sum", *, codebooks: int, prev_dropout: float = 0.0,
-                    self_feed: float = 0.0, codebook_sizes=None):
+                    self_feed: float = 0.0, codebook_sizes=None, state_cache=None):
     """Talker cross-entropy on the response speech codes (``codebooks`` ids per codec frame), given the
     (frozen) thinker's states; while the model trains (never in evaluation) ``prev_dropout`` hides that
     share of previous codec ids and ``self_feed`` feeds that share from the talker's own draws
-    (``models.talker.own_previous``, within ``codebook_sizes``)."""
-    from models.talker import talker_loss, thinker_states
+    (``models.talker.own_previous``, within ``codebook_sizes``). ``state_cache`` (``models.talker.
+    ThinkerStateCache``): the frozen thinker's states of rows seen before, read instead of recomputed."""
+    from models.talker import talker_loss, thinker_states, token_embeddings
 
-    hidden, embeds = thinker_states(model, input_ids=batch["input_ids"], attention_mask=thinker_attention(model, batch),
-                                    position_ids=thinker_position_ids(model, batch), **audio_kwargs(batch))
+    def states():
+        return thinker_states(model, input_ids=batch["input_ids"], attention_mask=thinker_attention(model, batch),
+                              position_ids=thinker_position_ids(model, batch), **audio_kwargs(batch))
+
+    if state_cache is not None and state_cache.usable(model, batch):
+        hidden = state_cache.hidden(model, batch, lambda: states()[0])
+        embeds = token_embeddings(model.thinker.get_input_embeddings(), batch["input_ids"]).detach()
+    else:
+        hidden, embeds = states()
     codes = [[int(x) for x in row if x != IGNORE] for row in batch["codes"].tolist()]
     bounds = None
     if batch.get("bounds") is not None:  # aligned token end frames (duration pace); a row of -1: none

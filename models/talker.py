@@ -344,6 +344,68 @@ def thinker_states(model, **thinker_inputs) -> tuple[torch.Tensor, torch.Tensor]
     return out.last_hidden_state, embeds
 
 
+class ThinkerStateCache:
+    """The frozen thinker's last hidden states of the rows a talker stage has trained on, by row key.
+
+    The talker stage freezes the thinker, so a row's states are the same every time it comes round; from the
+    second epoch on a batch whose rows are all here skips the thinker's forward (and its audio encoder). Key per
+    row: ``collate``'s ``row_keys`` (a hash of the row's token ids and its audio's path); a row's states
+    are its unpadded positions, so a row reads the same from any batch. Rows past ``max_mb`` are not kept (first
+    come, kept: the stream's epochs come round in one order, so evicting would thrash); ``max_mb`` 0 keeps none.
+
+        cache = ThinkerStateCache(1024)
+        hidden = cache.hidden(model, batch, lambda: thinker_states(model, ...)[0])
+    """
+
+    def __init__(self, max_mb: float):
+        if max_mb < 0:
+            raise ValueError(f"the thinker state cache's size must be >= 0 MB, got {max_mb}")
+        self.max_bytes = int(max_mb * 2**20)
+        self.bytes = 0
+        self.rows: dict[int, torch.Tensor] = {}
+        self.hits = self.misses = 0  # batches served from the cache / computed
+
+    def usable(self, model, batch: dict) -> bool:
+        """Only while training a frozen thinker, on a batch that names its rows."""
+        return (self.max_bytes > 0 and model.training and batch.get("row_keys") is not None
+                and not any(q.requires_grad for q in model.thinker.parameters()))
+
+    def hidden(self, model, batch: dict, compute) -> torch.Tensor:
+        """The batch's (B, T, H) states: from the cache when every row is there (zeros past each row's end,
+        where the talker reads nothing), else ``compute()``'s, whose rows are then kept."""
+        keys = [int(k) for k in batch["row_keys"].tolist()]
+        lengths = [int(n) for n in batch["attention_mask"].sum(-1).tolist()]
+        if all(k in self.rows for k in keys):
+            self.hits += 1
+            first = self.rows[keys[0]]
+            out = first.new_zeros((len(keys), batch["attention_mask"].shape[1], first.shape[-1]))
+            for i, (k, n) in enumerate(zip(keys, lengths)):
+                out[i, :n] = self.rows[k][:n]
+            return out
+        self.misses += 1
+        h = compute()
+        for i, (k, n) in enumerate(zip(keys, lengths)):
+            if k in self.rows:
+                continue
+            row = h[i, :n].detach().clone()
+            size = row.numel() * row.element_size()
+            if self.bytes + size <= self.max_bytes:
+                self.rows[k] = row
+                self.bytes += size
+        return h
+
+
+def row_key(input_ids: Sequence[int], audio) -> int:
+    """A row's key in ``ThinkerStateCache``: its token ids and its audio's path (a signed 64-bit hash)."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.blake2b(np.asarray(input_ids, np.int64).tobytes(), digest_size=8)
+    h.update(str(audio or "").encode())
+    return int.from_bytes(h.digest(), "little", signed=True)
+
+
 def _roles_tensor(roles, shape: tuple[int, int]) -> torch.Tensor:
     r = torch.as_tensor(
         [[int(x) for x in row] for row in roles] if not torch.is_tensor(roles) else roles, dtype=torch.long

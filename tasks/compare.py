@@ -145,6 +145,14 @@ def markdown(t: dict[str, list], hows: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _threads(metrics: dict) -> str:
+    """", on N thread(s) each" where every format's evaluation says how many torch threads it decoded on."""
+    n = {m.get("evaluate/threads") for m in metrics.values()}
+    if len(n) == 1 and None not in n:
+        return f", {n.pop()} torch thread(s) for each format"
+    return "" if n <= {None} else ", torch threads " + ", ".join(f"{f} {m.get('evaluate/threads', '?')}" for f, m in metrics.items())
+
+
 def run(p: Params, reports: Path = EVALUATE, out_dir: Path = OUT) -> StageResult:
     from models.atomic import write_json, write_text
     import tasks.evaluate.plots as plots
@@ -159,7 +167,8 @@ def run(p: Params, reports: Path = EVALUATE, out_dir: Path = OUT) -> StageResult
     md = (f"### Spoken-MQA ({p.evaluate.benchmark}): TiS against think-first\n\n"
           + markdown(main, [h for _, _, h in COLUMNS])
           + "\nAccuracy as AudioBench scores it; positions count thinker positions (control tokens included) "
-            "from the first generated one; seconds are wall time on this machine.\n")
+            "from the first generated one; seconds are wall time on this machine"
+          + _threads(metrics) + ".\n")
     heard = table(metrics, splits, HEARD_COLUMNS)
     if heard["rows"]:
         md += ("\n### Heard: what an offline ASR hears of the spoken answers\n\n"

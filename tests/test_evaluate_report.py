@@ -168,6 +168,24 @@ def test_compare_stage_writes_the_table_and_plots(reports, tmp_path):
     assert res.tables["compare.json"][0]["split"] == "short_digit"
 
 
+def test_compare_says_on_how_many_threads_the_seconds_were_timed(reports, tmp_path):
+    """The latency seconds are wall time: the table says how many torch threads each format decoded on (the flow
+    runs both evaluations at once on one core each); no claim where the reports do not say."""
+    p = load_params(overrides={"evaluate": {"splits": ["short_digit"]}})
+    md = lambda: (tmp_path / "compare" / "table.md").read_text()  # noqa: E731
+    run(p, reports=reports, out_dir=tmp_path / "compare")
+    assert "wall time on this machine.\n" in md() and "thread" not in md()
+    for fmt, n in (("tis", 1), ("think_first", 1)):
+        m = reports / fmt / "metrics.json"
+        m.write_text(json.dumps({**json.loads(m.read_text()), "evaluate/threads": n}))
+    run(p, reports=reports, out_dir=tmp_path / "compare")
+    assert "wall time on this machine, 1 torch thread(s) for each format.\n" in md()
+    m = reports / "think_first" / "metrics.json"
+    m.write_text(json.dumps({**json.loads(m.read_text()), "evaluate/threads": 2}))
+    run(p, reports=reports, out_dir=tmp_path / "compare")
+    assert "wall time on this machine, torch threads tis 1, think_first 2.\n" in md()
+
+
 def test_compare_names_the_missing_run(reports, tmp_path):
     (reports / "think_first" / "metrics.json").unlink()
     with pytest.raises(FileNotFoundError, match="python -m tasks.evaluate --format think_first"):

@@ -98,6 +98,9 @@ def test_the_chain_learns(evaluated, fmt):
     wrong = [(r["gold"], r["output"]) for r in main if not r["correct"]]
     assert res.metrics["overall/correct"] >= 15, f"{fmt}: {res.metrics['overall/correct']}/16 correct; wrong: {wrong}"
     assert res.metrics["overall/accuracy"] == round(res.metrics["overall/correct"] / PROBLEMS, 4)
+    import torch
+
+    assert res.metrics["evaluate/threads"] == torch.get_num_threads()  # what the latency seconds were timed on
 
 
 @pytest.mark.parametrize("fmt", ["tis", "think_first"])

@@ -32,6 +32,7 @@ def prefect_api():
 def fake_stages(monkeypatch, tmp_path):
     log: dict[str, dict] = {}
     fail = set()
+    beside, peers = set(BESIDE), set()  # a test may change who shares with whom (peers: only with each other)
 
     @task(cache_policy=NO_CACHE)
     def fake_run_stage(stage: str, parent_run_id, cpu_share: str | None = None) -> dict:
@@ -47,9 +48,9 @@ def fake_stages(monkeypatch, tmp_path):
         return {"stage": stage, "status": "ran", "seconds": SECONDS[stage]}
 
     monkeypatch.setattr(fp, "run_stage", fake_run_stage)
-    monkeypatch.setattr(fp, "runs_beside", lambda name: name in BESIDE)
+    monkeypatch.setattr(fp, "may_share", lambda a, b: (a in beside and b in beside) or (a != b and {a, b} <= peers))
     monkeypatch.setattr(fp, "SHARES", tmp_path / "cpu")
-    return log, fail
+    return log, fail, beside, peers
 
 
 def _overlap(x: dict, y: dict) -> bool:
@@ -65,7 +66,7 @@ def _run(parallel: int, results: list | None = None) -> list[dict]:
 
 
 def test_independent_stages_run_side_by_side_on_a_share_of_the_cores(fake_stages):
-    log, _ = fake_stages
+    log, *_ = fake_stages
     results = _run(parallel=2)
     assert [r["stage"] for r in results] == NAMES  # list order, whatever order they finished in
     for name, ups in UPS.items():  # never before its upstream stages are done
@@ -78,8 +79,21 @@ def test_independent_stages_run_side_by_side_on_a_share_of_the_cores(fake_stages
     assert log["a"]["shares"][0] == 2
 
 
+def test_peers_run_beside_each_other_and_nothing_else(fake_stages):
+    """d and e (evaluate@tis, evaluate@think_first) may share the machine with each other only: e, ready while b
+    trains, waits for b to end, then both start at once on one core each."""
+    log, _, beside, peers = fake_stages
+    beside.difference_update({"d", "e"})
+    peers.update({"d", "e"})
+    _run(parallel=2)
+    assert not _overlap(log["e"], log["b"]) and log["e"]["start"] >= log["b"]["end"]
+    assert _overlap(log["d"], log["e"])
+    assert log["d"]["shares"][0] == 1 and log["e"]["shares"][0] == 1, (log["d"]["shares"], log["e"]["shares"])
+    assert not any(_overlap(log["f"], log[o]) for o in NAMES if o != "f")
+
+
 def test_parallel_1_runs_one_stage_at_a_time(fake_stages):
-    log, _ = fake_stages
+    log, *_ = fake_stages
     _run(parallel=1)
     for x in NAMES:
         assert not any(_overlap(log[x], log[y]) for y in NAMES if y != x), x
@@ -87,7 +101,7 @@ def test_parallel_1_runs_one_stage_at_a_time(fake_stages):
 
 
 def test_a_failed_stage_stops_new_ones_and_lets_the_running_finish(fake_stages):
-    log, fail = fake_stages
+    log, fail, *_ = fake_stages
     fail.add("c")
     results: list[dict] = []
     with pytest.raises(RuntimeError, match="stage c failed"):
@@ -133,14 +147,23 @@ def test_a_stage_follows_the_share_it_is_lent(tmp_path, monkeypatch):
 
 
 def test_the_real_pipeline_shares_the_machine_where_nothing_is_timed():
-    """Training stages and the codec share the cores, and so do compare and package at the end; evaluate
-    (latency columns in wall time) and synthesize (Ray over every core) run alone."""
+    """Training stages and the codec share the cores, and so do compare and package at the end; the two
+    evaluations (latency columns in wall time) share with each other only, and synthesize (Ray over every core)
+    and init_model run alone."""
     from tasks.core.params import load_params
-    from tasks.core.stages import pipeline_runs, runs_beside
+    from tasks.core.stages import may_share, pipeline_runs, runs_beside
 
     names = pipeline_runs(load_params().formats)
     beside = {n for n in names if runs_beside(n)}
     assert {"codec", "align", "pretrain", "text_tis@tis", "talker@think_first", "compare", "package"} <= beside
     assert not beside & {"init_model", "synthesize", "evaluate@tis", "evaluate@think_first"}
+    assert may_share("evaluate@tis", "evaluate@think_first") and may_share("talker@tis", "codec")
+    for other in names:
+        if other not in ("evaluate@tis", "evaluate@think_first"):
+            assert not may_share("evaluate@tis", other) and not may_share(other, "evaluate@think_first"), other
+    assert not may_share("evaluate@tis", "evaluate@tis")
+    for alone in ("init_model", "synthesize"):
+        assert not any(may_share(alone, o) for o in names), alone
     ups = fp.stage_graph(names)
     assert "compare" not in ups["package"] and "package" not in ups["compare"]  # so they may overlap
+    assert "evaluate@tis" not in ups["evaluate@think_first"] and "evaluate@think_first" not in ups["evaluate@tis"]

@@ -32,6 +32,10 @@ def check_output(out: Path, stats: dict) -> list[dict]:
     assert set(COLUMNS) <= set(ds["train"].column_names)
     rows = load_samples(out, "train") + load_samples(out, "validation")
     assert len(rows) == stats["kept"] == stats["train"] + stats["validation"]
+    # a reader that needs one column reads only it, the same values; a column the data lacks is named
+    assert load_samples(out, "train", ["response"]) == [{"response": r["response"]} for r in rows[:stats["train"]]]
+    with pytest.raises(ValueError, match=r"no column\(s\) \['nope'\].*dvc repro"):
+        load_samples(out, "train", ["response", "nope"])
     for r in rows:
         assert r["response"].endswith(f"The answer is {r['answer']}.")
         for col, sec in (("question_audio", "question_seconds"), ("response_audio", "response_seconds")):

@@ -339,6 +339,67 @@ def test_the_talker_stage_paces_by_seconds_measured_on_its_own_speech(tiny, lear
     assert pace.frames_per_second == pytest.approx(frames / seconds, rel=0.15)  # seconds of real speech
 
 
+def test_the_talker_stage_reads_the_frozen_thinkers_states_from_its_cache(tiny, tmp_path, caplog):
+    """trainer.state_cache_mb: the talker stage keeps the frozen thinker's states of the rows it trained on and,
+    once every row of a batch is kept (the second epoch), reads them instead of running the thinker: the same
+    losses step for step and the same validation loss as a run that recomputes them (0 MB)."""
+    import logging
+
+    from tasks.core.trainer import train
+
+    sp = _sp(tiny, "talker", steps=16, batch_size=2, warmup_steps=1, lr=5e-3)
+    runs = {}
+    for mb in (0, 64):
+        p = replace(tiny.p, trainer=replace(tiny.p.trainer, state_cache_mb=mb, checkpoint_every=100))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="trainer"):
+            runs[mb] = train("talker", p, sp, tiny.data, tiny.init, tmp_path / str(mb), codec_dir=tiny.codec)
+        runs[mb].kept = [r.getMessage() for r in caplog.records if "states of" in r.getMessage()]
+    assert runs[0].kept == []  # 0 MB: no cache at all
+    rows = len(_data(tiny, "talker"))
+    assert f"states of {rows} rows kept" in runs[64].kept[0] and " 0 batches read them" not in runs[64].kept[0]
+    np.testing.assert_allclose([x for _, x in runs[64].history], [x for _, x in runs[0].history], rtol=1e-5)
+    assert runs[64].val_loss == pytest.approx(runs[0].val_loss, rel=1e-5)
+
+
+def test_the_thinker_state_cache_keeps_what_fits_and_only_for_a_frozen_thinker_in_training(tiny):
+    """Rows past the size bound are not kept (a batch with one of them runs the thinker); a thinker that trains,
+    a model in eval mode or a batch without row keys never touch the cache; a negative size is an error."""
+    import torch
+
+    from models.omni import load_checkpoint
+    from models.talker import ThinkerStateCache
+    from tasks.core.examples import collate
+
+    model, _ = load_checkpoint(tiny.init)
+    data = _data(tiny, "talker")
+    batch = collate(data.load_features([data.example(i) for i in range(2)]), tiny.tok.pad_token_id)
+    n = [int(x) for x in batch["attention_mask"].sum(-1)]
+    h = torch.randn(2, batch["input_ids"].shape[1], 8)
+    for q in model.thinker.parameters():
+        q.requires_grad_(False)
+    model.train()
+    one_row = n[0] * 8 * 4 / 2**20  # MB of the first row's states (8 wide, fp32)
+    small = ThinkerStateCache(one_row)
+    assert small.usable(model, batch)
+    assert small.hidden(model, batch, lambda: h) is h and list(small.rows) == [int(batch["row_keys"][0])]
+    assert small.hidden(model, batch, lambda: h) is h and (small.hits, small.misses) == (0, 2)  # row 2 never fits
+    big = ThinkerStateCache(1)
+    big.hidden(model, batch, lambda: h)
+    again = big.hidden(model, batch, lambda: pytest.fail("the thinker ran for rows the cache holds"))
+    for i in range(2):
+        assert torch.equal(again[i, :n[i]], h[i, :n[i]]) and not again[i, n[i]:].any()
+    assert (big.hits, big.misses, big.bytes) == (1, 1, sum(n) * 8 * 4)
+    assert not big.usable(model, {k: v for k, v in batch.items() if k != "row_keys"})
+    model.eval()
+    assert not big.usable(model, batch)
+    model.train()
+    next(model.thinker.parameters()).requires_grad_(True)
+    assert not big.usable(model, batch)
+    with pytest.raises(ValueError, match="must be >= 0 MB"):
+        ThinkerStateCache(-1)
+
+
 def torch_equal(a, b) -> bool:
     import torch
 

@@ -132,7 +132,7 @@ def fingerprint(p, spec, sp, data_dir: Path, init_ckpt: Path, fmt: str, codec_di
         else:
             h.update(b"-")
     trainer = {k: v for k, v in asdict(p.trainer).items()
-               if k not in ("log_every", "checkpoint_every", "keep_checkpoints", "feature_cache_mb")}
+               if k not in ("log_every", "checkpoint_every", "keep_checkpoints", "feature_cache_mb", "state_cache_mb")}
     stage = {k: v for k, v in asdict(sp).items() if k != "steps"}
     upstream = read_state(init_ckpt)
     h.update(json.dumps({"spec": spec.name, "trains": [sorted(ph.trainable) for ph in spec.phases], "format": fmt,

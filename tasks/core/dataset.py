@@ -77,7 +77,8 @@ def write_dataset(out_dir: str | Path, splits: dict[str, Iterable[dict]], stats:
         write_json(tmp / "stats.json", stats)
 
 
-def load_samples(data_dir: str | Path, split: str) -> list[dict]:
+def load_samples(data_dir: str | Path, split: str, columns: list[str] | None = None) -> list[dict]:
+    """The rows of ``split`` as dicts; ``columns`` reads only those (not the audio of every row)."""
     import pyarrow.parquet as pq
 
     path = Path(data_dir) / f"{split}.parquet"
@@ -85,7 +86,11 @@ def load_samples(data_dir: str | Path, split: str) -> list[dict]:
         raise FileNotFoundError(
             f"{path} not found; run the data stage that writes {data_dir} first (`dvc repro`)"
         )
-    return pq.read_table(path).to_pylist()
+    if columns is not None:
+        missing = sorted(set(columns) - set(pq.read_schema(path).names))
+        if missing:
+            raise ValueError(f"{path} has no column(s) {missing}; rerun the stage that writes {data_dir} (`dvc repro`)")
+    return pq.read_table(path, columns=columns).to_pylist()
 
 
 def hf_dataset(data_dir: str | Path):

@@ -556,6 +556,10 @@ def collate(batch: list[Example], pad_id: int) -> dict:
         for i, e in enumerate(batch):
             codes[i, : len(e.codes)] = torch.tensor(e.codes)
         out["codes"] = codes
+        from models.talker import row_key
+
+        # each row's key for the frozen thinker's state cache (models.talker.ThinkerStateCache)
+        out["row_keys"] = torch.tensor([row_key(e.input_ids, e.audio) for e in batch], dtype=torch.long)
         if any(e.bounds for e in batch):  # token end frames, -1 padded; a row of -1: spread by estimate
             k = max(len(e.bounds or ()) for e in batch)
             bounds = torch.full((len(batch), k), -1, dtype=torch.long)

@@ -255,11 +255,13 @@ class TrainerParams:
     keep_checkpoints: Int
     feature_cache_mb: Int  # log-mels of spoken questions kept in memory (LRU); 0 = compute every time
     length_group: Int  # batches per length group (rows of similar length batched together); 1 = off
+    state_cache_mb: Int = 0  # talker stages: the frozen thinker's states of rows seen, kept (models.talker.ThinkerStateCache)
 
     def __post_init__(self) -> None:
         for k in ("grad_accum", "log_every", "checkpoint_every", "keep_checkpoints", "length_group"):
             _check(getattr(self, k) >= 1, f"trainer.{k} must be >= 1, got {getattr(self, k)}")
         _check(self.feature_cache_mb >= 0, "trainer.feature_cache_mb must be >= 0")
+        _check(self.state_cache_mb >= 0, f"trainer.state_cache_mb must be >= 0 (0 = keep none), got {self.state_cache_mb}")
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -196,8 +196,13 @@ class PipelineStage:
     per_format: bool
     # may run beside another stage, on the cores the flow lends it (tasks/core/cpu.py): the codec, the training
     # stages, and compare beside package (light, ~7 and ~11 s, both ready once evaluation ends). The others run
-    # alone: synthesize starts Ray workers over every core, and evaluate's latency columns are wall time.
+    # alone: synthesize starts Ray workers over every core.
     beside: bool = False
+    # may run beside its own other format's run only (evaluate@tis beside evaluate@think_first): evaluate's latency
+    # columns are wall time, so no training shares its cores, but the two formats decode side by side on one core
+    # each, the same conditions for both (the tiny model decodes about as fast on one thread as on two: 48 against
+    # 50 s for evaluate@tis; the pair takes 51 s at once against 84 s one after the other)
+    peers: bool = False
 
 
 # The pipeline, in order: the one list the DVC stages (dvc.yaml, checked by tests/test_pipeline_stages.py),
@@ -208,7 +213,7 @@ PIPELINE: tuple[PipelineStage, ...] = (
     PipelineStage("synthesize", "tasks.synthesize", False),
     PipelineStage("codec", "tasks.codec", False, beside=True),
     *(PipelineStage(s.name, f"tasks.{s.name}", s.per_format, beside=True) for s in STAGES.values()),
-    PipelineStage("evaluate", "tasks.evaluate", True),
+    PipelineStage("evaluate", "tasks.evaluate", True, peers=True),
     PipelineStage("compare", "tasks.compare", False, beside=True),
     PipelineStage("package", "tasks.package", False, beside=True),
 )
@@ -224,6 +229,15 @@ def runs_beside(run: str) -> bool:
     """May the pipeline run ``run`` (a DVC stage name, ``text_tis@tis``) beside another stage?"""
     base = run.split("@")[0]
     return any(s.beside for s in PIPELINE if s.name == base)
+
+
+def may_share(run: str, other: str) -> bool:
+    """May the pipeline run ``run`` and ``other`` (DVC stage names) at once? Both may run beside any stage that
+    may (``beside``), or they are two formats' runs of one ``peers`` stage (``evaluate@tis``, ``evaluate@think_first``)."""
+    if runs_beside(run) and runs_beside(other):
+        return True
+    base, other_base = run.split("@")[0], other.split("@")[0]
+    return run != other and base == other_base and any(s.peers for s in PIPELINE if s.name == base)
 
 
 def spec(name: str) -> StageSpec:

@@ -208,10 +208,15 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
 
     phase = spec.phase_at(0, sp.steps)
     set_trainable(model, spec.trainable)
+    state_cache = None
+    if train_data.codes and t.state_cache_mb:
+        from models.talker import ThinkerStateCache
+
+        state_cache = ThinkerStateCache(t.state_cache_mb)
     module = StageModule.build(model, spec.t.loss, ranks=world,
                                **({"codebooks": train_data.codes.codebooks, "prev_dropout": getattr(sp, "prev_dropout", 0.0),
                                    "self_feed": getattr(sp, "self_feed", 0.0),
-                                   "codebook_sizes": train_data.codes.codebook_sizes}
+                                   "codebook_sizes": train_data.codes.codebook_sizes, "state_cache": state_cache}
                                   if train_data.codes else {}))
     trainable = [q for q in module.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=sp.lr, weight_decay=sp.weight_decay)
@@ -324,6 +329,9 @@ def train(stage: str, p: Params, sp: StageParams, data_dir: Path, init_dir: Path
         save(step)
     if stream.dropped and rank == 0:
         log.warning("%s: skipped rows that do not fit: %s", stage, dict(stream.dropped))
+    if state_cache is not None and rank == 0:
+        log.info("%s: the frozen thinker's states of %d rows kept (%.0f MB): %d batches read them, %d ran it", stage,
+                 len(state_cache.rows), state_cache.bytes / 2**20, state_cache.hits, state_cache.misses)
 
     val_loss = evaluate(engine, val_data, pad_id, micro, rank, world) if step == sp.steps else None
     val_other = None

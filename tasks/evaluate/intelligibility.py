@@ -177,7 +177,7 @@ def training_responses(data_dir: str | Path, limit: int = 5000) -> list[str]:
     """Responses of the training set the ASR's LM is built from (the first ``limit``)."""
     from tasks.core.dataset import load_samples
 
-    return [r["response"] for r in load_samples(data_dir, "train")[:limit]]
+    return [r["response"] for r in load_samples(data_dir, "train", ["response"])[:limit]]
 
 
 def response_voice(data_dir: str | Path) -> tuple[str, int, int] | None:

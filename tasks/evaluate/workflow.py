@@ -155,7 +155,11 @@ def run(p: Params, fmt: str = "tis", tracker=None, *, model_dir: Path | None = N
     # What a listener hears: ASR of the reference, codec resynthesis and talker speech (intelligibility.py)
     metrics.update(intelligibility.assess(rows, pcms, data_dir or DATA, codec_dir, out / "listen"))
     seconds = round(time.time() - t0, 1)
-    metrics.update({"evaluate/seconds": seconds, "evaluate/answers": len(rows)})
+    import torch
+
+    # The latency columns are wall time on this many threads (the flow runs the two formats' evaluations side by
+    # side on one core each; by hand: torch's default)
+    metrics.update({"evaluate/seconds": seconds, "evaluate/answers": len(rows), "evaluate/threads": torch.get_num_threads()})
 
     # --- outputs (each written atomically; DVC declares them one by one)
     with atomic_dir(out / "wavs") as tmp:
