@@ -146,7 +146,8 @@ def markdown(t: dict[str, list], hows: Sequence[str]) -> str:
 
 
 def _threads(metrics: dict) -> str:
-    """", on N thread(s) each" where every format's evaluation says how many torch threads it decoded on."""
+    """What the table says of the threads the seconds were timed on: ", N torch thread(s) for each format" where
+    every format's evaluation says the same N, each format's count where they differ, nothing where none says."""
     n = {m.get("evaluate/threads") for m in metrics.values()}
     if len(n) == 1 and None not in n:
         return f", {n.pop()} torch thread(s) for each format"
